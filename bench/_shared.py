@@ -1,0 +1,33 @@
+"""Model recipes shared by the bench scripts, so that each bench reuses the others' runs.
+
+Every bench trains into runs/bench/<name>; `train(cfg, resume=True)` returns at once when a run
+with the same config has finished, so the paragon is trained once for all benches.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from hetsearch.config import TrainRunConfig, load_config  # noqa: E402
+
+BENCH_RUNS = "runs/bench"
+CONFIGS = ROOT / "configs" / "fashion_mnist"
+LIGHT_MODELS = ("mobilenetv3_small", "shufflenetv2_x0_5")
+LIGHT_EPOCHS = 6
+
+
+def paragon_config(extra: list[str] | None = None) -> TrainRunConfig:
+    return load_config(TrainRunConfig, CONFIGS / "gallery.yaml", [f"output_dir={BENCH_RUNS}", *(extra or [])])
+
+
+def light_config(model: str, method: str, epochs: int = LIGHT_EPOCHS, extra: list[str] | None = None) -> TrainRunConfig:
+    """A light query model trained with compatibility `method` (none = independent) against the paragon."""
+    gallery = f"{BENCH_RUNS}/gallery/model.pt" if method != "none" else "null"
+    name = f"{model}_{'independent' if method == 'none' else method}"
+    return load_config(TrainRunConfig, CONFIGS / f"query_{model}.yaml",
+                       [f"output_dir={BENCH_RUNS}", f"name={name}", f"train.epochs={epochs}",
+                        f"compat.method={method}", f"compat.gallery_model={gallery}", *(extra or [])])

@@ -1,0 +1,81 @@
+"""Issue 2 benchmark: the paragon and two light baselines, each trained independently.
+
+Fashion-MNIST, closed set: queries = test split (10k), gallery = train split minus validation (54k).
+Writes docs/results/baselines.{json,md}: Recall@1/5/10, MAP@R, mAP, FLOPs, params, CPU latency,
+training time per model, and the time of one 10k x 54k evaluation.
+
+    python bench/baselines.py            # full: paragon 15 epochs, light models 6 epochs
+    python bench/baselines.py --quick    # minutes: subsets, 1 epoch (checks that it runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import _shared  # noqa: F401  (puts src/ on the path)
+import torch
+
+from hetsearch.data import make_splits
+from hetsearch.eval import count_flops, measure_latency
+from hetsearch.eval.report import evaluate_loaded
+from hetsearch.models import load_checkpoint
+from hetsearch.train import train
+from hetsearch.utils.results import write_results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny subsets and 1 epoch, to check the script")
+    parser.add_argument("--light-epochs", type=int, default=_shared.LIGHT_EPOCHS)
+    args = parser.parse_args()
+    extra = ["data.max_train_items=3000", "data.max_test_items=500", "train.epochs=1",
+             f"output_dir={_shared.BENCH_RUNS}_quick"] if args.quick else []
+
+    configs = {"paragon": _shared.paragon_config(extra)}
+    for model in _shared.LIGHT_MODELS:
+        configs[model] = _shared.light_config(model, "none", args.light_epochs, extra)
+    splits = make_splits(configs["paragon"].data)
+
+    rows, timings = [], {}
+    for label, cfg in configs.items():
+        result = train(cfg, resume=True, splits=splits)
+        loaded = load_checkpoint(result.model_path)
+        started = time.perf_counter()
+        evaluation = evaluate_loaded(loaded, loaded, splits, device="cpu")
+        eval_seconds = time.perf_counter() - started
+        latency = measure_latency(loaded.model, (1, *loaded.model.input_shape), batch_sizes=(1, 256))
+        m = evaluation["metrics"]
+        rows.append({
+            "method": "paragon" if label == "paragon" else "independent",
+            "query_model": loaded.meta.model_id, "gallery_model": loaded.meta.model_id,
+            "backbone": f"{cfg.model.backbone} {cfg.model.backbone_args or ''}".strip(),
+            "recall_at_1": m["recall_at_1"], "recall_at_5": m["recall_at_5"], "recall_at_10": m["recall_at_10"],
+            "map_at_r": m["map_at_r"], "map": m["map"],
+            "query_mflops": loaded.meta.flops / 1e6, "gallery_mflops": loaded.meta.flops / 1e6,
+            "flops_ratio_vs_paragon": None, "params": loaded.meta.params,
+            "latency_ms_batch1": latency[1] * 1e3, "latency_ms_batch256": latency[256] * 1e3,
+            "train_seconds": round(result.train_seconds, 1), "epochs": cfg.train.epochs,
+            "eval_seconds": round(eval_seconds, 2),
+        })
+        timings[f"train_{label}"] = round(result.train_seconds, 1)
+        timings[f"evaluate_{label}"] = round(eval_seconds, 2)
+    paragon_flops = rows[0]["query_mflops"]
+    for row in rows:
+        row["flops_ratio_vs_paragon"] = round(paragon_flops / row["query_mflops"], 1)
+
+    columns = ["method", "backbone", "recall_at_1", "recall_at_5", "map_at_r", "map", "query_mflops",
+               "flops_ratio_vs_paragon", "params", "latency_ms_batch1", "latency_ms_batch256", "epochs",
+               "train_seconds", "eval_seconds"]
+    write_results("baselines_quick" if args.quick else "baselines", protocol=splits.protocol, rows=rows,
+                  timings_s=timings, columns=columns,
+                  title="Baselines: paragon and light models, each trained independently (homogeneous search)",
+                  notes="FLOPs = 2 x MACs at batch 1, 1x28x28 input (torch.utils.flop_counter). Latency: median "
+                        "CPU forward time. eval_seconds: embedding both sets with the model plus exact FAISS "
+                        "kNN and all metrics (Recall@K, mAP, MAP@R, TAR@FAR).")
+    print(open(f"docs/results/{'baselines_quick' if args.quick else 'baselines'}.md").read())
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()

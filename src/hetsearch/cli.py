@@ -1,0 +1,122 @@
+"""`hetsearch` command line. Each command is a thin shell over a library function.
+
+Feature areas add their commands through a `register(app)` function in their own `cli` module
+(listed in `_COMMAND_MODULES`), so this file does not grow with every feature.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hetsearch.errors import HetsearchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Heterogeneous visual search: a large gallery model indexes, a tiny query model searches.")
+console = Console()
+
+_COMMAND_MODULES: list[str] = [
+    "hetsearch.compat.cli",   # grid
+]
+
+
+@app.command(help="Train one embedding model from a stage config.\n\n"
+                  "Example: hetsearch train configs/fashion_mnist/gallery.yaml train.epochs=3 name=try1")
+def train(config: Path = typer.Argument(..., help="stage YAML, e.g. configs/fashion_mnist/gallery.yaml"),
+          overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. train.lr=0.05"),
+          resume: bool = typer.Option(False, "--resume", help="continue the run from its last checkpoint")):
+    from hetsearch.config import TrainRunConfig, load_config
+    from hetsearch.train import train as run_training
+
+    cfg = load_config(TrainRunConfig, config, overrides or [])
+    result = run_training(cfg, resume=resume)
+    if result.meta is not None:
+        console.print(f"saved {result.model_path}  id={result.meta.model_id}  "
+                      f"{result.meta.flops / 1e6:.2f} MFLOPs  trained {result.train_seconds:.0f}s")
+
+
+@app.command(help="Retrieval accuracy M(query model, gallery model) on a data protocol.\n\n"
+                  "Queries come from the test split, the gallery from the training split (or the rest of the "
+                  "test split), as recorded in the gallery model's config unless overridden.\n\n"
+                  "Example: hetsearch evaluate --query-model runs/q/model.pt --gallery-model runs/g/model.pt")
+def evaluate(query_model: Path = typer.Option(..., "--query-model", "-q", help="query model checkpoint"),
+             gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help="gallery model checkpoint"),
+             data_overrides: Optional[List[str]] = typer.Argument(None, help="data.key=value overrides"),
+             out: Optional[Path] = typer.Option(None, "--out", help="write the metrics as JSON here"),
+             device: str = typer.Option("auto", help="auto | cpu | cuda")):
+    from hetsearch.eval.report import evaluate_checkpoints
+
+    result = evaluate_checkpoints(query_model, gallery_model, data_overrides or [], device=device)
+    for message in result["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {message}")
+    table = Table(title=f"M({result['query_model']}, {result['gallery_model']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"protocol: {result['protocol']}")
+    if out:
+        from hetsearch.utils.io import atomic_write_json
+        atomic_write_json(out, result)
+
+
+@app.command(help="Show what a checkpoint holds: id, architecture, cost, compatibility.\n\n"
+                  "Example: hetsearch info runs/fashion_mnist_quick/gallery/model.pt")
+def info(checkpoint: Path = typer.Argument(..., help="model checkpoint (.pt)"),
+         as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    from hetsearch.models.checkpoint import ModelMeta, read_checkpoint_file
+
+    meta = ModelMeta.from_dict(read_checkpoint_file(checkpoint)["meta"])
+    summary = {"model_id": meta.model_id, "backbone": meta.spec.backbone, "backbone_args": meta.spec.backbone_args,
+               "embedding_dim": meta.spec.embedding_dim, "head": meta.spec.head,
+               "head_scale": meta.spec.head_scale, "head_margin": meta.spec.head_margin,
+               "input": f"{meta.spec.in_chans}x{meta.spec.image_size}x{meta.spec.image_size}",
+               "mflops": round(meta.flops / 1e6, 3) if meta.flops else None, "params": meta.params,
+               "num_classes": len(meta.classes), "compatibility": meta.compatibility,
+               "compatible_with": meta.compatible_with, **{k: v for k, v in meta.extra.items() if k != "protocol"}}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=str(checkpoint), show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command(help="Run the whole system for one data set: gallery model, compatible query models, "
+                  "CMP-NAS (when configured), compatibility grid and report. Finished stages are skipped, "
+                  "interrupted ones resume.\n\n"
+                  "Example: hetsearch pipeline configs/fashion_mnist/pipeline_quick.yaml")
+def pipeline(config: Path = typer.Argument(..., help="pipeline YAML, e.g. configs/fashion_mnist/pipeline_quick.yaml"),
+             overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. output_dir=runs/x")):
+    from hetsearch.pipeline import load_pipeline_config, run_pipeline
+
+    run_pipeline(load_pipeline_config(config, overrides or []), log=console.print)
+
+
+def _register_feature_commands() -> None:
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register_feature_commands()
+    warnings.simplefilter("default")
+    try:
+        app(args=argv, standalone_mode=True)
+    except HetsearchError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Typed configuration: YAML files → nested dataclasses, with `key=value` overrides.
+
+One YAML per pipeline stage (see `configs/`). Unknown keys are errors that list the valid ones,
+so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from hetsearch.data.config import DataConfig
+from hetsearch.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    backbone_args: dict = field(default_factory=dict)
+    embedding_dim: int = 128
+    head: str = "norm_softmax"       # norm_softmax | cosface | arcface
+    head_scale: float = 16.0
+    head_margin: Optional[float] = None  # None: the head's default (cosface 0.35, arcface 0.5)
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 2
+    hflip: bool = True
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "sgd"           # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    max_steps_per_epoch: Optional[int] = None  # cap for quick runs and tests
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class CompatConfig:
+    """How the model is made compatible with a gallery model (see hetsearch.compat)."""
+
+    method: str = "none"             # none | bct | l2 | distill
+    gallery_model: Optional[str] = None  # path of the gallery model checkpoint
+    weight: float = 1.0              # λ of the compatibility term
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"             # auto | cpu | cuda | cuda:1 | mps
+    amp: str = "auto"                # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    channels_last: bool = True
+    seed: int = 0
+    num_threads: Optional[int] = None
+    progress: bool = True
+    eval_every: int = 1              # epochs between validation retrieval evaluations (0: never)
+
+
+@dataclass
+class TrainRunConfig:
+    """`hetsearch train CONFIG`: one model trained on one data set."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    compat: CompatConfig = field(default_factory=CompatConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# ---------------------------------------------------------------------------- loading
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, recursively, with clear errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; "
+                          f"valid keys: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}" if where else name)
+              for name, value in data.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is list or origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    return value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None):
+    data = read_yaml(path) if path is not None else {}
+    apply_overrides(data, overrides or [])
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

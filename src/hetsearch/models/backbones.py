@@ -1,0 +1,101 @@
+"""Hand-designed backbones from timm and torchvision, adapted to small inputs.
+
+`small_stem` (default: on for inputs ≤ 64 px) replaces the stride-4 ImageNet stem of ResNets by a
+3×3 stride-1 convolution without max-pool (the CIFAR stem), because a 28×28 image would otherwise
+be 7×7 after the stem. Light models keep their stride-2 stems by default: that is what makes them
+cheap, and it is the trade-off a query model makes.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torchvision
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from torch import nn
+
+from hetsearch.models.registry import register_backbone
+
+_SMALL_INPUT_PX = 64
+
+
+def _use_small_stem(small_stem: bool | None, image_size: int) -> bool:
+    return image_size <= _SMALL_INPUT_PX if small_stem is None else small_stem
+
+
+def _timm_resnet(block, layers, *, in_chans: int, image_size: int, width: int = 64,
+                 small_stem: bool | None = None) -> tuple[nn.Module, int]:
+    channels = tuple(width * 2**i for i in range(4))
+    # timm feeds the first stage from a 64-channel stem unless the stem is "deep" (then
+    # 2 x stem_width); the deep stem with stem_width = width/2 lets narrow ResNets stay narrow.
+    model = ResNet(block=block, layers=layers, num_classes=0, in_chans=in_chans,
+                   stem_type="deep", stem_width=width // 2, channels=channels)
+    if _use_small_stem(small_stem, image_size):
+        model.conv1 = nn.Conv2d(in_chans, width, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model, model.num_features
+
+
+@register_backbone("resnet18")
+def resnet18(**kwargs) -> tuple[nn.Module, int]:
+    return _timm_resnet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+@register_backbone("resnet34")
+def resnet34(**kwargs) -> tuple[nn.Module, int]:
+    return _timm_resnet(BasicBlock, (3, 4, 6, 3), **kwargs)
+
+
+@register_backbone("resnet50")
+def resnet50(**kwargs) -> tuple[nn.Module, int]:
+    return _timm_resnet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+
+def _timm_mobilenetv3(timm_name: str, *, in_chans: int, image_size: int,
+                      small_stem: bool = False) -> tuple[nn.Module, int]:
+    model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans)
+    if small_stem:
+        model.conv_stem.stride = (1, 1)
+    # with num_classes=0 timm keeps the 1x1 "conv_head", so the pooled width is head_hidden_size
+    return model, model.head_hidden_size
+
+
+@register_backbone("mobilenetv3_small")
+def mobilenetv3_small(*, width: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
+    return _timm_mobilenetv3(f"mobilenetv3_small_{round(width * 100):03d}", **kwargs)
+
+
+@register_backbone("mobilenetv3_large")
+def mobilenetv3_large(*, width: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
+    return _timm_mobilenetv3(f"mobilenetv3_large_{round(width * 100):03d}", **kwargs)
+
+
+class _TorchvisionShuffleNetFeatures(nn.Module):
+    """torchvision's ShuffleNetV2 without its classifier: returns globally pooled features."""
+
+    def __init__(self, net: torchvision.models.ShuffleNetV2):
+        super().__init__()
+        self.net = net
+        self.net.fc = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _torchvision_shufflenet(width: str, *, in_chans: int, image_size: int,
+                            small_stem: bool = False) -> tuple[nn.Module, int]:
+    net = getattr(torchvision.models, f"shufflenet_v2_x{width}")(weights=None)
+    stem = net.conv1[0]
+    net.conv1[0] = nn.Conv2d(in_chans, stem.out_channels, 3, 1 if small_stem else 2, 1, bias=False)
+    features = net.fc.in_features
+    return _TorchvisionShuffleNetFeatures(net), features
+
+
+@register_backbone("shufflenetv2_x0_5")
+def shufflenetv2_x0_5(**kwargs) -> tuple[nn.Module, int]:
+    return _torchvision_shufflenet("0_5", **kwargs)
+
+
+@register_backbone("shufflenetv2_x1_0")
+def shufflenetv2_x1_0(**kwargs) -> tuple[nn.Module, int]:
+    return _torchvision_shufflenet("1_0", **kwargs)

@@ -1,0 +1,260 @@
+"""One trainer for every embedding model: gallery models, query models and compatibility baselines.
+
+Loss = label-smoothed cross-entropy through the model's own cosine classifier
+     + λ · compatibility term (BCT, L2, distillation, ...; see hetsearch.compat), if configured.
+
+Everything needed to continue is checkpointed atomically after every epoch
+(`checkpoint_last.pt`); `fit(resume=True)` continues from it and ends with the same weights as an
+uninterrupted run (the batch order of epoch e depends only on the seed and e). Runs unchanged
+under `torchrun` (DDP; rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from hetsearch.compat import build_compat_term
+from hetsearch.config import TrainRunConfig, dump_yaml, to_dict
+from hetsearch.data import BatchAugment, Splits, iterate_batches, make_splits
+from hetsearch.errors import CheckpointError, ConfigError
+from hetsearch.models import EmbeddingModel, ModelMeta, create_model, save_checkpoint
+from hetsearch.train.distributed import DistContext, all_reduce_mean, barrier, init_distributed
+from hetsearch.train.schedule import build_optimizer, warmup_cosine
+from hetsearch.utils.device import resolve_device, seed_everything
+from hetsearch.utils.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text
+
+CHECKPOINT_LAST = "checkpoint_last.pt"
+FINAL_MODEL = "model.pt"
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    meta: ModelMeta
+    train_seconds: float
+    history: list[dict]
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainRunConfig, splits: Splits | None = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.runtime.device)
+        if cfg.runtime.num_threads:
+            torch.set_num_threads(cfg.runtime.num_threads)
+        self.dist: DistContext = init_distributed(self.device)
+        self.run_dir = cfg.run_dir
+        self.splits = splits if splits is not None else make_splits(cfg.data)
+        if cfg.runtime.amp not in ("auto", "off", "bf16", "fp16"):
+            raise ConfigError(f"runtime.amp: got {cfg.runtime.amp!r}, expected auto, off, bf16 or fp16")
+
+    # ------------------------------------------------------------------ building blocks
+    def _build_model(self) -> EmbeddingModel:
+        m = self.cfg.model
+        model = create_model(m.backbone, num_classes=len(self.splits.classes), embedding_dim=m.embedding_dim,
+                             head=m.head, head_scale=m.head_scale, head_margin=m.head_margin,
+                             in_chans=self.cfg.data.channels, image_size=self.cfg.data.image_size,
+                             backbone_args=m.backbone_args)
+        model.to(self.device)
+        if self.cfg.runtime.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _steps_per_epoch(self) -> int:
+        per_rank = len(self.splits.train) // self.dist.world_size
+        steps = per_rank // self.cfg.train.batch_size
+        if steps == 0:
+            raise ConfigError(f"train.batch_size={self.cfg.train.batch_size} is larger than the training "
+                              f"split per process ({per_rank} images)")
+        cap = self.cfg.train.max_steps_per_epoch
+        return min(steps, cap) if cap else steps
+
+    def _check_resumable(self, saved_config: dict) -> None:
+        current, saved = to_dict(self.cfg), dict(saved_config)
+        # runtime settings (device, progress, threads) may change between attempts; the rest may not
+        current.pop("runtime"), saved.pop("runtime", None)
+        if current != saved:
+            changed = sorted(k for k in set(current) | set(saved) if current.get(k) != saved.get(k))
+            raise ConfigError(f"{self.run_dir / CHECKPOINT_LAST}: cannot resume, the config differs in "
+                              f"section(s) {', '.join(changed)}; use the saved {self.run_dir / 'config.yaml'} "
+                              "or a new run name")
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg, run_dir = self.cfg, self.run_dir
+        final_path = run_dir / FINAL_MODEL
+        last_path = run_dir / CHECKPOINT_LAST
+        if last_path.exists() and not resume:
+            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                              "or choose another name (name=...)")
+        seed_everything(cfg.runtime.seed + self.dist.rank)
+        model = self._build_model()
+        compat_term = build_compat_term(cfg.compat, model_spec=model.spec, classes=self.splits.classes,
+                                        train_set=self.splits.train, run_dir=run_dir, device=self.device)
+        optimizer = build_optimizer(model, cfg.train)
+        steps_per_epoch = self._steps_per_epoch()
+        total_steps = steps_per_epoch * cfg.train.epochs
+        scheduler = warmup_cosine(optimizer, total_steps, round(cfg.train.warmup_epochs * steps_per_epoch))
+        start_epoch, train_seconds, history = 0, 0.0, []
+
+        if resume and last_path.exists():
+            state = torch.load(last_path, map_location="cpu", weights_only=True)
+            self._check_resumable(state["config"])
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, train_seconds, history = state["epoch"] + 1, state["train_seconds"], state["history"]
+            torch.set_rng_state(state["torch_rng"])
+        if resume and final_path.exists() and start_epoch >= cfg.train.epochs:
+            from hetsearch.models import load_checkpoint
+            loaded = load_checkpoint(final_path)
+            return TrainResult(final_path, loaded.meta, train_seconds, history)
+
+        if self.dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        train_model = DistributedDataParallel(model) if self.dist.enabled else model
+        augment = BatchAugment(crop_padding=cfg.train.augment.crop_padding, hflip=cfg.train.augment.hflip)
+        images, labels = self.splits.train.images.to(self.device), self.splits.train.labels.to(self.device)
+
+        for epoch in range(start_epoch, cfg.train.epochs):
+            epoch_start = time.perf_counter()
+            stats = self._train_epoch(train_model, model, compat_term, optimizer, scheduler, augment,
+                                      images, labels, epoch, steps_per_epoch)
+            epoch_seconds = time.perf_counter() - epoch_start
+            train_seconds += epoch_seconds
+            record = {"epoch": epoch + 1, **stats, "epoch_seconds": round(epoch_seconds, 2),
+                      "images_per_second": round(stats["images"] / epoch_seconds, 1)}
+            if self.dist.is_main and cfg.runtime.eval_every and ((epoch + 1) % cfg.runtime.eval_every == 0
+                                                                 or epoch + 1 == cfg.train.epochs):
+                record.update(self.validate(model))
+            history.append(record)
+            if self.dist.is_main:
+                append_jsonl(run_dir / "metrics.jsonl", record)
+                atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "config": to_dict(cfg),
+                                   "train_seconds": train_seconds, "history": history,
+                                   "torch_rng": torch.get_rng_state()}, last_path)
+                self._print_epoch(record)
+            barrier(self.dist)
+
+        meta = None
+        if self.dist.is_main:
+            meta = save_checkpoint(
+                final_path, model.cpu(), classes=self.splits.classes,
+                compatible_with=compat_term.gallery_model_id if compat_term else None,
+                compatibility=cfg.compat.method, config=to_dict(cfg),
+                extra={"train_seconds": round(train_seconds, 2), "protocol": self.splits.protocol})
+            atomic_write_json(run_dir / "summary.json", {
+                "model_id": meta.model_id, "model_path": str(final_path), "train_seconds": round(train_seconds, 2),
+                "flops": meta.flops, "params": meta.params, "final": history[-1] if history else {}})
+        barrier(self.dist)
+        return TrainResult(final_path, meta, train_seconds, history)
+
+    def _train_epoch(self, train_model, model, compat_term, optimizer, scheduler, augment, images, labels,
+                     epoch: int, steps_per_epoch: int) -> dict:
+        cfg = self.cfg
+        model.train()
+        # The batch order of epoch e depends only on (seed, e): resuming replays it exactly.
+        generator = torch.Generator().manual_seed(cfg.runtime.seed * 100_003 + epoch)
+        batches = iterate_batches(images, labels, cfg.train.batch_size, generator, shuffle=True, drop_last=True,
+                                  rank=self.dist.rank, world_size=self.dist.world_size)
+        totals = {"loss": 0.0, "cls_loss": 0.0, "compat_loss": 0.0, "correct": 0, "images": 0}
+        progress = self._progress(epoch, steps_per_epoch)
+        for step, (batch_images, batch_labels) in enumerate(batches):
+            if step >= steps_per_epoch:
+                break
+            x = augment(batch_images, generator).float().div_(255)
+            if cfg.runtime.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(self.device, cfg.runtime.amp):
+                # through the (possibly DDP-wrapped) forward, so DDP sees the computation
+                embeddings = train_model(x, normalize=False)
+                logits = model.classifier(embeddings.float(), batch_labels)
+                cls_loss = F.cross_entropy(logits, batch_labels, label_smoothing=cfg.train.label_smoothing)
+                compat_loss = compat_term(embeddings.float(), x, batch_labels) if compat_term else None
+                loss = cls_loss + cfg.compat.weight * compat_loss if compat_loss is not None else cls_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
+                                         "lower train.lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = batch_labels.numel()
+            totals["loss"] += loss.item() * n
+            totals["cls_loss"] += cls_loss.item() * n
+            totals["compat_loss"] += (compat_loss.item() if compat_loss is not None else 0.0) * n
+            totals["correct"] += (logits.argmax(1) == batch_labels).sum().item()
+            totals["images"] += n
+            if progress is not None:
+                progress.update(1, loss=totals["loss"] / totals["images"])
+        if progress is not None:
+            progress.close()
+        n = max(1, totals["images"])
+        out = {"loss": totals["loss"] / n, "cls_loss": totals["cls_loss"] / n,
+               "train_accuracy": totals["correct"] / n, "lr": scheduler.get_last_lr()[0],
+               "images": totals["images"] * self.dist.world_size}
+        if compat_term is not None:
+            out["compat_loss"] = totals["compat_loss"] / n
+        return {k: (all_reduce_mean(v, self.dist) if k in ("loss", "cls_loss", "compat_loss", "train_accuracy")
+                    else v) for k, v in out.items()}
+
+    def validate(self, model: EmbeddingModel) -> dict:
+        """Homogeneous retrieval on the validation split (each item queries the others)."""
+        from hetsearch.eval import embed, retrieval_metrics
+
+        val = self.splits.val
+        if len(val) < 2:
+            return {}
+        emb = embed(model, val.images, device=self.device)
+        metrics = retrieval_metrics(emb, val.labels.numpy(), emb, val.labels.numpy(), ks=(1,), exclude_self=True)
+        return {"val_recall_at_1": metrics["recall_at_1"], "val_map_at_r": metrics["map_at_r"]}
+
+    # ------------------------------------------------------------------ reporting
+    def _progress(self, epoch: int, steps: int):
+        if not (self.cfg.runtime.progress and self.dist.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"{self.cfg.name} epoch {epoch + 1}/{self.cfg.train.epochs}",
+                   unit="batch", leave=False, dynamic_ncols=True)
+        batch = self.cfg.train.batch_size * self.dist.world_size
+
+        class _Bar:
+            def update(self, n, loss):
+                bar.update(n)
+                rate = bar.format_dict.get("rate") or 0.0
+                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate * batch:.0f}", refresh=False)
+
+            def close(self):
+                bar.close()
+
+        return _Bar()
+
+    def _print_epoch(self, record: dict) -> None:
+        if not self.cfg.runtime.progress:
+            return
+        parts = [f"epoch {record['epoch']}/{self.cfg.train.epochs}", f"loss {record['loss']:.4f}",
+                 f"train acc {record['train_accuracy']:.4f}", f"{record['images_per_second']:.0f} img/s"]
+        if "val_recall_at_1" in record:
+            parts.append(f"val R@1 {record['val_recall_at_1']:.4f}")
+        print(f"[{self.cfg.name}] " + ", ".join(parts), flush=True)
+
+
+def train(cfg: TrainRunConfig, resume: bool = False, splits: Splits | None = None) -> TrainResult:
+    return Trainer(cfg, splits=splits).fit(resume=resume)

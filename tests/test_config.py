@@ -1,0 +1,42 @@
+import pytest
+
+from hetsearch.config import TrainRunConfig, dump_yaml, load_config
+from hetsearch.errors import ConfigError
+
+
+def test_stage_configs_load():
+    for name in ("gallery", "query_mobilenetv3_small", "query_shufflenetv2_x0_5"):
+        cfg = load_config(TrainRunConfig, f"configs/fashion_mnist/{name}.yaml")
+        assert cfg.model.embedding_dim == 128
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(TrainRunConfig, None, ["train.epochs=3", "model.backbone_args={width: 8}",
+                                             "train.lr=0.05", "data.max_train_items=100"])
+    assert cfg.train.epochs == 3 and cfg.model.backbone_args == {"width": 8}
+    assert cfg.train.lr == 0.05 and cfg.data.max_train_items == 100
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) epoch; valid keys: epochs"):
+        load_config(TrainRunConfig, None, ["train.epoch=3"])
+
+
+def test_wrong_types_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config(TrainRunConfig, None, ["train.epochs=2.5"])
+    with pytest.raises(ConfigError, match="runtime.progress: expected true/false"):
+        load_config(TrainRunConfig, None, ["runtime.progress=maybe"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(TrainRunConfig, None, ["train.epochs"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(TrainRunConfig, bad)
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = load_config(TrainRunConfig, "configs/fashion_mnist/gallery.yaml", ["train.epochs=4"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert load_config(TrainRunConfig, path) == cfg
