@@ -25,6 +25,9 @@ console = Console()
 
 _COMMAND_MODULES: list[str] = [
     "hetsearch.compat.cli",   # grid
+    "hetsearch.index.cli",    # index build/add/remove/rebuild/info, query
+    "hetsearch.serve.cli",    # serve
+    "hetsearch.export.cli",   # export
 ]
 
 

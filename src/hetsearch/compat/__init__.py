@@ -1,7 +1,23 @@
+"""Compatibility between a query model and a gallery model.
+
+Compatibility by parameters: a query model is trained with a compatibility term against a frozen
+gallery model (BCT, or the L2 / distillation baselines); methods register by name, so the trainer
+never branches on the method. The model contract (`check_pair`) says which models may be compared;
+the compatibility grid (`hetsearch.compat.grid.run_grid`) measures every (query, gallery) pair.
+See docs/compat.md.
+"""
+
 from hetsearch.compat.base import (CompatibilityTerm, build_compat_term, compat_methods,
                                    register_compat_method)
+from hetsearch.compat.contract import check_pair, declared_compatible
 
-__all__ = ["CompatibilityTerm", "build_compat_term", "compat_methods", "register_compat_method"]
-from hetsearch.compat.contract import check_pair, declared_compatible  # noqa: E402
+# modules that register compatibility methods when imported
+from hetsearch.compat import bct as _bct  # noqa: E402,F401  (registers "bct")
+from hetsearch.compat import feature_matching as _feature_matching  # noqa: E402,F401  ("l2", "distill")
+from hetsearch.compat.bct import BCTTerm, FrozenClassifier, build_frozen_classifier, pseudo_classifier_rows  # noqa: E402
+from hetsearch.compat.feature_matching import FeatureMatchingTerm  # noqa: E402
+from hetsearch.compat.gallery import FrozenGallery  # noqa: E402
 
-__all__ += ["check_pair", "declared_compatible"]
+__all__ = ["CompatibilityTerm", "build_compat_term", "compat_methods", "register_compat_method",
+           "check_pair", "declared_compatible", "BCTTerm", "FrozenClassifier", "FeatureMatchingTerm",
+           "FrozenGallery", "build_frozen_classifier", "pseudo_classifier_rows"]

@@ -7,9 +7,9 @@ products: hetsearch embeddings are L2-normalised (see ``docs/architecture.md``),
 product is the cosine similarity; normalise first with ``l2_normalize`` if yours are not.
 
 Tie rule (shared with ``hetsearch.eval.metrics``): neighbours are ranked by descending score,
-and equal scores by ascending gallery index. FAISS already selects the lower indices among ties
-at the k-th place but lists equal scores in descending index order, so ``FaissExactIP`` re-sorts
-each result row to the rule above.
+and equal scores by ascending gallery index. FAISS lists equal scores in descending index order
+and picks arbitrary items among those tied at the k-th place, so ``FaissExactIP`` re-sorts each
+result row and re-searches (deeper) the rare rows whose k-th score ties with the next one.
 """
 
 from __future__ import annotations
@@ -95,11 +95,29 @@ class FaissExactIP:
         indices = np.empty((len(queries), k), dtype=np.int64)
         for start in range(0, len(queries), self.query_chunk_size):
             stop = start + self.query_chunk_size
-            chunk_scores, chunk_indices = self._index.search(queries[start:stop], k)
-            scores[start:stop], indices[start:stop] = sort_ties_by_index(
-                chunk_scores, chunk_indices.astype(np.int64, copy=False)
-            )
+            scores[start:stop], indices[start:stop] = self._search_chunk(queries[start:stop], k)
         return scores, indices
+
+    def _search_ranked(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, indices = self._index.search(queries, depth)
+        return sort_ties_by_index(scores, indices.astype(np.int64, copy=False))
+
+    def _search_chunk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k under the tie rule. FAISS picks arbitrary items among those tied at the k-th
+        place, so rows whose list may be cut inside a run of equal scores are searched again,
+        deeper, until the run ends inside the list (or the whole gallery is listed)."""
+        depth = min(k + 1, len(self))  # one extra neighbour reveals a tie across the k-th place
+        scores, indices = self._search_ranked(queries, depth)
+        unresolved = np.flatnonzero(scores[:, depth - 1] == scores[:, k - 1])
+        while depth > k and len(unresolved):
+            depth = min(2 * depth, len(self))
+            row_scores, row_indices = self._search_ranked(queries[unresolved], depth)
+            scores[unresolved, :k] = row_scores[:, :k]
+            indices[unresolved, :k] = row_indices[:, :k]
+            if depth == len(self):
+                break
+            unresolved = unresolved[row_scores[:, depth - 1] == row_scores[:, k - 1]]
+        return scores[:, :k], indices[:, :k]
 
 
 class TorchExactIP:

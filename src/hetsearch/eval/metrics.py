@@ -48,7 +48,7 @@ from hetsearch.eval._inputs import (
     compact_labels,
     l2_normalize,
 )
-from hetsearch.eval.knn import KnnFactory
+from hetsearch.eval.knn import KnnBackend, KnnFactory
 
 __all__ = ["retrieval_metrics"]
 
@@ -131,8 +131,10 @@ def retrieval_metrics(
 
     stats = _exact_ranking_stats(queries, query_ids, gallery, gallery_ids, ks, exclude_self)
     if knn is not None:
-        _replace_top_of_ranking_stats(stats, knn(gallery), queries, query_ids, gallery_ids, ks,
-                                      exclude_self)
+        backend = knn(gallery)
+        _replace_top_of_ranking_stats(
+            stats, backend, queries, query_ids, gallery_ids, ks, exclude_self
+        )
     return _summarise(stats, ks, len(queries), len(gallery), effective_gallery)
 
 
@@ -144,7 +146,10 @@ def _check_ks(ks: Sequence[int]) -> list[int]:
 
 
 def _summarise(
-    stats: _PerQueryStats, ks: list[int], num_queries: int, num_gallery: int,
+    stats: _PerQueryStats,
+    ks: list[int],
+    num_queries: int,
+    num_gallery: int,
     effective_gallery: int,
 ) -> dict[str, float | int]:
     has_relevant = stats.num_relevant > 0
@@ -300,7 +305,7 @@ def _fill_stats_from_hits(
 
 def _replace_top_of_ranking_stats(
     stats: _PerQueryStats,
-    backend: Any,
+    backend: KnnBackend,
     queries: np.ndarray,
     query_ids: np.ndarray,
     gallery_ids: np.ndarray,

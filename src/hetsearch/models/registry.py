@@ -44,7 +44,7 @@ def create_backbone(name: str, *, in_chans: int, image_size: int, **kwargs) -> t
 
 # Modules that register backbones when imported. Imported lazily so that they (e.g. the NAS
 # search space) can themselves import this registry.
-_BUILTIN_BACKBONE_MODULES = ("hetsearch.models.backbones",)
+_BUILTIN_BACKBONE_MODULES = ("hetsearch.models.backbones", "hetsearch.nas.supernet")
 
 
 def _import_builtin_backbones() -> None:

@@ -1,0 +1,192 @@
+"""BCT (Shen et al., CVPR 2020): the influence loss through the gallery model's frozen classifier.
+
+    L = L_cls(W_q · φ_q(x), y) + λ · L_inf,   L_inf = CE(head(W_g · φ_q(x), y), y)
+
+The trainer computes the first term and multiplies ours by λ (`compat.weight`). W_g is the gallery
+model's classifier, copied out of its checkpoint into a *buffer*: it is not a parameter, so no
+optimizer (and no weight decay) can ever touch it, and no gradient is computed for it.
+
+Rows of W_g. The frozen classifier covers exactly the query model's training classes:
+- a class the gallery model was trained on keeps its gallery row;
+- a class it was not trained on (a "new" class: the open set, or a query model trained on more
+  classes) gets a pseudo-classifier row, the gallery model's mean normalised embedding of the
+  class's training images, so that φ_q is pulled towards where φ_g puts that class. The rows are
+  computed once and cached in the run folder (`bct_pseudo_classifier.pt`), so resuming reuses them.
+Classes outside the query model's training set get no row: their softmax denominator terms would
+only push query embeddings away from rows that were never trained (the gallery classifier keeps a
+row for every class of the source, trained or not).
+
+Choices (see docs/compat.md): the head type, scale and margin are the gallery model's (a different
+query head is an error); the influence loss uses no label smoothing, because smoothing exists to
+keep a *learned* classifier from growing over-confident and W_g cannot change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hetsearch.compat.base import register_compat_method
+from hetsearch.compat.gallery import (FrozenGallery, check_same_embedding_space, check_same_head,
+                                      gallery_trained_class_names, resolved_margin)
+from hetsearch.data import ImageSet
+from hetsearch.errors import CompatibilityError
+from hetsearch.models.heads import logits_with_margin
+from hetsearch.utils.io import atomic_torch_save, atomic_write_json
+
+PSEUDO_CLASSIFIER_FILE = "bct_pseudo_classifier.pt"
+SUMMARY_FILE = "compat.json"
+
+
+class FrozenClassifier(nn.Module):
+    """Cosine classifier with fixed rows, indexed by the query model's labels.
+
+    `row_of_label[y]` is the row of class index `y` (-1: no row). Weights are buffers.
+    """
+
+    def __init__(self, weight: torch.Tensor, row_of_label: torch.Tensor, head: str, scale: float, margin: float):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().float().clone())
+        self.register_buffer("row_of_label", row_of_label.to(torch.int64).clone())
+        self.head, self.scale, self.margin = head, float(scale), float(margin)
+
+    def rows(self, labels: torch.Tensor) -> torch.Tensor:
+        rows = self.row_of_label[labels]
+        if bool((rows < 0).any()):
+            missing = sorted(set(labels[rows < 0].tolist()))
+            raise CompatibilityError(f"BCT: label(s) {missing} have no row in the frozen gallery classifier; "
+                                     "every training class of the query model needs one")
+        return rows
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits with the head's margin on the target, target rows) for unnormalised embeddings."""
+        rows = self.rows(labels)
+        cosine = F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
+        return logits_with_margin(cosine, rows, self.head, self.scale, self.margin), rows
+
+
+class BCTTerm(nn.Module):
+    """λ-less influence loss: cross-entropy of the frozen gallery classifier on query embeddings."""
+
+    method = "bct"
+
+    def __init__(self, classifier: FrozenClassifier, gallery_model_id: str, label_smoothing: float = 0.0,
+                 pseudo_classes: list[str] | None = None):
+        super().__init__()
+        self.classifier = classifier
+        self.gallery_model_id = gallery_model_id
+        self.label_smoothing = float(label_smoothing)
+        self.pseudo_classes = list(pseudo_classes or [])
+
+    def forward(self, embeddings: torch.Tensor, images: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        logits, rows = self.classifier(embeddings.float(), labels)
+        return F.cross_entropy(logits, rows, label_smoothing=self.label_smoothing)
+
+
+# ----------------------------------------------------------------------------- pseudo-classifier
+
+def _fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """Identifies the images the class means were computed from (cache validity)."""
+    digest = hashlib.sha256()
+    digest.update(labels.cpu().numpy().tobytes())
+    digest.update(images.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class PseudoClassifierCache:
+    """`run_dir/bct_pseudo_classifier.pt`: the rows, valid for one gallery model and one image set."""
+
+    path: Path
+
+    def load(self, gallery_model_id: str, class_names: list[str], fingerprint: str) -> torch.Tensor | None:
+        if not self.path.is_file():
+            return None
+        try:
+            cached = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged cache is recomputed, never trusted
+            return None
+        if (cached.get("gallery_model_id"), cached.get("classes"), cached.get("fingerprint")) != \
+                (gallery_model_id, class_names, fingerprint):
+            return None
+        return cached["rows"]
+
+    def save(self, gallery_model_id: str, class_names: list[str], fingerprint: str, rows: torch.Tensor) -> None:
+        atomic_torch_save({"gallery_model_id": gallery_model_id, "classes": class_names,
+                           "fingerprint": fingerprint, "rows": rows.cpu()}, self.path)
+
+
+def pseudo_classifier_rows(gallery: FrozenGallery, train_set: ImageSet, class_indices: list[int],
+                           cache: PseudoClassifierCache | None = None) -> torch.Tensor:
+    """Mean normalised gallery embedding of each class in `class_indices` (one row each, in order)."""
+    if not class_indices:
+        return torch.zeros(0, gallery.meta.spec.embedding_dim)
+    names = [train_set.classes[c] for c in class_indices]
+    keep = torch.isin(train_set.labels.cpu(), torch.tensor(class_indices, dtype=torch.int64))
+    images, labels = train_set.images[keep.to(train_set.images.device)], train_set.labels.cpu()[keep]
+    fingerprint = _fingerprint(images, labels)
+    if cache is not None:
+        rows = cache.load(gallery.model_id, names, fingerprint)
+        if rows is not None:
+            return rows
+    rows = gallery.class_means(images, labels, class_indices)
+    if cache is not None:
+        cache.save(gallery.model_id, names, fingerprint, rows)
+    return rows
+
+
+def build_frozen_classifier(gallery: FrozenGallery, classes: list[str], train_set: ImageSet,
+                            cache: PseudoClassifierCache | None = None) -> tuple[FrozenClassifier, dict]:
+    """W_g restricted to the training classes of `train_set`, with pseudo rows for new classes.
+
+    Returns the classifier and a summary (which classes kept gallery rows, which got pseudo rows).
+    Classes are matched by name, so a gallery model whose class list is ordered differently works.
+    """
+    meta = gallery.meta
+    known = set(gallery_trained_class_names(meta))
+    gallery_row = {name: i for i, name in enumerate(meta.classes)}
+    train_classes = sorted(set(train_set.labels.cpu().tolist()))
+    old = [c for c in train_classes if classes[c] in known]
+    new = [c for c in train_classes if classes[c] not in known]
+
+    weight_g = gallery.model.classifier.weight.detach().float().cpu()
+    rows = torch.zeros(len(train_classes), meta.spec.embedding_dim)
+    row_of_label = torch.full((len(classes),), -1, dtype=torch.int64)
+    for row, c in enumerate(train_classes):
+        row_of_label[c] = row
+    for c in old:
+        rows[row_of_label[c]] = weight_g[gallery_row[classes[c]]]
+    if new:
+        pseudo = pseudo_classifier_rows(gallery, train_set, new, cache)
+        for i, c in enumerate(new):
+            rows[row_of_label[c]] = pseudo[i]
+    spec = meta.spec
+    classifier = FrozenClassifier(rows, row_of_label, spec.head, spec.head_scale, resolved_margin(spec))
+    summary = {"gallery_classes": [classes[c] for c in old], "pseudo_classes": [classes[c] for c in new]}
+    return classifier, summary
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """`run_dir/compat.json`: what the compatibility term was built from (for humans and reports)."""
+    atomic_write_json(Path(run_dir) / SUMMARY_FILE, summary)
+
+
+@register_compat_method("bct")
+def build_bct_term(cfg, *, model_spec, classes: list[str], train_set: ImageSet, run_dir: Path,
+                   device: torch.device | str = "cpu", **_) -> BCTTerm:
+    gallery = FrozenGallery.load(cfg.gallery_model)
+    check_same_embedding_space(model_spec, gallery.meta, "bct")
+    check_same_head(model_spec, gallery.meta)
+    gallery.to(device)
+    classifier, summary = build_frozen_classifier(gallery, classes, train_set,
+                                                  PseudoClassifierCache(Path(run_dir) / PSEUDO_CLASSIFIER_FILE))
+    write_summary(run_dir, {"method": "bct", "gallery_model": str(cfg.gallery_model),
+                            "gallery_model_id": gallery.model_id, "weight": cfg.weight, "label_smoothing": 0.0,
+                            **summary})
+    # only the classifier rows are kept: the gallery model itself is released here
+    return BCTTerm(classifier, gallery.model_id, pseudo_classes=summary["pseudo_classes"]).to(device)

@@ -1,0 +1,74 @@
+"""Baselines that make φ_q imitate φ_g directly, image by image (no classifier involved).
+
+Both run the frozen gallery model on the very batch the query model sees (same augmentation), so
+the target is φ_g of the same pixels:
+
+- `l2`      L2 regression of the query model's raw embedding (the projection head's output, before
+            L2 normalisation) onto the gallery model's raw embedding: mean squared error per
+            coordinate. It asks for the same vector, scale included.
+- `distill` feature distillation on directions only: mean (1 - cos(φ_q(x), φ_g(x))). Retrieval
+            uses normalised embeddings, so this asks for exactly what search needs. (On normalised
+            vectors the squared L2 distance is 2 - 2 cos, which is why `l2` regresses raw ones: the
+            two baselines would otherwise be the same loss.)
+
+Compared with BCT they need a gallery forward pass per batch (the gallery model is usually the
+expensive one), and they ignore labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hetsearch.compat.base import register_compat_method
+from hetsearch.compat.bct import write_summary
+from hetsearch.compat.gallery import FrozenGallery, check_same_embedding_space
+
+
+def l2_regression_loss(query_raw: torch.Tensor, gallery_raw: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(query_raw, gallery_raw)
+
+
+def cosine_distillation_loss(query_raw: torch.Tensor, gallery_raw: torch.Tensor) -> torch.Tensor:
+    return (1.0 - F.cosine_similarity(query_raw, gallery_raw, dim=1)).mean()
+
+
+class FeatureMatchingTerm(nn.Module):
+    """loss(φ_q(x), φ_g(x)) against a frozen gallery model run on the same images."""
+
+    def __init__(self, method: str, gallery: FrozenGallery, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.method = method
+        self.gallery = gallery
+        self.loss = loss
+
+    @property
+    def gallery_model_id(self) -> str:
+        return self.gallery.model_id
+
+    def forward(self, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        target = self.gallery(images, normalize=False)
+        return self.loss(embeddings.float(), target)
+
+
+_LOSSES = {"l2": l2_regression_loss, "distill": cosine_distillation_loss}
+
+
+def _builder(method: str):
+    def build(cfg, *, model_spec, run_dir: Path, device: torch.device | str = "cpu", **_) -> FeatureMatchingTerm:
+        gallery = FrozenGallery.load(cfg.gallery_model)
+        check_same_embedding_space(model_spec, gallery.meta, method)
+        write_summary(run_dir, {"method": method, "gallery_model": str(cfg.gallery_model),
+                                "gallery_model_id": gallery.model_id, "weight": cfg.weight})
+        return FeatureMatchingTerm(method, gallery, _LOSSES[method]).to(device)
+
+    build.__doc__ = f"Builds the `{method}` compatibility term (see module doc)."
+    return build
+
+
+for _method in _LOSSES:
+    register_compat_method(_method)(_builder(_method))

@@ -1,0 +1,95 @@
+"""Model cost: FLOPs, parameter count and measured latency.
+
+FLOPs convention: **FLOPs = 2 x MACs**. ``count_flops`` uses ``torch.utils.flop_counter``, which
+counts matmul-like ops (convolutions, linear/addmm, bmm, attention) as 2 x MACs and does not count
+element-wise work (bias adds, activations, normalisation, pooling); e.g. a 3->8 3x3 convolution
+with padding 1 on a 1x3x8x8 input costs 2 * (8*8*8 outputs) * (3*3*3 MACs each) = 27,648 FLOPs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from hetsearch.eval._modules import eval_mode, model_device, on_device
+
+__all__ = ["count_flops", "count_params", "measure_latency"]
+
+
+def _input_shape_without_batch(input_shape: Sequence[int]) -> tuple[int, ...]:
+    """``(C, H, W)`` from ``(C, H, W)`` or ``(N, C, H, W)``."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 4:
+        return shape[1:]
+    if len(shape) == 3:
+        return shape
+    raise ValueError(f"input_shape must be (C, H, W) or (N, C, H, W), got {tuple(input_shape)}")
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28)) -> int:
+    """FLOPs (= 2 x MACs) of one forward pass at ``input_shape`` (use batch 1 to report per-image
+    cost, as hetsearch does). The model runs once in eval mode on a zero input on its own
+    device; its train/eval mode is restored."""
+    shape = tuple(int(s) for s in input_shape)
+    device = model_device(model)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), torch.inference_mode(), counter:
+        model(torch.zeros(shape, device=device, dtype=dtype))
+    return int(counter.get_total_flops())
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int] = (1, 1, 28, 28),
+    batch_sizes: Sequence[int] = (1, 256),
+    repeats: int = 20,
+    warmup: int = 3,
+    device: str | torch.device = "cpu",
+    channels_last: bool = True,
+) -> dict[int, float]:
+    """Median wall-clock seconds of one forward pass per batch size.
+
+    ``input_shape`` is ``(C, H, W)`` or ``(N, C, H, W)`` (N is replaced by each batch size). The
+    model runs in eval mode under ``torch.inference_mode`` on random float inputs in [0, 1]
+    (channels-last memory format when ``channels_last``, as ``embed`` feeds it), with ``warmup``
+    untimed passes first; CUDA is synchronised around each timed pass. Uses the current
+    ``torch.get_num_threads()``. The caller's model is not moved (a copy is, if needed).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    image_shape = _input_shape_without_batch(input_shape)
+    device = torch.device(device)
+    runner = on_device(model, device)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    medians: dict[int, float] = {}
+    with eval_mode(runner), torch.inference_mode():
+        for batch_size in batch_sizes:
+            x = torch.rand((int(batch_size), *image_shape), generator=generator).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            timings = []
+            for step in range(warmup + repeats):
+                _synchronize(device)
+                start = time.perf_counter()
+                runner(x)
+                _synchronize(device)
+                if step >= warmup:
+                    timings.append(time.perf_counter() - start)
+            medians[int(batch_size)] = statistics.median(timings)
+    return medians
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,229 @@
+"""`hetsearch index build|add|remove|rebuild|info` and `hetsearch query`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hetsearch.errors import HetsearchError
+
+console = Console()
+err_console = Console(stderr=True)
+index_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="Build and update a gallery index (FAISS + SQLite metadata + manifest).")
+
+IMAGES_HELP = "folder of gallery images (recursive; the first-level sub-folder name is the label)"
+CSV_HELP = "CSV with header path,label[,field...]: extra columns become the items' user fields"
+DATASET_HELP = "a built-in data set split, e.g. fashion_mnist:train (items get sources fashion_mnist:train:123)"
+
+
+def _index_params(nlist, nprobe, hnsw_m, ef_construction, ef_search, index_type: str) -> dict:
+    given = {"nlist": nlist, "nprobe": nprobe, "M": hnsw_m, "efConstruction": ef_construction,
+             "efSearch": ef_search}
+    allowed = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("M", "efConstruction", "efSearch")}[index_type] \
+        if index_type in ("flat", "ivf", "hnsw") else ()
+    wrong = [k for k, v in given.items() if v is not None and k not in allowed]
+    if wrong:
+        raise HetsearchError(f"--type {index_type}: option(s) for {', '.join(wrong)} do not apply "
+                             f"(a {index_type} index takes {', '.join(allowed) or 'no parameters'})")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _load_items(gallery, images: Optional[Path], csv: Optional[Path], dataset: Optional[str],
+                data_root: Optional[str], limit: Optional[int], on_bad_image: str, progress: bool):
+    from hetsearch.index.images import resize_mode_of
+    from hetsearch.index.items import csv_items, dataset_items, folder_items
+
+    chosen = [x for x in (images, csv, dataset) if x is not None]
+    if len(chosen) != 1:
+        raise HetsearchError("give exactly one of --images DIR, --csv FILE, --dataset SOURCE:SPLIT")
+    if on_bad_image not in ("fail", "skip"):
+        raise HetsearchError(f"--on-bad-image: got {on_bad_image!r}, expected fail or skip")
+    spec = gallery.meta.spec
+    resize = resize_mode_of(gallery.meta)
+    if dataset is not None:
+        items = dataset_items(dataset, spec.in_chans, spec.image_size, root=data_root, limit=limit)
+    elif images is not None:
+        items = folder_items(images, spec.in_chans, spec.image_size, resize, on_bad_image=on_bad_image,
+                             progress=progress)
+    else:
+        items = csv_items(csv, spec.in_chans, spec.image_size, resize, on_bad_image=on_bad_image, progress=progress)
+    if limit is not None and dataset is None:
+        from hetsearch.index.items import GalleryItems
+
+        items = GalleryItems(images=items.images[:limit], sources=items.sources[:limit], labels=items.labels[:limit],
+                             fields=items.fields[:limit], skipped=items.skipped, origin=items.origin)
+    if items.skipped:
+        err_console.print(f"[yellow]warning:[/yellow] skipped {len(items.skipped)} unreadable file(s), "
+                          f"e.g. {items.skipped[0]}")
+    return items
+
+
+def _summary(manifest: dict, path: Path) -> str:
+    return (f"{path}: {manifest['item_count']} items, {manifest['index_type']} {manifest['index_params']}, "
+            f"gallery model {manifest['gallery_model_id']}")
+
+
+@index_app.command("build", help="Embed a gallery with the gallery model and write a new index folder.\n\n"
+                   "Example: hetsearch index build --gallery-model runs/fashion_mnist/gallery/model.pt "
+                   "--dataset fashion_mnist:train --out indexes/fmnist")
+def build(gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help="gallery model checkpoint"),
+          out: Path = typer.Option(..., "--out", "-o", help="index folder to write"),
+          images: Optional[Path] = typer.Option(None, "--images", help=IMAGES_HELP),
+          csv: Optional[Path] = typer.Option(None, "--csv", help=CSV_HELP),
+          dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
+          index_type: str = typer.Option("flat", "--type", help="flat (exact) | ivf | hnsw"),
+          nlist: Optional[int] = typer.Option(None, help="ivf: number of lists (default ~4*sqrt(N))"),
+          nprobe: Optional[int] = typer.Option(None, help="ivf: lists visited per query (default 16)"),
+          hnsw_m: Optional[int] = typer.Option(None, "--hnsw-m", help="hnsw: links per node M (default 32)"),
+          ef_construction: Optional[int] = typer.Option(None, help="hnsw: efConstruction (default 80)"),
+          ef_search: Optional[int] = typer.Option(None, help="hnsw: efSearch (default 64)"),
+          overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing index folder"),
+          data_root: Optional[str] = typer.Option(None, help="--dataset: folder with the data set files"),
+          limit: Optional[int] = typer.Option(None, help="index only the first N items (quick tries)"),
+          on_bad_image: str = typer.Option("fail", help="fail | skip unreadable image files"),
+          batch_size: int = typer.Option(256, help="images per embedding batch"),
+          device: str = typer.Option("auto", help="auto | cpu | cuda"),
+          progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars")):
+    from hetsearch.index.gallery import build_index
+    from hetsearch.models import load_checkpoint
+    from hetsearch.utils.device import resolve_device
+
+    params = _index_params(nlist, nprobe, hnsw_m, ef_construction, ef_search, index_type)
+    gallery = load_checkpoint(gallery_model)
+    items = _load_items(gallery, images, csv, dataset, data_root, limit, on_bad_image, progress)
+    manifest = build_index(out, gallery, items, index_type=index_type, params=params, overwrite=overwrite,
+                           batch_size=batch_size, device=resolve_device(device), progress=progress)
+    console.print(f"built {_summary(manifest, out)}")
+
+
+@index_app.command("add", help="Embed more images with the index's gallery model and add them.\n\n"
+                   "Example: hetsearch index add --index indexes/fmnist --images new_photos/")
+def add(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
+        gallery_model: Optional[Path] = typer.Option(
+            None, "--gallery-model", "-g", help="gallery model checkpoint (default: the path recorded at build)"),
+        images: Optional[Path] = typer.Option(None, "--images", help=IMAGES_HELP),
+        csv: Optional[Path] = typer.Option(None, "--csv", help=CSV_HELP),
+        dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
+        data_root: Optional[str] = typer.Option(None, help="--dataset: folder with the data set files"),
+        limit: Optional[int] = typer.Option(None, help="add only the first N items"),
+        on_bad_image: str = typer.Option("fail", help="fail | skip unreadable image files"),
+        batch_size: int = typer.Option(256, help="images per embedding batch"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars")):
+    from hetsearch.index.gallery import _load_manifest, add_items
+    from hetsearch.index.storage import recover
+    from hetsearch.models import load_checkpoint
+    from hetsearch.utils.device import resolve_device
+
+    if gallery_model is None:
+        recover(index)
+        recorded = _load_manifest(index).get("gallery_model_path")
+        if not recorded or not Path(recorded).is_file():
+            raise HetsearchError(f"{index}: pass --gallery-model (the checkpoint recorded at build, {recorded}, "
+                                 "is not there)")
+        gallery_model = Path(recorded)
+    gallery = load_checkpoint(gallery_model)
+    items = _load_items(gallery, images, csv, dataset, data_root, limit, on_bad_image, progress)
+    manifest, new_ids = add_items(index, gallery, items, batch_size=batch_size, device=resolve_device(device),
+                                  progress=progress)
+    console.print(f"added {len(new_ids)} items (ids {new_ids[0]}..{new_ids[-1]}); now {_summary(manifest, index)}")
+
+
+@index_app.command("remove", help="Remove items by id and/or source.\n\n"
+                   "Example: hetsearch index remove --index indexes/fmnist 12 13 --source photos/cat.jpg")
+def remove(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
+           ids: Optional[List[int]] = typer.Argument(None, help="item ids"),
+           source: Optional[List[str]] = typer.Option(None, "--source", help="an item source (path); repeatable")):
+    from hetsearch.index.gallery import remove_items
+
+    manifest, removed = remove_items(index, ids or [], source or [])
+    console.print(f"removed {len(removed)} items; now {_summary(manifest, index)}")
+
+
+@index_app.command("rebuild", help="Re-create the FAISS index with another type or parameters, from the "
+                   "stored embeddings (no re-embedding).\n\nExample: hetsearch index rebuild --index "
+                   "indexes/fmnist --type hnsw --ef-search 128")
+def rebuild(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
+            index_type: str = typer.Option(..., "--type", help="flat | ivf | hnsw"),
+            nlist: Optional[int] = typer.Option(None, help="ivf: number of lists"),
+            nprobe: Optional[int] = typer.Option(None, help="ivf: lists visited per query"),
+            hnsw_m: Optional[int] = typer.Option(None, "--hnsw-m", help="hnsw: links per node M"),
+            ef_construction: Optional[int] = typer.Option(None, help="hnsw: efConstruction"),
+            ef_search: Optional[int] = typer.Option(None, help="hnsw: efSearch")):
+    from hetsearch.index.gallery import rebuild_index
+
+    manifest = rebuild_index(index, index_type, _index_params(nlist, nprobe, hnsw_m, ef_construction, ef_search,
+                                                              index_type))
+    console.print(f"rebuilt {_summary(manifest, index)}")
+
+
+@index_app.command("info", help="Show an index's manifest.\n\nExample: hetsearch index info indexes/fmnist")
+def info(index: Path = typer.Argument(..., help="index folder"),
+         as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON")):
+    from hetsearch.index.gallery import _load_manifest
+    from hetsearch.index.storage import recover
+
+    recover(index)
+    manifest = _load_manifest(index)
+    if as_json:
+        print(json.dumps(manifest, indent=2))
+        return
+    table = Table(title=str(index), show_header=False)
+    for key in ("gallery_model_id", "gallery_model_path", "embedding_dim", "normalization", "metric", "index_type",
+                "index_params", "item_count", "image_shape", "created_at", "updated_at", "revision"):
+        table.add_row(key, str(manifest.get(key)))
+    console.print(table)
+
+
+def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
+          query_model: Path = typer.Option(..., "--query-model", "-q",
+                                           help="query model: checkpoint (.pt) or an exported .onnx / TorchScript file"),
+          images: List[Path] = typer.Argument(..., help="query image file(s)"),
+          k: int = typer.Option(10, "--k", "-k", min=1, help="results per query"),
+          as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+          runtime: str = typer.Option("auto", help="auto | torch | onnx | torchscript"),
+          allow_incompatible: bool = typer.Option(False, "--allow-incompatible",
+                                                  help="search even with a query model not trained for this "
+                                                       "index's gallery model (experiments only)"),
+          nprobe: Optional[int] = typer.Option(None, help="ivf index: lists visited per query"),
+          ef_search: Optional[int] = typer.Option(None, help="hnsw index: efSearch")):
+    from hetsearch.export.runtime import load_query_encoder
+    from hetsearch.index.gallery import open_index
+    from hetsearch.index.images import read_image_file
+
+    encoder = load_query_encoder(query_model, runtime=runtime)
+    gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
+                         search_params={"nprobe": nprobe, "efSearch": ef_search})
+    for message in gallery.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {message}")
+    c, size, _ = encoder.input_shape
+    import numpy as np
+
+    batch = np.stack([read_image_file(path, c, size, encoder.resize) for path in images])
+    hits = gallery.search(encoder.embed(batch), k)
+    if as_json:
+        print(json.dumps({"index": str(index), "query_model": encoder.meta.model_id,
+                          "gallery_model": gallery.gallery_model_id,
+                          "queries": [{"image": str(path), "results": [h.to_dict() for h in row]}
+                                      for path, row in zip(images, hits)]}, indent=2))
+        return
+    for path, row in zip(images, hits):
+        table = Table(title=f"{path}  (query model {encoder.meta.model_id})")
+        for column, justify in (("rank", "right"), ("id", "right"), ("score", "right"), ("label", "left"),
+                                ("path", "left")):
+            table.add_column(column, justify=justify)
+        for rank, hit in enumerate(row, start=1):
+            table.add_row(str(rank), str(hit.id), f"{hit.score:.4f}", hit.label or "", hit.source)
+        console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")
+    app.command("query", help="Search an index with query images and print the top-k items.\n\n"
+                "Example: hetsearch query --index indexes/fmnist --query-model runs/q/model.pt shoe.png")(query)

@@ -1,0 +1,85 @@
+"""Tiny random-weight gallery/query models and galleries, for tests and quick benchmark runs.
+
+`make_tiny_models(folder)` writes a gallery checkpoint and a query checkpoint that declares
+compatibility with it (plus an undeclared "stranger" with the same architecture), in about a second.
+Their embeddings carry no meaning; they exercise the plumbing, not retrieval quality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hetsearch.models import ModelMeta, create_model, save_checkpoint
+
+TINY_CLASSES = ["circle", "square", "stripes", "noise"]
+
+
+@dataclass
+class TinyModels:
+    gallery: Path
+    query: Path
+    stranger: Path
+    gallery_meta: ModelMeta
+    query_meta: ModelMeta
+    stranger_meta: ModelMeta
+
+
+def make_tiny_models(folder: str | Path, *, image_size: int = 16, in_chans: int = 1, embedding_dim: int = 16,
+                     seed: int = 0, query_backbone: str = "resnet18", query_args: dict | None = None) -> TinyModels:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    common = dict(num_classes=len(TINY_CLASSES), embedding_dim=embedding_dim, image_size=image_size,
+                  in_chans=in_chans)
+    torch.manual_seed(seed)
+    gallery = create_model("resnet18", backbone_args={"width": 4}, **common)
+    query = create_model(query_backbone, backbone_args=query_args if query_args is not None else {"width": 4},
+                         **common)
+    stranger = create_model("resnet18", backbone_args={"width": 4}, **common)
+    gallery_meta = save_checkpoint(folder / "gallery.pt", gallery, classes=TINY_CLASSES)
+    query_meta = save_checkpoint(folder / "query.pt", query, classes=TINY_CLASSES,
+                                 compatible_with=gallery_meta.model_id, compatibility="bct")
+    stranger_meta = save_checkpoint(folder / "stranger.pt", stranger, classes=TINY_CLASSES)
+    return TinyModels(folder / "gallery.pt", folder / "query.pt", folder / "stranger.pt",
+                      gallery_meta, query_meta, stranger_meta)
+
+
+def synthetic_images(n: int, size: int = 16, channels: int = 1, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """uint8 (n, size, size, channels) images of four visually distinct kinds, and their labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    images, labels = [], []
+    for i in range(n):
+        kind = i % len(TINY_CLASSES)
+        if kind == 0:
+            r = rng.uniform(size / 6, size / 2.5)
+            img = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r * r) * 255.0
+        elif kind == 1:
+            a, b = sorted(rng.integers(1, size - 1, 2))
+            img = np.zeros((size, size))
+            img[a:b + 1, a:b + 1] = 255
+        elif kind == 2:
+            img = ((xx // max(1, int(rng.integers(1, 4)))) % 2) * 255.0
+        else:
+            img = rng.uniform(0, 255, (size, size))
+        img = np.clip(img * rng.uniform(0.6, 1.0) + rng.normal(0, 8, (size, size)), 0, 255).astype(np.uint8)
+        images.append(np.repeat(img[:, :, None], channels, axis=2))
+        labels.append(TINY_CLASSES[kind])
+    return np.stack(images), labels
+
+
+def write_image_folder(root: str | Path, n: int = 24, size: int = 16, seed: int = 0) -> list[Path]:
+    """PNG files in one sub-folder per class (the class is the label), as `--images` expects."""
+    root = Path(root)
+    images, labels = synthetic_images(n, size, 1, seed)
+    paths = []
+    for i, (img, label) in enumerate(zip(images, labels)):
+        path = root / label / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[:, :, 0]).save(path)
+        paths.append(path)
+    return paths

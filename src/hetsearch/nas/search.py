@@ -1,0 +1,254 @@
+"""Architecture search under a cost budget: evolution (SPOS) and a random-search baseline.
+
+The loop knows only a search space, a cost predictor `cost(arch) -> float` (MFLOPs from the
+cost table, or a latency table) and an evaluation `evaluate(arch) -> record` whose record gets a
+`reward`; it never sees models or data, so tests drive it with synthetic rewards.
+
+Evolution (SPOS defaults): generation 0 is `population` random architectures within budget;
+each later generation is `mutations` mutants (each layer resampled with `mutation_prob`) and
+`crossovers` children (uniform per layer) of the `parents` best architectures found so far,
+topped up with random ones to `population`. Every candidate is new (never evaluated before) and
+within budget. Random search is the same loop with no mutations or crossovers, so both spend the
+same number of evaluations (`population x generations`).
+
+State is written atomically after every generation (`state.json`); a run resumes from it and
+ends with the same result as an uninterrupted one (each generation's random stream depends only
+on the seed and the generation; finished evaluations are reused, never recomputed).
+`evaluated.jsonl` logs every evaluation (rewritten from the state on resume, so it has no
+duplicates); `best.json` / `best.yaml` hold the winner.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+
+from hetsearch.errors import ConfigError
+from hetsearch.nas.space import Architecture, SearchSpace
+from hetsearch.utils.io import append_jsonl, atomic_write_json, atomic_write_text
+
+STATE_FILE, LOG_FILE, BEST_JSON, BEST_YAML = "state.json", "evaluated.jsonl", "best.json", "best.yaml"
+STRATEGIES = ("evolution", "random")
+
+
+@dataclass
+class SearchConfig:
+    strategy: str = "evolution"      # evolution | random (same number of evaluations)
+    population: int = 50
+    generations: int = 20
+    parents: int = 10                # top-k architectures that parent mutations and crossovers
+    mutations: int = 25
+    crossovers: int = 25
+    mutation_prob: float = 0.1
+    cost: str = "mflops"             # mflops (cost table) | latency_ms (needs a latency table)
+    max_cost: Optional[float] = None  # budget in `cost` units (None: unconstrained)
+    min_cost: Optional[float] = None
+    seed: int = 0
+    max_tries: int = 200             # draws per wanted candidate before giving up on it
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"search.strategy: got {self.strategy!r}, expected one of {', '.join(STRATEGIES)}")
+        if self.cost not in ("mflops", "latency_ms"):
+            raise ConfigError(f"search.cost: got {self.cost!r}, expected mflops or latency_ms")
+        for name in ("population", "generations", "parents"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"search.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.mutations < 0 or self.crossovers < 0 or self.mutations + self.crossovers > self.population:
+            raise ConfigError(f"search.mutations + search.crossovers ({self.mutations} + {self.crossovers}) must be "
+                              f"between 0 and search.population ({self.population})")
+        if not 0.0 <= self.mutation_prob <= 1.0:
+            raise ConfigError(f"search.mutation_prob: expected 0..1, got {self.mutation_prob}")
+        if self.max_cost is not None and self.min_cost is not None and self.min_cost > self.max_cost:
+            raise ConfigError(f"search.min_cost ({self.min_cost}) > search.max_cost ({self.max_cost})")
+
+    @property
+    def evaluations(self) -> int:
+        return self.population * self.generations
+
+
+@dataclass
+class SearchResult:
+    best: dict                       # the best record (arch, cost, reward, metrics, generation)
+    records: list[dict]              # every evaluation, in order
+    generations_done: int
+    seconds: float
+    out_dir: Optional[Path] = None
+    top: list[str] = field(default_factory=list)
+
+    @property
+    def best_arch(self) -> Architecture:
+        return Architecture.from_id(self.best["arch"])
+
+
+def _generator(seed: int, generation: int, strategy: str) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + generation * 7_919 + zlib.crc32(strategy.encode())) % 2**63)
+
+
+class Searcher:
+    """One search run (see the module doc). `evaluate(arch)` returns a dict of metrics;
+    `reward(record)` turns it into the scalar that is maximised."""
+
+    def __init__(self, space: SearchSpace, cost: Callable[[Architecture], float],
+                 evaluate: Callable[[Architecture], dict], reward: Callable[[dict], float], cfg: SearchConfig,
+                 out_dir: str | Path | None = None, log: Callable[[str], None] | None = print,
+                 meta: dict | None = None):
+        cfg.validate()
+        self.space, self.cost, self.evaluate, self.reward, self.cfg = space, cost, evaluate, reward, cfg
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.log = log or (lambda message: None)
+        self.meta = meta or {}
+        self.records: list[dict] = []
+        self.by_id: dict[str, dict] = {}
+        self.generation = 0
+        self.seconds = 0.0
+        if cfg.strategy == "random":
+            self.n_mutations = self.n_crossovers = 0
+        else:
+            self.n_mutations, self.n_crossovers = cfg.mutations, cfg.crossovers
+
+    # ------------------------------------------------------------------ budget
+    def within_budget(self, arch: Architecture) -> bool:
+        c = self.cost(arch)
+        return (self.cfg.max_cost is None or c <= self.cfg.max_cost) and (self.cfg.min_cost is None or c >= self.cfg.min_cost)
+
+    def _legal(self, arch: Architecture, taken: set[str]) -> bool:
+        return arch.id not in taken and arch.id not in self.by_id and self.within_budget(arch)
+
+    # ------------------------------------------------------------------ candidates
+    def top(self, k: int | None = None) -> list[dict]:
+        k = self.cfg.parents if k is None else k
+        return sorted(self.records, key=lambda r: (-r["reward"], r["arch"]))[:k]
+
+    def _random(self, count: int, taken: set[str], g: torch.Generator) -> list[Architecture]:
+        out, tries = [], 0
+        while len(out) < count and tries < count * self.cfg.max_tries:
+            tries += 1
+            arch = self.space.sample(g)
+            if self._legal(arch, taken):
+                taken.add(arch.id)
+                out.append(arch)
+        return out
+
+    def _mutations(self, parents: list[Architecture], count: int, taken: set[str], g: torch.Generator) -> list[Architecture]:
+        out, tries = [], 0
+        while parents and len(out) < count and tries < count * self.cfg.max_tries:
+            tries += 1
+            parent = parents[int(torch.randint(len(parents), (), generator=g))]
+            arch = self.space.mutate(parent, self.cfg.mutation_prob, g)
+            if self._legal(arch, taken):
+                taken.add(arch.id)
+                out.append(arch)
+        return out
+
+    def _crossovers(self, parents: list[Architecture], count: int, taken: set[str], g: torch.Generator) -> list[Architecture]:
+        out, tries = [], 0
+        while len(parents) > 1 and len(out) < count and tries < count * self.cfg.max_tries:
+            tries += 1
+            i, j = torch.randperm(len(parents), generator=g)[:2].tolist()
+            arch = self.space.crossover(parents[i], parents[j], g)
+            if self._legal(arch, taken):
+                taken.add(arch.id)
+                out.append(arch)
+        return out
+
+    def candidates(self, generation: int) -> list[tuple[Architecture, str]]:
+        """The new architectures of `generation`, each with how it was made."""
+        g = _generator(self.cfg.seed, generation, self.cfg.strategy)
+        taken: set[str] = set()
+        out: list[tuple[Architecture, str]] = []
+        if generation > 0:
+            parents = [Architecture.from_id(r["arch"]) for r in self.top()]
+            out += [(a, "mutation") for a in self._mutations(parents, self.n_mutations, taken, g)]
+            out += [(a, "crossover") for a in self._crossovers(parents, self.n_crossovers, taken, g)]
+        out += [(a, "random") for a in self._random(self.cfg.population - len(out), taken, g)]
+        return out
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict:
+        return {"format": "hetsearch.nas.search/v1", "config": asdict(self.cfg), "space": self.space.to_dict(),
+                "meta": self.meta, "generation": self.generation, "seconds": round(self.seconds, 3),
+                "records": self.records}
+
+    def _load(self) -> bool:
+        path = self.out_dir / STATE_FILE
+        if not path.exists():
+            return False
+        try:
+            state = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc}); delete it to restart the search") from None
+        if state.get("config") != asdict(self.cfg) or state.get("space") != self.space.to_dict():
+            raise ConfigError(f"{path}: cannot resume, the search config or space differs from the saved one; "
+                              "use a new run name or delete the folder")
+        if state.get("meta", {}) != self.meta:
+            raise ConfigError(f"{path}: cannot resume, the saved search used other inputs "
+                              f"({state.get('meta')}); use a new run name or delete the folder")
+        self.records = state["records"]
+        self.by_id = {r["arch"]: r for r in self.records}
+        self.generation, self.seconds = state["generation"], state["seconds"]
+        # the log may hold evaluations of an interrupted generation: rewrite it from the state
+        atomic_write_text(self.out_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in self.records))
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def run(self, resume: bool = True) -> SearchResult:
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if resume and self._load():
+                self.log(f"[search] resuming after generation {self.generation}/{self.cfg.generations} "
+                         f"({len(self.records)} evaluations)")
+            elif (self.out_dir / STATE_FILE).exists() or (self.out_dir / LOG_FILE).exists():
+                raise ConfigError(f"{self.out_dir} already holds a search; resume it or choose another folder")
+        while self.generation < self.cfg.generations:
+            start = time.perf_counter()
+            new = self.candidates(self.generation)
+            if not new:
+                self.log(f"[search] generation {self.generation}: no new architecture within budget; stopping")
+                break
+            for arch, origin in new:
+                record = dict(self.evaluate(arch))
+                record.update(arch=arch.id, cost=self.cost(arch), generation=self.generation, origin=origin)
+                record["reward"] = self.reward(record)
+                self.records.append(record)
+                self.by_id[arch.id] = record
+                if self.out_dir is not None:
+                    append_jsonl(self.out_dir / LOG_FILE, record)
+            self.generation += 1
+            self.seconds += time.perf_counter() - start
+            best = self.top(1)[0]
+            self.log(f"[search] generation {self.generation}/{self.cfg.generations}: {len(new)} evaluated, "
+                     f"best reward {best['reward']:.4f} ({best['arch']}, {best['cost']:.3f} {self.cfg.cost})")
+            if self.out_dir is not None:
+                atomic_write_json(self.out_dir / STATE_FILE, self._state())
+        if not self.records:
+            raise ConfigError(f"search: no architecture of the space satisfies the budget "
+                              f"{self.cfg.min_cost}..{self.cfg.max_cost} {self.cfg.cost}")
+        result = SearchResult(best=self.top(1)[0], records=self.records, generations_done=self.generation,
+                              seconds=self.seconds, out_dir=self.out_dir, top=[r["arch"] for r in self.top()])
+        if self.out_dir is not None:
+            write_best(self.out_dir, result, self.cfg, self.meta)
+        return result
+
+
+def write_best(out_dir: Path, result: SearchResult, cfg: SearchConfig, meta: dict) -> dict:
+    best = {"arch": result.best["arch"], **{k: v for k, v in result.best.items() if k != "arch"},
+            "strategy": cfg.strategy, "evaluations": len(result.records), "generations": result.generations_done,
+            "search_seconds": round(result.seconds, 2), "budget": {"cost": cfg.cost, "max": cfg.max_cost, "min": cfg.min_cost},
+            "top": result.top, **meta}
+    atomic_write_text(out_dir / BEST_YAML, yaml.safe_dump(best, sort_keys=False))
+    atomic_write_json(out_dir / BEST_JSON, best)
+    return best
+
+
+def search(space: SearchSpace, cost: Callable[[Architecture], float], evaluate: Callable[[Architecture], dict],
+           reward: Callable[[dict], float], cfg: SearchConfig, out_dir: str | Path | None = None,
+           resume: bool = True, log: Callable[[str], None] | None = print, meta: dict | None = None) -> SearchResult:
+    return Searcher(space, cost, evaluate, reward, cfg, out_dir, log, meta).run(resume=resume)

@@ -1,0 +1,269 @@
+"""The HTTP API and web page: FastAPI app over a `GalleryIndex` and a `QueryEncoder`.
+
+Endpoints (schema at ``/openapi.json``, interactive docs at ``/docs``):
+
+* ``POST /search``: multipart upload ``file`` (an image) and form field ``k`` -> top-k items with
+  scores, labels, sources and server-side timings.
+* ``GET /items/{id}``: an item's metadata; ``GET /items/{id}/image``: its PNG, rendered from the
+  thumbnails stored in the index (never read from a path, so no path traversal is possible).
+* ``GET /health``: query model (id, FLOPs, runtime), gallery model id, item count.
+* ``GET /``: the web page (``serve/static``).
+
+Uploads are bounded (``max_upload_bytes``, checked before the body is parsed) and must decode as
+8-bit images; anything else is answered with a 4xx and a ``{"detail": message}`` body.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+import hetsearch
+from hetsearch.export.runtime import QueryEncoder
+from hetsearch.index.gallery import GalleryIndex
+from hetsearch.index.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image_bytes, encode_png
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+DRAIN_LIMIT_BYTES = 256 * 1024 * 1024  # an oversized body up to this size is read and dropped before
+# answering 413, so the client sees the answer instead of a reset connection
+
+
+class Error(BaseModel):
+    detail: str = Field(description="what was wrong with the request")
+
+
+class SearchHit(BaseModel):
+    rank: int
+    id: int
+    score: float = Field(description="cosine similarity (inner product of L2-normalised embeddings)")
+    label: Optional[str]
+    source: str = Field(description="file path or data set item the gallery image came from")
+    fields: dict = Field(description="user fields given at indexing")
+    image_url: str
+
+
+class Timings(BaseModel):
+    read_ms: float
+    decode_ms: float
+    embed_ms: float
+    search_ms: float
+    total_ms: float
+
+
+class SearchResponse(BaseModel):
+    query_model: str
+    gallery_model: str
+    k: int
+    results: list[SearchHit]
+    timings: Timings
+
+
+class Item(BaseModel):
+    id: int
+    label: Optional[str]
+    source: str
+    fields: dict
+    image_url: str
+
+
+class ModelInfo(BaseModel):
+    model_id: str
+    backbone: str
+    embedding_dim: int
+    mflops: Optional[float]
+    params: Optional[int] = None
+    compatible_with: Optional[str] = None
+    compatibility: Optional[str] = None
+    runtime: Optional[str] = None
+    input: Optional[str] = None
+
+
+class IndexInfo(BaseModel):
+    items: int
+    index_type: str
+    index_params: dict
+    search_params: dict
+    embedding_dim: int
+    created_at: Optional[str]
+    updated_at: Optional[str]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    query_model: ModelInfo
+    gallery_model: ModelInfo
+    items: int
+    index: IndexInfo
+    max_upload_bytes: int
+    max_k: int
+    warnings: list[str]
+
+
+ERRORS = {400: {"model": Error, "description": "empty, corrupt or truncated image"},
+          413: {"model": Error, "description": "upload or image dimensions too large"},
+          415: {"model": Error, "description": "not an image, or an unsupported pixel mode"}}
+
+
+class BodySizeLimit:
+    """ASGI middleware: bodies larger than ``max_bytes`` get 413 before any parsing.
+
+    A declared Content-Length over the limit is answered at once (after draining the body, up to
+    DRAIN_LIMIT_BYTES); a streamed body is buffered up to the limit and replayed to the app."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send, status: int, message: str) -> None:
+        import json
+
+        body = json.dumps({"detail": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _too_large(self, size: str) -> str:
+        return (f"upload too large ({size}); the limit is {self.max_bytes} bytes "
+                f"({self.max_bytes / 2**20:.1f} MiB)")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await self._reject(send, 400, "invalid Content-Length header")
+                return
+            if length > self.max_bytes:
+                drained = 0
+                if length <= DRAIN_LIMIT_BYTES:
+                    while True:
+                        message = await receive()
+                        drained += len(message.get("body", b""))
+                        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                            break
+                await self._reject(send, 413, self._too_large(f"{length} bytes"))
+                return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(send, 413, self._too_large(f"more than {self.max_bytes} bytes"))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               max_k: int = 100, max_pixels: int = DEFAULT_MAX_PIXELS, warnings: list[str] | None = None) -> FastAPI:
+    """The app; ``gallery`` must already have passed the model contract check for ``encoder``."""
+    app = FastAPI(title="hetsearch", version=hetsearch.__version__,
+                  description="Heterogeneous visual search: a tiny query model searches a gallery indexed by a "
+                              f"large gallery model. Gallery model {gallery.gallery_model_id}, query model "
+                              f"{encoder.meta.model_id}.")
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    channels, image_size, _ = encoder.input_shape
+    resize = encoder.resize
+    gallery_meta = gallery.manifest["gallery_model"]
+    all_warnings = list(warnings or []) + list(gallery.warnings)
+
+    def item_record(item_id: int, record: dict) -> dict:
+        return {"id": item_id, "label": record["label"], "source": record["source"], "fields": record["fields"],
+                "image_url": f"/items/{item_id}/image"}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/health", response_model=Health, summary="Service status, models and index size")
+    def health() -> dict:
+        manifest = gallery.manifest
+        return {
+            "status": "ok", "version": hetsearch.__version__, "query_model": encoder.describe(),
+            "gallery_model": {"model_id": gallery.gallery_model_id, "backbone": gallery_meta["spec"]["backbone"],
+                              "embedding_dim": gallery.embedding_dim, "params": gallery_meta.get("params"),
+                              "mflops": round(gallery_meta["flops"] / 1e6, 3) if gallery_meta.get("flops") else None},
+            "items": len(gallery),
+            "index": {"items": len(gallery), "index_type": manifest["index_type"],
+                      "index_params": manifest["index_params"], "search_params": manifest.get("search_params", {}),
+                      "embedding_dim": gallery.embedding_dim, "created_at": manifest.get("created_at"),
+                      "updated_at": manifest.get("updated_at")},
+            "max_upload_bytes": max_upload_bytes, "max_k": max_k, "warnings": all_warnings}
+
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS,
+              summary="Top-k gallery items for an uploaded query image")
+    def search(file: UploadFile = File(..., description="the query image (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)"),
+               k: int = Form(10, ge=1, le=max_k, description=f"number of results (1..{max_k})")) -> dict:
+        started = time.perf_counter()
+        data = file.file.read(max_upload_bytes + 1)
+        read_done = time.perf_counter()
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload too large; the limit is {max_upload_bytes} bytes")
+        try:
+            image = decode_image_bytes(data, channels, image_size, resize, name=f"upload {file.filename!r}",
+                                       max_pixels=max_pixels)
+        except ImageRejected as exc:
+            raise HTTPException(exc.status_code, str(exc)) from None
+        decoded = time.perf_counter()
+        embedding = encoder.embed(image[None])
+        embedded = time.perf_counter()
+        hits = gallery.search(embedding, k)[0]
+        done = time.perf_counter()
+        return {"query_model": encoder.meta.model_id, "gallery_model": gallery.gallery_model_id, "k": k,
+                "results": [{"rank": rank, "score": hit.score,
+                             **item_record(hit.id, {"label": hit.label, "source": hit.source, "fields": hit.fields})}
+                            for rank, hit in enumerate(hits, start=1)],
+                "timings": {"read_ms": (read_done - started) * 1e3, "decode_ms": (decoded - read_done) * 1e3,
+                            "embed_ms": (embedded - decoded) * 1e3, "search_ms": (done - embedded) * 1e3,
+                            "total_ms": (done - started) * 1e3}}
+
+    @app.get("/items/{item_id}", response_model=Item, responses={404: {"model": Error}},
+             summary="An item's metadata")
+    def get_item(item_id: int) -> dict:
+        record = gallery.item(item_id)
+        if record is None:
+            raise HTTPException(404, f"no item with id {item_id} in this index")
+        return item_record(item_id, record)
+
+    @app.get("/items/{item_id}/image", response_class=Response, summary="An item's image (PNG)",
+             responses={200: {"content": {"image/png": {}}, "description": "the gallery image as the gallery "
+                                                                          "model saw it"},
+                        404: {"model": Error}})
+    def get_item_image(item_id: int) -> Response:
+        thumbnail = gallery.thumbnail(item_id)
+        if thumbnail is None:
+            raise HTTPException(404, f"no item with id {item_id} in this index")
+        return Response(encode_png(thumbnail), media_type="image/png",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+    return app

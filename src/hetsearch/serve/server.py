@@ -1,0 +1,59 @@
+"""Load the index and query model (checking the model contract) and run the app with uvicorn."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from hetsearch.export.runtime import QueryEncoder, load_query_encoder
+from hetsearch.index.gallery import GalleryIndex, open_index
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """Intra-op threads for PyTorch and FAISS (ONNX Runtime takes them at session creation)."""
+    if not threads:
+        return
+    import faiss
+    import torch
+
+    torch.set_num_threads(int(threads))
+    faiss.omp_set_num_threads(int(threads))
+
+
+def load_service(index_dir: str | Path, query_model: str | Path, *, runtime: str = "auto",
+                 threads: Optional[int] = 1, allow_incompatible: bool = False,
+                 search_params: Optional[dict] = None) -> tuple[GalleryIndex, QueryEncoder]:
+    """(index, encoder) after the contract check; the encoder is warmed up."""
+    set_threads(threads)
+    encoder = load_query_encoder(query_model, runtime=runtime, threads=threads)
+    gallery = open_index(index_dir, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
+                         search_params=search_params)
+    warm = np.zeros((1, *encoder.input_shape), dtype=np.uint8)
+    for _ in range(3):  # first calls allocate / optimise; keep that out of the first request
+        gallery.search(encoder.embed(warm), 10)
+    return gallery, encoder
+
+
+def run_server(index_dir: str | Path, query_model: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
+               runtime: str = "auto", threads: Optional[int] = 1, allow_incompatible: bool = False,
+               search_params: Optional[dict] = None, max_upload_bytes: Optional[int] = None, max_k: int = 100,
+               access_log: bool = False, log_level: str = "info", log=print) -> None:
+    import uvicorn
+
+    from hetsearch.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
+
+    started = time.perf_counter()
+    gallery, encoder = load_service(index_dir, query_model, runtime=runtime, threads=threads,
+                                    allow_incompatible=allow_incompatible, search_params=search_params)
+    for message in gallery.warnings:
+        log(f"warning: {message}")
+    app = create_app(gallery, encoder, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES, max_k=max_k)
+    info = encoder.describe()
+    log(f"index {index_dir}: {len(gallery)} items ({gallery.manifest['index_type']}), gallery model "
+        f"{gallery.gallery_model_id}; query model {info['model_id']} ({info['mflops']} MFLOPs, runtime "
+        f"{info['runtime']}); ready in {time.perf_counter() - started:.1f}s")
+    log(f"serving on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=log_level)

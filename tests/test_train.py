@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+
+from hetsearch.config import TrainRunConfig, load_config
+from hetsearch.errors import ConfigError
+from hetsearch.models import load_checkpoint
+from hetsearch.train import CHECKPOINT_LAST, train
+from hetsearch.train.schedule import warmup_cosine
+
+TINY_MODEL = ["model.backbone=resnet18", "model.backbone_args={width: 4}", "model.embedding_dim=16"]
+
+
+def _cfg(overrides, *extra):
+    return load_config(TrainRunConfig, "configs/fashion_mnist/gallery.yaml", [*overrides, *TINY_MODEL, *extra])
+
+
+def test_train_writes_run_folder_and_checkpoint(tiny_train_overrides):
+    cfg = _cfg(tiny_train_overrides, "name=a")
+    result = train(cfg)
+    run = cfg.run_dir
+    assert (run / "model.pt").exists() and (run / CHECKPOINT_LAST).exists()
+    assert load_config(TrainRunConfig, run / "config.yaml") == cfg
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert {"loss", "train_accuracy", "images_per_second", "val_recall_at_1"} <= set(lines[-1])
+    loaded = load_checkpoint(result.model_path)
+    assert loaded.meta.model_id == result.meta.model_id
+    assert loaded.meta.spec.embedding_dim == 16 and len(loaded.meta.classes) == 10
+
+
+def test_training_is_deterministic_and_resume_matches_uninterrupted(tiny_train_overrides):
+    full = train(_cfg(tiny_train_overrides, "name=full"))
+    # an interrupted run: stop after epoch 1, then resume the same config for the rest
+    first = _cfg(tiny_train_overrides, "name=resumed", "train.epochs=2")
+    from hetsearch.train.trainer import Trainer
+
+    trainer = Trainer(first)
+    original = trainer._train_epoch
+    calls = []
+
+    def crash_after_first_epoch(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    trainer._train_epoch = crash_after_first_epoch
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert not (first.run_dir / "model.pt").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(first)
+    resumed = train(first, resume=True)
+    a = load_checkpoint(full.model_path).model.state_dict()
+    b = load_checkpoint(resumed.model_path).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # resuming a finished run returns it without training again
+    assert train(first, resume=True).meta.model_id == resumed.meta.model_id
+
+
+def test_resume_refuses_a_changed_config(tiny_train_overrides):
+    cfg = _cfg(tiny_train_overrides, "name=c")
+    train(cfg)
+    (cfg.run_dir / "model.pt").unlink()
+    changed = _cfg(tiny_train_overrides, "name=c", "train.lr=0.01")
+    with pytest.raises(ConfigError, match="config differs in section\\(s\\) train"):
+        train(changed, resume=True)
+
+
+def test_warmup_then_cosine_schedule():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=10, warmup_steps=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 0.05
