@@ -166,10 +166,18 @@ def restrict(splits: Splits, classes: list[int]) -> Splits:
 
 # ---------------------------------------------------------------------- acceptance and report
 
-def acceptance(rows: list[dict], paragon: str) -> dict:
+def chance_recall_at_1(splits: Splits) -> float:
+    """Recall@1 of a random ranking: the chance that a random gallery item shares the query's class."""
+    n = len(splits.classes)
+    q = torch.bincount(splits.query.labels, minlength=n).double() / len(splits.query)
+    g = torch.bincount(splits.gallery.labels, minlength=n).double() / len(splits.gallery)
+    return float((q * g).sum())
+
+
+def acceptance(rows: list[dict], paragon: str, chance: float) -> dict:
     by = {(r["query_model"], r["gallery_model"]): r for r in rows}
     paragon_r1 = by[(paragon, paragon)]["recall_at_1"]
-    out = {"paragon_recall_at_1": paragon_r1, "models": {}}
+    out = {"paragon_recall_at_1": paragon_r1, "chance_recall_at_1": chance, "models": {}}
     for model in _shared.LIGHT_MODELS:
         hetero = {LABELS[m]: by[(f"{model}_{LABELS[m]}", paragon)]["recall_at_1"] for m in METHODS}
         bct = by[(f"{model}_bct", paragon)]
@@ -204,7 +212,8 @@ def pair_table(rows: list[dict], gallery: str) -> str:
                       "compatible": "—" if r["compatible"] is None else ("yes" if r["compatible"] else "no"),
                       "gap to paragon": _signed(r["gap_to_paragon"]),
                       "query MFLOPs": f"{r['query_mflops']:.2f}", "FLOPs ratio": f"{r['flops_ratio']:.1f}x",
-                      "train s": r["train_seconds"], "epochs": r["epochs"]})
+                      "train s": "—" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}",
+                      "epochs": r["epochs"]})
     return markdown_table(table, list(table[0]))
 
 
@@ -227,7 +236,8 @@ def markdown(payload: dict, paragon: str) -> str:
              "FLOPs ratio: gallery FLOPs / query FLOPs (FLOPs = 2 x MACs, batch 1, 1x28x28). "
              "λ = 1 for every compatibility term.", "",
              "## Acceptance", "",
-             f"Paragon homogeneous Recall@1: {_pct(acc['paragon_recall_at_1'])}.", ""]
+             f"Paragon homogeneous Recall@1: {_pct(acc['paragon_recall_at_1'])}; chance Recall@1 (random ranking): "
+             f"{_pct(acc['chance_recall_at_1'])}.", ""]
     for model, a in acc["models"].items():
         h = a["heterogeneous_recall_at_1"]
         lines.append(
@@ -267,7 +277,7 @@ def main() -> None:
     bench.timings["total"] = round(time.perf_counter() - started, 1)
     payload = {"command": command_line(), "machine": machine_info(), "protocol": splits.protocol,
                "rows": rows, "timings_s": bench.timings, "quick": args.quick, "light_epochs": bench.epochs,
-               "acceptance": acceptance(rows, paragon), "open_set": open_set}
+               "acceptance": acceptance(rows, paragon, chance_recall_at_1(splits)), "open_set": open_set}
     name = "bct_quick" if args.quick else "bct"
     atomic_write_json(Path("docs/results") / f"{name}.json", payload)
     text = markdown(payload, paragon)

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -209,14 +208,30 @@ def test_item_sources_folder_csv_and_dataset(tmp_path, gallery):
 # ---------------------------------------------------------------- crash safety
 
 WRITER = textwrap.dedent("""
-    import sys, torch
+    # Imports once, then forks one writer process per phase (an `index add`), each told to pause
+    # at its phase; the test SIGKILLs the writers there.
+    import json, os, sys
+    import torch
     from hetsearch.index import GalleryItems, add_items
+    from hetsearch.index.storage import PAUSE_ENV
     from hetsearch.models import load_checkpoint
-    index_dir, gallery = sys.argv[1], sys.argv[2]
-    images = torch.full((7, 1, 16, 16), 200, dtype=torch.uint8)
-    add_items(index_dir, load_checkpoint(gallery),
-              GalleryItems(images=images, sources=[f"late{i}" for i in range(7)], labels=[None] * 7))
-    print("DONE", flush=True)
+    jobs, gallery_path = json.loads(sys.argv[1]), sys.argv[2]
+    gallery = load_checkpoint(gallery_path)
+    children = []
+    for phase, folder in jobs.items():
+        pid = os.fork()
+        if pid == 0:
+            torch.set_num_threads(1)
+            os.environ[PAUSE_ENV] = phase
+            images = torch.full((7, 1, 16, 16), 200, dtype=torch.uint8)
+            add_items(folder, gallery, GalleryItems(images=images, sources=[f"late{i}" for i in range(7)],
+                                                    labels=[None] * 7))
+            os.write(1, f"FINISHED {phase}\\n".encode())
+            os._exit(0)
+        os.write(1, f"CHILD {phase} {pid}\\n".encode())
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
 """)
 PHASES = ["copied", "writing", "before_swap", "after_backup", "after_swap"]
 
@@ -229,38 +244,56 @@ def test_killed_writer_leaves_a_complete_index(tmp_path, gallery, models):
         build_index(folder, gallery, make_items(20))
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    procs = {}
-    for phase, folder in folders.items():
-        env = dict(os.environ, **{PAUSE_ENV: phase})
-        procs[phase] = subprocess.Popen([sys.executable, str(script), str(folder), str(models.gallery)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    launcher = subprocess.Popen([sys.executable, str(script), json.dumps({p: str(f) for p, f in folders.items()}),
+                                 str(models.gallery)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids, paused = {}, set()
     try:
-        for phase, proc in procs.items():
-            line = proc.stdout.readline()  # blocks until the writer reaches the phase
-            assert line.strip() == f"PAUSED {phase}", (line, proc.stderr.read() if proc.poll() is not None else "")
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        while len(paused) < len(PHASES) or len(pids) < len(PHASES):
+            line = launcher.stdout.readline()
+            assert line, f"writer launcher ended early: {launcher.stderr.read()}"
+            if not line.strip():
+                continue
+            word, phase, *rest = line.split()
+            assert word != "FINISHED", f"writer for phase {phase} did not pause"
+            if word == "CHILD":
+                pids[phase] = int(rest[0])
+            else:
+                paused.add(phase)
+        for phase in PHASES:
+            os.kill(pids[phase], signal.SIGKILL)
+        launcher.wait(timeout=60)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.stdout.close()
-            proc.stderr.close()
+        if launcher.poll() is None:
+            for pid in pids.values():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            launcher.kill()
+        launcher.stdout.close()
+        launcher.stderr.close()
     for phase, folder in folders.items():
         if phase == "after_backup":
             assert not folder.exists() and backup_path(folder.absolute()).exists()  # the crash window
+        else:
+            assert folder.exists()
         index = open_index(folder)  # recovers when needed
         expected = 27 if phase == "after_swap" else 20
         assert len(index) == expected and index.index.ntotal == expected, phase
         assert index.item(5)["source"] == "item5"
         assert index.search(np.load(folder / "vectors.npy")[:1], 1)[0][0].id == 0
-        _, new_ids = add_items(folder, gallery, make_items(2, prefix="after"))  # a later write succeeds
+        add_items(folder, gallery, make_items(2, prefix="after"))  # a later write succeeds
         assert len(open_index(folder)) == expected + 2, phase
         leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".idx.") and "lock" not in p.name]
         assert leftovers == [], (phase, leftovers)
 
 
 # ---------------------------------------------------------------- CLI
+
+
+def flat(text: str) -> str:
+    """CLI output without rich's line wrapping."""
+    return " ".join(text.split())
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +313,7 @@ def test_cli_build_query_add_remove(tmp_path, models, cli_app):
                                      str(tmp_path / "imgs"), "--out", str(out), "--type", "hnsw", "--hnsw-m", "8",
                                      "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "built" in result.output and "12 items" in result.output
+    assert "built" in result.output and "12 items" in flat(result.output)
     result = runner.invoke(cli_app, ["query", "--index", str(out), "--query-model", str(models.query), "--k", "3",
                                      "--json", str(paths[0]), str(paths[1])])
     assert result.exit_code == 0, result.output
@@ -296,7 +329,7 @@ def test_cli_build_query_add_remove(tmp_path, models, cli_app):
                                      "--limit", "2", "--no-progress"])
     assert result.exit_code == 0 and "now" in result.output, result.output
     result = runner.invoke(cli_app, ["index", "remove", "--index", str(out), "0", "13"])
-    assert result.exit_code == 0 and "removed 2 items" in result.output, result.output
+    assert result.exit_code == 0 and "removed 2 items" in flat(result.output), result.output
     result = runner.invoke(cli_app, ["index", "info", str(out), "--json"])
     assert json.loads(result.output)["item_count"] == 12
     result = runner.invoke(cli_app, ["index", "build", "--gallery-model", str(models.gallery), "--images",

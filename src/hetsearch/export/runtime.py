@@ -81,7 +81,7 @@ class TorchEncoder(QueryEncoder):
         self.model = model.eval()
 
     def embed(self, images) -> np.ndarray:
-        x = torch.from_numpy(_as_uint8(images)).float().div_(255)
+        x = torch.from_numpy(_as_uint8(images).astype(np.float32)).div_(255)  # astype copies: writable
         with torch.inference_mode():
             return self.model(x).numpy()
 

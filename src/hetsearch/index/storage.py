@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -56,7 +57,8 @@ def pause_point(phase: str) -> None:
     if os.environ.get(PAUSE_ENV) == phase:
         import time
 
-        print(f"PAUSED {phase}", flush=True)
+        sys.stdout.flush()
+        os.write(sys.stdout.fileno(), f"PAUSED {phase}\n".encode())  # one write: atomic on a pipe
         while True:
             time.sleep(3600)
 
