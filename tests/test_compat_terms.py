@@ -75,7 +75,7 @@ def sha(tensor: torch.Tensor) -> str:
 # ------------------------------------------------------------------------------ registry and config
 
 def test_methods_are_registered():
-    assert compat_methods() == ["none", "bct", "distill", "l2"]
+    assert compat_methods() == ["none", "bct", "bct_mean", "distill", "l2"]
 
 
 def test_none_builds_nothing_and_unknown_or_missing_gallery_is_an_error(tmp_path):
@@ -142,6 +142,19 @@ def test_bct_keeps_gallery_rows_and_fills_new_classes_with_class_means(tmp_path,
     assert torch.equal(again.classifier.weight, rows)
 
 
+def test_bct_mean_takes_every_row_from_the_class_means(tmp_path):
+    gallery_path = save_gallery(tmp_path / "gallery.pt", trained_classes=[0, 1, 2, 3])
+    train_set = synthetic_set([0, 0, 1, 3, 3, 3], seed=7)
+    term = build("bct_mean", gallery_path, train_set=train_set)
+    assert term.method == "bct_mean" and term.pseudo_classes == ["a", "b", "d"]
+    gallery = load_checkpoint(gallery_path)
+    with torch.no_grad():
+        emb = gallery.model(train_set.images.float() / 255)
+    for c in (0, 1, 3):
+        torch.testing.assert_close(term.classifier.weight[term.classifier.row_of_label[c]],
+                                   emb[train_set.labels == c].mean(0), rtol=1e-5, atol=1e-6)
+
+
 def test_bct_only_has_rows_for_the_query_training_classes(tmp_path):
     gallery_path = save_gallery(tmp_path / "gallery.pt", trained_classes=[0, 1, 2, 3])
     term = build("bct", gallery_path, train_set=synthetic_set([1, 3, 3]))
@@ -205,7 +218,7 @@ def _train_query(tmp_path: Path, method: str, gallery_path: Path, splits: Splits
     return result, captured
 
 
-@pytest.mark.parametrize("method", ["bct", "l2"])
+@pytest.mark.parametrize("method", ["bct", "bct_mean", "l2"])
 def test_gallery_side_stays_byte_identical_through_training(tmp_path, monkeypatch, method):
     gallery_path = save_gallery(tmp_path / "gallery.pt", trained_classes=[0, 1])
     file_hash = hashlib.sha256(gallery_path.read_bytes()).hexdigest()
@@ -226,6 +239,8 @@ def test_gallery_side_stays_byte_identical_through_training(tmp_path, monkeypatc
             row = term.classifier.weight[term.classifier.row_of_label[c]]
             assert sha(row) == sha(gallery.model.classifier.weight[c])
         assert term.pseudo_classes == ["c"]
+    if method == "bct_mean":
+        assert term.pseudo_classes == ["a", "b", "c"]
 
     # ... while the query model did train, and records what it was trained to match
     history = result.history[-1]

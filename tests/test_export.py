@@ -15,7 +15,7 @@ from hetsearch.errors import HetsearchError
 from hetsearch.export import ExportError, OnnxEncoder, export_model, load_query_encoder, parity_check
 from hetsearch.export.exporter import parity_sample
 from hetsearch.export.runtime import TorchEncoder
-from hetsearch.index import build_index, dataset_items, open_index
+from hetsearch.index import build_index
 from hetsearch.index.testing import make_tiny_models, synthetic_images
 from hetsearch.models import load_checkpoint
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 from hetsearch.errors import CompatibilityError, HetsearchError
 from hetsearch.index import (GalleryItems, IndexOpenError, IndexWriteError, add_items, build_index, csv_items,
                              dataset_items, embed_images, folder_items, open_index, rebuild_index, remove_items)
-from hetsearch.index.storage import PAUSE_ENV, backup_path
+from hetsearch.index.storage import backup_path
 from hetsearch.index.testing import make_tiny_models, synthetic_images, write_image_folder
 from hetsearch.models import load_checkpoint
 

@@ -1,6 +1,6 @@
-"""HTTP API: search, items, images, health, OpenAPI schema, malformed uploads, ONNX runtime, and a
-live `hetsearch serve` process that keeps serving after bad requests and refuses an incompatible
-query model."""
+"""HTTP API: search, items, images, health, OpenAPI schema, malformed uploads, ONNX runtime, the
+refusal of an incompatible query model, and a live `hetsearch serve` process that keeps serving
+after bad requests."""
 
 from __future__ import annotations
 
@@ -179,18 +179,28 @@ def start_server(args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env=dict(os.environ, COLUMNS="200"))
 
 
-def test_live_server_survives_bad_uploads_and_refuses_incompatible_models(service):
+def test_serve_refuses_an_incompatible_query_model(service):
+    from typer.testing import CliRunner
+
+    from hetsearch.cli import _register_feature_commands, app
+    from hetsearch.errors import CompatibilityError
+
+    if not any(getattr(c, "name", None) == "serve" for c in app.registered_commands):
+        _register_feature_commands()
+    models = service["models"]
+    result = CliRunner().invoke(app, ["serve", "--index", str(service["root"] / "idx"), "--query-model",
+                                      str(models.stranger), "--port", str(free_port())])
+    assert isinstance(result.exception, CompatibilityError)
+    message = str(result.exception)
+    assert models.stranger_meta.model_id in message and models.gallery_meta.model_id in message
+    assert "--allow-incompatible" in message
+
+
+def test_live_server_survives_bad_uploads(service):
     models, port = service["models"], free_port()
-    # an incompatible query model is refused at start, naming both models
-    refused = start_server(["--index", str(service["root"] / "idx"), "--query-model", str(models.stranger),
-                            "--port", str(port)])
     server = start_server(["--index", str(service["root"] / "idx"), "--query-model", str(models.query),
                            "--port", str(port), "--max-upload-mb", "10"])
     try:
-        output, _ = refused.communicate(timeout=120)
-        assert refused.returncode == 2, output
-        assert models.stranger_meta.model_id in output and models.gallery_meta.model_id in output
-        assert "--allow-incompatible" in output
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=60) as client:
             deadline = time.time() + 120
@@ -218,12 +228,10 @@ def test_live_server_survives_bad_uploads_and_refuses_incompatible_models(servic
             assert response.status_code == 200 and len(response.json()["results"]) == 3
             assert server.poll() is None
     finally:
-        for proc in (refused, server):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            if proc.stdout:
-                proc.stdout.close()
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        server.stdout.close()

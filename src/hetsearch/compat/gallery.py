@@ -39,14 +39,14 @@ def check_same_embedding_space(query: ModelSpec, gallery: ModelMeta, method: str
             f"data.channels={gallery.spec.in_chans} data.image_size={gallery.spec.image_size}")
 
 
-def check_same_head(query: ModelSpec, gallery: ModelMeta) -> None:
+def check_same_head(query: ModelSpec, gallery: ModelMeta, method: str = "bct") -> None:
     """BCT feeds query embeddings to the gallery classifier: its logits only mean what they meant
     for the gallery model under the same head type, scale and margin."""
     q = (query.head, float(query.head_scale), resolved_margin(query))
     g = (gallery.spec.head, float(gallery.spec.head_scale), resolved_margin(gallery.spec))
     if q != g:
         raise CompatibilityError(
-            f"compat.method=bct: the query model's head is {q[0]} (scale {q[1]:g}, margin {q[2]:g}) but the gallery "
+            f"compat.method={method}: the query model's head is {q[0]} (scale {q[1]:g}, margin {q[2]:g}) but the gallery "
             f"model {gallery.model_id} was trained with {g[0]} (scale {g[1]:g}, margin {g[2]:g}); the frozen "
             f"gallery classifier only means the same thing under the same head: set model.head={g[0]} "
             f"model.head_scale={g[1]:g} model.head_margin={g[2]:g}")

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-console = Console()
+console = Console(emoji=False, markup=False, highlight=False)
 
 
 def export(query_model: Path = typer.Option(..., "--query-model", "-q", help="query model checkpoint (.pt)"),

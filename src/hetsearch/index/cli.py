@@ -8,12 +8,15 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from hetsearch.errors import HetsearchError
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: item sources such as "fashion_mnist:train:12" must not turn into emoji (":train:")
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 index_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="Build and update a gallery index (FAISS + SQLite metadata + manifest).")
 
@@ -60,13 +63,13 @@ def _load_items(gallery, images: Optional[Path], csv: Optional[Path], dataset: O
                              fields=items.fields[:limit], skipped=items.skipped, origin=items.origin)
     if items.skipped:
         err_console.print(f"[yellow]warning:[/yellow] skipped {len(items.skipped)} unreadable file(s), "
-                          f"e.g. {items.skipped[0]}")
+                          f"e.g. {escape(items.skipped[0])}")
     return items
 
 
 def _summary(manifest: dict, path: Path) -> str:
-    return (f"{path}: {manifest['item_count']} items, {manifest['index_type']} {manifest['index_params']}, "
-            f"gallery model {manifest['gallery_model_id']}")
+    return escape(f"{path}: {manifest['item_count']} items, {manifest['index_type']} {manifest['index_params']}, "
+                  f"gallery model {manifest['gallery_model_id']}")
 
 
 @index_app.command("build", help="Embed a gallery with the gallery model and write a new index folder.\n\n"
@@ -174,10 +177,10 @@ def info(index: Path = typer.Argument(..., help="index folder"),
     if as_json:
         print(json.dumps(manifest, indent=2))
         return
-    table = Table(title=str(index), show_header=False)
+    table = Table(title=Text(str(index)), show_header=False)
     for key in ("gallery_model_id", "gallery_model_path", "embedding_dim", "normalization", "metric", "index_type",
                 "index_params", "item_count", "image_shape", "created_at", "updated_at", "revision"):
-        table.add_row(key, str(manifest.get(key)))
+        table.add_row(key, Text(str(manifest.get(key))))
     console.print(table)
 
 
@@ -201,7 +204,7 @@ def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
     gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
                          search_params={"nprobe": nprobe, "efSearch": ef_search})
     for message in gallery.warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {message}")
+        err_console.print(f"[yellow]warning:[/yellow] {escape(message)}")
     c, size, _ = encoder.input_shape
     import numpy as np
 
@@ -214,12 +217,12 @@ def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
                                       for path, row in zip(images, hits)]}, indent=2))
         return
     for path, row in zip(images, hits):
-        table = Table(title=f"{path}  (query model {encoder.meta.model_id})")
+        table = Table(title=Text(f"{path}  (query model {encoder.meta.model_id})"))
         for column, justify in (("rank", "right"), ("id", "right"), ("score", "right"), ("label", "left"),
                                 ("path", "left")):
             table.add_column(column, justify=justify)
         for rank, hit in enumerate(row, start=1):
-            table.add_row(str(rank), str(hit.id), f"{hit.score:.4f}", hit.label or "", hit.source)
+            table.add_row(str(rank), str(hit.id), f"{hit.score:.4f}", Text(hit.label or ""), Text(hit.source))
         console.print(table)
 
 

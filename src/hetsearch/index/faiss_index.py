@@ -3,7 +3,8 @@
 Three kinds, all addressed by the item ids of the metadata store (``add_with_ids``):
 
 * ``flat``: exact search (``IndexIDMap2(IndexFlatIP)``), the default.
-* ``ivf``: inverted lists (``IndexIVFFlat``), params ``nlist`` (lists; default ~4*sqrt(N)) and
+* ``ivf``: inverted lists (``IndexIVFFlat``), params ``nlist`` (lists; default ~4*sqrt(N), at most
+  N/39) and
   ``nprobe`` (lists visited per query; more = better recall, slower).
 * ``hnsw``: graph search (``IndexIDMap2(IndexHNSWFlat)``), params ``M`` (links per node),
   ``efConstruction`` and ``efSearch`` (candidate list size at build/query time). FAISS cannot
@@ -41,7 +42,8 @@ def resolve_params(index_type: str, params: dict[str, Any] | None, num_items: in
         if value is not None:
             merged[key] = value
     if index_type == "ivf" and merged["nlist"] is None:
-        merged["nlist"] = max(1, min(int(4 * math.sqrt(max(num_items, 1))), 65536))
+        # ~4 sqrt(N) lists, but at least 39 training points per list (FAISS's k-means minimum)
+        merged["nlist"] = max(1, min(int(4 * math.sqrt(max(num_items, 1))), num_items // 39, 65536))
     for key, value in merged.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"index parameter {key}: got {value!r}, expected a positive integer")
@@ -94,6 +96,12 @@ def set_search_params(index: faiss.Index, index_type: str, params: dict[str, Any
     elif index_type == "hnsw":
         inner = faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap2) else index)
         inner.hnsw.efSearch = int(params["efSearch"])
+
+
+def set_omp_threads(threads: int | None) -> None:
+    """FAISS's OpenMP thread count for the calling thread (OpenMP settings are per thread)."""
+    if threads:
+        faiss.omp_set_num_threads(int(threads))
 
 
 def supports_remove(index_type: str) -> bool:

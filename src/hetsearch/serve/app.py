@@ -15,19 +15,21 @@ Uploads are bounded (``max_upload_bytes``, checked before the body is parsed) an
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 import hetsearch
 from hetsearch.export.runtime import QueryEncoder
 from hetsearch.index.gallery import GalleryIndex
+from hetsearch.index.faiss_index import set_omp_threads
 from hetsearch.index.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image_bytes, encode_png
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -184,7 +186,8 @@ class BodySizeLimit:
 
 
 def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_k: int = 100, max_pixels: int = DEFAULT_MAX_PIXELS, warnings: list[str] | None = None) -> FastAPI:
+               max_k: int = 100, max_pixels: int = DEFAULT_MAX_PIXELS, warnings: list[str] | None = None,
+               offload: bool = True, threads: int | None = 1) -> FastAPI:
     """The app; ``gallery`` must already have passed the model contract check for ``encoder``."""
     app = FastAPI(title="hetsearch", version=hetsearch.__version__,
                   description="Heterogeneous visual search: a tiny query model searches a gallery indexed by a "
@@ -220,17 +223,16 @@ def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes
                       "updated_at": manifest.get("updated_at")},
             "max_upload_bytes": max_upload_bytes, "max_k": max_k, "warnings": all_warnings}
 
-    @app.post("/search", response_model=SearchResponse, responses=ERRORS,
-              summary="Top-k gallery items for an uploaded query image")
-    def search(file: UploadFile = File(..., description="the query image (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)"),
-               k: int = Form(10, ge=1, le=max_k, description=f"number of results (1..{max_k})")) -> dict:
-        started = time.perf_counter()
-        data = file.file.read(max_upload_bytes + 1)
+    thread_state = threading.local()
+
+    def answer(data: bytes, filename: str | None, k: int, started: float) -> dict:
+        if offload and not getattr(thread_state, "ready", False):
+            # OpenMP thread counts are per thread: apply the start-up setting to this pool thread
+            set_omp_threads(threads)
+            thread_state.ready = True
         read_done = time.perf_counter()
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload too large; the limit is {max_upload_bytes} bytes")
         try:
-            image = decode_image_bytes(data, channels, image_size, resize, name=f"upload {file.filename!r}",
+            image = decode_image_bytes(data, channels, image_size, resize, name=f"upload {filename!r}",
                                        max_pixels=max_pixels)
         except ImageRejected as exc:
             raise HTTPException(exc.status_code, str(exc)) from None
@@ -246,6 +248,18 @@ def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes
                 "timings": {"read_ms": (read_done - started) * 1e3, "decode_ms": (decoded - read_done) * 1e3,
                             "embed_ms": (embedded - decoded) * 1e3, "search_ms": (done - embedded) * 1e3,
                             "total_ms": (done - started) * 1e3}}
+
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS,
+              summary="Top-k gallery items for an uploaded query image")
+    async def search(file: UploadFile = File(..., description="the query image (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)"),
+                     k: int = Form(10, ge=1, le=max_k, description=f"number of results (1..{max_k})")) -> dict:
+        started = time.perf_counter()
+        data = await file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload too large; the limit is {max_upload_bytes} bytes")
+        if offload:
+            return await run_in_threadpool(answer, data, file.filename, k, started)
+        return answer(data, file.filename, k, started)
 
     @app.get("/items/{item_id}", response_model=Item, responses={404: {"model": Error}},
              summary="An item's metadata")

@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-console = Console()
+console = Console(emoji=False)
 
 
 def serve(index: Path = typer.Option(..., "--index", "-i", help="index folder (hetsearch index build)"),
@@ -34,7 +35,7 @@ def serve(index: Path = typer.Option(..., "--index", "-i", help="index folder (h
                allow_incompatible=allow_incompatible, search_params={"nprobe": nprobe, "efSearch": ef_search},
                max_upload_bytes=int(max_upload_mb * 2**20), max_k=max_k, access_log=access_log,
                log_level=log_level,
-               log=lambda message: console.print(message.replace("warning:", "[yellow]warning:[/yellow]", 1)))
+               log=lambda message: console.print(escape(message).replace("warning:", "[yellow]warning:[/yellow]", 1)))
 
 
 def register(app: typer.Typer) -> None:
