@@ -65,10 +65,11 @@ ROOT = _shared.ROOT
 DEFAULT_GALLERY = "runs/bench/gallery/model.pt"
 DEFAULT_QUERIES = ["runs/bench/mobilenetv3_small_bct/model.pt", "runs/bench/shufflenetv2_x0_5_bct/model.pt"]
 ANN_CONFIGS = [("ivf", {"nlist": 1024, "nprobe": 8}), ("ivf", {"nlist": 1024, "nprobe": 16}),
-               ("ivf", {"nlist": 1024, "nprobe": 32}),
+               ("ivf", {"nlist": 1024, "nprobe": 32}), ("ivf", {"nlist": 1024, "nprobe": 64}),
                ("hnsw", {"M": 16, "efConstruction": 64, "efSearch": 32}),
                ("hnsw", {"M": 16, "efConstruction": 64, "efSearch": 64}),
-               ("hnsw", {"M": 16, "efConstruction": 64, "efSearch": 128})]
+               ("hnsw", {"M": 16, "efConstruction": 64, "efSearch": 128}),
+               ("hnsw", {"M": 16, "efConstruction": 64, "efSearch": 256})]
 QUICK_ANN_CONFIGS = [("ivf", {"nlist": 128, "nprobe": 8}), ("ivf", {"nlist": 128, "nprobe": 16}),
                      ("hnsw", {"M": 16, "efConstruction": 40, "efSearch": 64})]
 ACCEPT = {"search_p50_ms": 15.0, "search_qps": 100.0, "onnx_speedup_batch1": 1.5, "recall_at_10": 0.95,

@@ -10,6 +10,8 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 apt_packages=()
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || apt_packages+=(dataset-fashion-mnist)
+# headless browser for the web-page end-to-end test (driven by Playwright, never downloaded by it)
+dpkg -s chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "[setup] apt-get install ${apt_packages[*]}"
   $SUDO apt-get install -y "${apt_packages[@]}" >/dev/null \

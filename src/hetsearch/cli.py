@@ -21,7 +21,7 @@ from hetsearch.errors import HetsearchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Heterogeneous visual search: a large gallery model indexes, a tiny query model searches.")
-console = Console()
+console = Console(emoji=False)
 
 _COMMAND_MODULES: list[str] = [
     "hetsearch.compat.cli",   # grid

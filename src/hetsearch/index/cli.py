@@ -119,14 +119,14 @@ def add(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
         batch_size: int = typer.Option(256, help="images per embedding batch"),
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars")):
-    from hetsearch.index.gallery import _load_manifest, add_items
+    from hetsearch.index.gallery import add_items, read_manifest
     from hetsearch.index.storage import recover
     from hetsearch.models import load_checkpoint
     from hetsearch.utils.device import resolve_device
 
     if gallery_model is None:
         recover(index)
-        recorded = _load_manifest(index).get("gallery_model_path")
+        recorded = read_manifest(index).get("gallery_model_path")
         if not recorded or not Path(recorded).is_file():
             raise HetsearchError(f"{index}: pass --gallery-model (the checkpoint recorded at build, {recorded}, "
                                  "is not there)")
@@ -169,11 +169,11 @@ def rebuild(index: Path = typer.Option(..., "--index", "-i", help="index folder"
 @index_app.command("info", help="Show an index's manifest.\n\nExample: hetsearch index info indexes/fmnist")
 def info(index: Path = typer.Argument(..., help="index folder"),
          as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON")):
-    from hetsearch.index.gallery import _load_manifest
+    from hetsearch.index.gallery import read_manifest
     from hetsearch.index.storage import recover
 
     recover(index)
-    manifest = _load_manifest(index)
+    manifest = read_manifest(index)
     if as_json:
         print(json.dumps(manifest, indent=2))
         return

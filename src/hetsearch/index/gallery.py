@@ -201,7 +201,8 @@ def build_index(out: str | Path, gallery: LoadedModel, items: GalleryItems, *, i
     return manifest
 
 
-def _load_manifest(folder: Path) -> dict:
+def read_manifest(folder: Path) -> dict:
+    """The manifest of an index folder, validated (IndexOpenError otherwise)."""
     path = folder / MANIFEST_NAME
     if not path.is_file():
         if not folder.exists():
@@ -232,11 +233,11 @@ def add_items(index_dir: str | Path, gallery: LoadedModel, items: GalleryItems, 
     """Embed and add ``items``; returns (manifest, the new item ids)."""
     folder = Path(index_dir)
     recover(folder)
-    _check_same_gallery(_load_manifest(folder), gallery, folder)
+    _check_same_gallery(read_manifest(folder), gallery, folder)
     _check_items(items, gallery)
     vectors = embed_images(gallery.model, items.images, batch_size=batch_size, device=device, progress=progress)
     with write_transaction(folder, copy_existing=True) as tmp:
-        manifest = _load_manifest(tmp)  # the version being replaced, read under the write lock
+        manifest = read_manifest(tmp)  # the version being replaced, read under the write lock
         _check_same_gallery(manifest, gallery, folder)
         start = int(manifest["next_id"])
         new_ids = np.arange(start, start + len(items), dtype=np.int64)
@@ -263,13 +264,13 @@ def remove_items(index_dir: str | Path, ids: Iterable[int] = (), sources: Iterab
     raise HetsearchError (nothing is changed)."""
     folder = Path(index_dir)
     recover(folder)
-    _load_manifest(folder)
+    read_manifest(folder)
     wanted_ids = sorted({int(i) for i in ids})
     wanted_sources = list(dict.fromkeys(sources))
     if not wanted_ids and not wanted_sources:
         raise HetsearchError("index remove: give item ids and/or --source values to remove")
     with write_transaction(folder, copy_existing=True) as tmp:
-        manifest = _load_manifest(tmp)
+        manifest = read_manifest(tmp)
         conn = sqlite3.connect(tmp / METADATA_NAME)
         try:
             present = {row[0] for row in conn.execute(
@@ -311,9 +312,9 @@ def rebuild_index(index_dir: str | Path, index_type: str, params: dict[str, Any]
     """Re-create the FAISS index with another type/parameters from the stored vectors."""
     folder = Path(index_dir)
     recover(folder)
-    _load_manifest(folder)
+    read_manifest(folder)
     with write_transaction(folder, copy_existing=True) as tmp:
-        manifest = _load_manifest(tmp)
+        manifest = read_manifest(tmp)
         ids, vectors = np.load(tmp / IDS_NAME), np.load(tmp / VECTORS_NAME)
         resolved = faiss_index.resolve_params(index_type, params, len(ids))
         index = faiss_index.build_faiss_index(index_type, resolved, vectors, ids)
@@ -375,7 +376,7 @@ class GalleryIndex:
         folder = Path(path)
         recover(folder)
         with read_lock(folder.absolute()):
-            manifest = _load_manifest(folder)
+            manifest = read_manifest(folder)
             warnings = check_query_model(manifest, query_meta, allow_incompatible=allow_incompatible) \
                 if query_meta is not None else []
             for name in INDEX_FILES:
@@ -475,5 +476,5 @@ def load_vectors(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     folder = Path(path)
     recover(folder)
     with read_lock(folder.absolute()):
-        _load_manifest(folder)
+        read_manifest(folder)
         return np.load(folder / IDS_NAME), np.load(folder / VECTORS_NAME)

@@ -54,9 +54,10 @@ class SlicedBatchNorm2d(nn.BatchNorm2d):
                             use_batch_stats, factor, self.eps)
 
 
-def _conv(conv: nn.Conv2d, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
+def _conv(conv: nn.Conv2d, x: torch.Tensor, out_channels: int | None = None, kernel: int | None = None) -> torch.Tensor:
     """`conv` applied to `x` with the leading slices of its weight: input channels follow `x`,
-    output channels are `out_channels` (default: all). Depthwise convs follow `x` throughout."""
+    output channels are `out_channels` (default: all). Depthwise convs follow `x` throughout.
+    `kernel` (smaller than the conv's own) uses the centre `kernel` x `kernel` of its weights."""
     c_in = x.shape[1]
     if conv.groups > 1:  # depthwise
         weight = conv.weight[:c_in]
@@ -64,7 +65,15 @@ def _conv(conv: nn.Conv2d, x: torch.Tensor, out_channels: int | None = None) -> 
     else:
         weight = conv.weight[:out_channels, :c_in] if out_channels is not None else conv.weight[:, :c_in]
         groups = 1
-    return F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, groups)
+    padding = conv.padding
+    full = conv.kernel_size[0]
+    if kernel is not None and kernel != full:
+        if kernel > full or (full - kernel) % 2:
+            raise ValueError(f"cannot run a {full}x{full} convolution as {kernel}x{kernel}")
+        offset = (full - kernel) // 2
+        weight = weight[:, :, offset:offset + kernel, offset:offset + kernel]
+        padding = (kernel // 2, kernel // 2)
+    return F.conv2d(x, weight, None, conv.stride, padding, conv.dilation, groups)
 
 
 def channel_shuffle_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,19 +125,21 @@ class Block(nn.Module):
     def main_out(self) -> int:
         return self.out_channels - self.in_channels if self.projection else self.out_channels // 2
 
-    def forward(self, x: torch.Tensor, mid: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mid: int | None = None, kernel: int | None = None) -> torch.Tensor:
+        """`mid`: hidden width (default: the largest); `kernel`: depthwise kernel size for blocks
+        with a kernel choice (default: their own; smaller ones use the centre of the weights)."""
         mid = self.max_mid if mid is None else mid
         if not 0 < mid <= self.max_mid:
             raise ValueError(f"hidden width {mid} outside 1..{self.max_mid}")
         if self.projection:
-            return torch.cat((self._proj(x), self._main(x, mid)), 1)
+            return torch.cat((self._proj(x, kernel), self._main(x, mid, kernel)), 1)
         passthrough, x = channel_shuffle_split(x)
-        return torch.cat((passthrough, self._main(x, mid)), 1)
+        return torch.cat((passthrough, self._main(x, mid, kernel)), 1)
 
-    def _main(self, x: torch.Tensor, mid: int) -> torch.Tensor:
+    def _main(self, x: torch.Tensor, mid: int, kernel: int | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def _proj(self, x: torch.Tensor) -> torch.Tensor:
+    def _proj(self, x: torch.Tensor, kernel: int | None) -> torch.Tensor:
         raise NotImplementedError
 
     @classmethod
@@ -160,13 +171,13 @@ class ShuffleBlock(Block):
             self.proj_pw = nn.Conv2d(in_channels, in_channels, 1, bias=False)
             self.proj_bn2 = SlicedBatchNorm2d(in_channels)
 
-    def _main(self, x: torch.Tensor, mid: int) -> torch.Tensor:
+    def _main(self, x: torch.Tensor, mid: int, kernel: int | None) -> torch.Tensor:
         x = F.relu(self.bn1(_conv(self.pw1, x, mid)))
-        x = self.bn2(_conv(self.dw, x))
+        x = self.bn2(_conv(self.dw, x, kernel=kernel))
         return F.relu(self.bn3(_conv(self.pw2, x)))
 
-    def _proj(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj_bn1(_conv(self.proj_dw, x))
+    def _proj(self, x: torch.Tensor, kernel: int | None) -> torch.Tensor:
+        x = self.proj_bn1(_conv(self.proj_dw, x, kernel=kernel))
         return F.relu(self.proj_bn2(_conv(self.proj_pw, x)))
 
     @classmethod
@@ -210,7 +221,7 @@ class XceptionBlock(Block):
             self.proj_pw = nn.Conv2d(in_channels, in_channels, 1, bias=False)
             self.proj_bn2 = SlicedBatchNorm2d(in_channels)
 
-    def _main(self, x: torch.Tensor, mid: int) -> torch.Tensor:
+    def _main(self, x: torch.Tensor, mid: int, kernel: int | None = None) -> torch.Tensor:
         x = self.bn1(_conv(self.dw1, x))
         x = F.relu(self.bn2(_conv(self.pw1, x, mid)))
         x = self.bn3(_conv(self.dw2, x))
@@ -218,7 +229,8 @@ class XceptionBlock(Block):
         x = self.bn5(_conv(self.dw3, x))
         return F.relu(self.bn6(_conv(self.pw3, x)))
 
-    _proj = ShuffleBlock._proj
+    def _proj(self, x: torch.Tensor, kernel: int | None = None) -> torch.Tensor:
+        return ShuffleBlock._proj(self, x, None)
 
     @classmethod
     def cost(cls, in_channels, out_channels, mid, stride, size):

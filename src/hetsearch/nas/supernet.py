@@ -68,19 +68,28 @@ class CmpNasSupernet(nn.Module):
 
     def __init__(self, space: SearchSpace, in_chans: int = 1, *, image_size: int = 28, seed: int = 0,
                  sample_mflops: Optional[list] = None, sample_embedding_dim: int = 128,
-                 eval_arch: Architecture | str | None = None):
+                 eval_arch: Architecture | str | None = None, share_kernels: bool = True,
+                 warmup_steps: int = 0, warmup_arch: Architecture | str | None = None):
         super().__init__()
         self.space, self.seed, self.in_chans, self.image_size = space, int(seed), in_chans, image_size
+        self.share_kernels, self.warmup_steps = bool(share_kernels), int(warmup_steps)
+        # choice -> (module key, kernel to run it with); shared ShuffleNet units hold the largest kernel
+        shuffles = [b for b in space.blocks if b.startswith("shuffle")]
+        max_kernel = max((int(b[-1]) for b in shuffles), default=3)
+        self._route = {b: (("shuffle", int(b[-1])) if self.share_kernels and b in shuffles else (b, None))
+                       for b in space.blocks}
+        modules = {key: (f"shuffle{max_kernel}" if key == "shuffle" else key) for key, _ in self._route.values()}
         self.stem = ConvBNReLU(in_chans, space.stem_channels, space.stem_kernel, space.stem_stride)
         self.layers = nn.ModuleList(
-            nn.ModuleDict({block: make_block(block, c_in, c_out, space.max_mid_channels(i), stride)
-                           for block in space.blocks})
+            nn.ModuleDict({key: make_block(block, c_in, c_out, space.max_mid_channels(i), stride)
+                           for key, block in modules.items()})
             for i, (c_in, c_out, stride) in enumerate(space.layers()))
         tail = _Tail(space)
         self.last, self.pool = tail.last, tail.pool
         self.register_buffer("path_step", torch.zeros((), dtype=torch.int64))
         self.eval_arch = space.parse(eval_arch) if eval_arch is not None else space.uniform(
             space.blocks[0], (len(space.widths) - 1) // 2)
+        self.warmup_arch = space.parse(warmup_arch) if warmup_arch is not None else self.eval_arch
         self._fixed: Architecture | None = None
         self.last_path: Architecture | None = None
         self.sample_range: tuple[float, float] | None = None
@@ -97,6 +106,10 @@ class CmpNasSupernet(nn.Module):
                 raise ConfigError(f"cmpnas_supernet sample_mflops {list(sample_mflops)}: outside the space's range "
                                   f"{space_lo / 1e6:.3f}..{space_hi / 1e6:.3f} MFLOPs")
             self.sample_range = (lo, hi)
+            if self.warmup_steps and not lo <= self._cost.flops(self.warmup_arch) <= hi:
+                raise ConfigError(f"cmpnas_supernet warmup_arch {self.warmup_arch.id} "
+                                  f"({self._cost.flops(self.warmup_arch) / 1e6:.3f} MFLOPs) is outside sample_mflops "
+                                  f"{list(sample_mflops)}; choose another warmup_arch")
 
     @property
     def feature_dim(self) -> int:
@@ -111,11 +124,21 @@ class CmpNasSupernet(nn.Module):
     def fixed_path(self) -> Architecture | None:
         return self._fixed
 
+    def keep_probability(self, step: int) -> float:
+        """Path warm-up: probability that a layer keeps its `warmup_arch` choice at `step`
+        (1 -> 0 linearly over `warmup_steps`, then 0: uniform sampling)."""
+        return max(0.0, 1.0 - step / self.warmup_steps) if self.warmup_steps else 0.0
+
     def path_for_step(self, step: int) -> Architecture:
         """The path sampled at training forward number `step` (a pure function of seed and step)."""
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(b"cmpnas-path") + step) % 2**63)
+        keep = self.keep_probability(step)
         for _ in range(_MAX_REJECTIONS):
             arch = self.space.sample(generator)
+            if keep > 0:
+                mask = (torch.rand(len(arch), generator=generator) < keep).tolist()
+                arch = Architecture(tuple(r if k else a for a, r, k in zip(arch.blocks, self.warmup_arch.blocks, mask)),
+                                    tuple(r if k else a for a, r, k in zip(arch.widths, self.warmup_arch.widths, mask)))
             if self.sample_range is None:
                 return arch
             flops = self._cost.flops(arch)
@@ -134,7 +157,8 @@ class CmpNasSupernet(nn.Module):
         self.last_path = arch
         x = self.stem(x)
         for i, (choices, block, w) in enumerate(zip(self.layers, arch.blocks, arch.widths)):
-            x = choices[block](x, self.space.mid_channels(i, w))
+            key, kernel = self._route[block]
+            x = choices[key](x, self.space.mid_channels(i, w), kernel)
         return self.pool(self.last(x))
 
     # ------------------------------------------------------------------ weight inheritance
@@ -147,9 +171,12 @@ class CmpNasSupernet(nn.Module):
         for name, tensor in net.state_dict().items():
             parts = name.split(".")
             if parts[0] == "layers":
-                parts.insert(2, arch.blocks[int(parts[1])])
+                parts.insert(2, self._route[arch.blocks[int(parts[1])]][0])
             src = source[".".join(parts)]
-            target[name] = src[tuple(slice(0, n) for n in tensor.shape)].clone() if tensor.dim() else src.clone()
+            # leading slices of channels; the centre of larger (shared) kernels
+            index = tuple(slice(0, n) if d < 2 else slice((m - n) // 2, (m - n) // 2 + n)
+                          for d, (n, m) in enumerate(zip(tensor.shape, src.shape)))
+            target[name] = src[index].clone() if tensor.dim() else src.clone()
         net.load_state_dict(target)
         return net
 
@@ -160,10 +187,12 @@ def _space(image_size: int, options: dict) -> SearchSpace:
 
 @register_backbone("cmpnas_supernet")
 def cmpnas_supernet(*, in_chans: int, image_size: int, seed: int = 0, sample_mflops: Optional[list] = None,
-                    sample_embedding_dim: int = 128, eval_arch: Optional[str] = None,
+                    sample_embedding_dim: int = 128, eval_arch: Optional[str] = None, share_kernels: bool = True,
+                    warmup_steps: int = 0, warmup_arch: Optional[str] = None,
                     **space_options) -> tuple[nn.Module, int]:
     net = CmpNasSupernet(_space(image_size, space_options), in_chans, image_size=image_size, seed=seed,
-                         sample_mflops=sample_mflops, sample_embedding_dim=sample_embedding_dim, eval_arch=eval_arch)
+                         sample_mflops=sample_mflops, sample_embedding_dim=sample_embedding_dim, eval_arch=eval_arch,
+                         share_kernels=share_kernels, warmup_steps=warmup_steps, warmup_arch=warmup_arch)
     return net, net.feature_dim
 
 
@@ -176,7 +205,8 @@ def cmpnas(*, in_chans: int, image_size: int, arch: Optional[str] = None, **spac
     return net, net.feature_dim
 
 
-_SUPERNET_ONLY = ("seed", "sample_mflops", "sample_embedding_dim", "eval_arch")
+_SUPERNET_ONLY = ("seed", "sample_mflops", "sample_embedding_dim", "eval_arch", "share_kernels", "warmup_steps",
+                  "warmup_arch")
 
 
 def standalone_args(supernet_args: dict, arch: Architecture | str) -> dict:
