@@ -161,8 +161,9 @@ def restrict(splits: Splits, classes: list[int]) -> Splits:
     query = keep(splits.query)
     gallery = query if splits.gallery is splits.query else keep(splits.gallery)
     protocol = {**splits.protocol, "classes_evaluated": [splits.classes[c] for c in classes],
-                "query": f"{splits.protocol['query']}, restricted to {len(classes)} classes ({len(query)} items)",
-                "gallery": f"{splits.protocol['gallery']}, restricted to {len(classes)} classes ({len(gallery)} items)"}
+                "query": f"test-split images of {len(classes)} held-out classes ({len(query)} items)",
+                "gallery": ("the same items, each query excluded from its own results" if gallery is query
+                            else f"{len(gallery)} gallery items of those classes")}
     return dataclasses.replace(splits, query=query, gallery=gallery, test_classes=list(classes), protocol=protocol)
 
 
@@ -269,7 +270,7 @@ def markdown(payload: dict, paragon: str) -> str:
         lines += ["## Open set: new classes through the pseudo-classifier", "", open_set["design"], "",
                   f"Gallery model trained on: {', '.join(open_set['gallery_train_classes'])}. "
                   f"Query models trained on: {', '.join(open_set['query_train_classes'])}. "
-                  f"Pseudo-classifier rows (gallery class means): {', '.join(open_set['pseudo_classifier_classes'] or [])}.",
+                  f"BCT's pseudo-classifier rows (gallery class means; bct_mean uses class means for every class): {', '.join(open_set['pseudo_classifier_classes'] or [])}.",
                   ""]
         for group, data in open_set["groups"].items():
             lines += [f"### {group}: {', '.join(data['classes'])}", "",
