@@ -54,6 +54,11 @@ def parse_args() -> argparse.Namespace:
                              "bench/baselines.py so the independent runs are reused)")
     parser.add_argument("--device", default=None, help="runtime.device for training and evaluation (default: auto)")
     parser.add_argument("--skip-open-set", action="store_true", help="only the closed-set part")
+    parser.add_argument("--pairs", choices=("all", "first_gallery"), default="first_gallery",
+                        help="all: full n x n grid; first_gallery (default): each model against the paragon and "
+                             "itself, which is every pair the acceptance table needs")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated compatibility methods for the light models")
     return parser.parse_args()
 
 
@@ -86,7 +91,7 @@ class Bench:
 
     def grid(self, name: str, paths: list[Path], splits: Splits) -> dict:
         started = time.perf_counter()
-        result = run_grid(paths, splits, Path(self.runs) / name, device=self.device)
+        result = run_grid(paths, splits, Path(self.runs) / name, device=self.device, pairs_mode=self.args.pairs)
         self.timings[f"evaluate_{name}"] = round(time.perf_counter() - started, 1)
         return result
 
@@ -94,6 +99,8 @@ class Bench:
         """One row per (query model, gallery model) pair, with the query model's training cost."""
         out = []
         for p in grid["pairs"]:
+            if p.get("skipped"):
+                continue
             info = self.train_info.get(p["query"], {})
             out.append({
                 "method": info.get("method", p["query_method"]), "query_model": p["query"],
@@ -115,7 +122,7 @@ class Bench:
         paragon = self.fit(paragon_cfg, "paragon", splits)
         paths = [paragon]
         for model in _shared.LIGHT_MODELS:
-            for method in METHODS:
+            for method in self.args.methods.split(","):
                 paths.append(self.fit(self.light(model, method, paragon), LABELS[method], splits))
         return splits, self.grid("grid_closed_set", paths, splits), paragon_cfg.name
 

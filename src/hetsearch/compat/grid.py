@@ -92,9 +92,17 @@ def _value(metrics: dict | None, key: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def evaluate_grid(models: list[GridModel], splits: Splits, device: str = "auto") -> list[dict]:
+PAIR_MODES = ("all", "first_gallery")
+
+
+def evaluate_grid(models: list[GridModel], splits: Splits, device: str = "auto", pairs_mode: str = "all") -> list[dict]:
+    """`pairs_mode="all"`: every (query, gallery) pair; `"first_gallery"`: only the diagonal and every
+    model against the first model as gallery (what a query-model comparison needs, n instead of n²
+    evaluations). Skipped pairs are kept with `skipped: True` and no metrics."""
     from hetsearch.eval.report import evaluate_loaded
 
+    if pairs_mode not in PAIR_MODES:
+        raise ValueError(f"pairs_mode: got {pairs_mode!r}, expected one of {PAIR_MODES}")
     cache: dict = {}
     pairs = []
     for q in models:
@@ -105,6 +113,9 @@ def evaluate_grid(models: list[GridModel], splits: Splits, device: str = "auto")
                     "query_method": q.meta.compatibility,
                     "query_mflops": q.meta.flops / 1e6 if q.meta.flops else None,
                     "gallery_mflops": g.meta.flops / 1e6 if g.meta.flops else None}
+            if pairs_mode == "first_gallery" and not (q is g or g is models[0]):
+                pairs.append({**pair, "skipped": True, "metrics": None, "warnings": []})
+                continue
             try:
                 result = evaluate_loaded(q.loaded, g.loaded, splits, device=device, embedding_cache=cache)
             except CompatibilityError as exc:
@@ -136,10 +147,12 @@ def _add_derived(pairs: list[dict]) -> None:
         p["flops_ratio"] = g / q if q and g else None
 
 
-def run_grid(checkpoint_paths: list[Path], splits: Splits, out_dir: Path, device: str = "auto") -> dict:
-    """Evaluate every (query, gallery) pair and write `grid.json`, `grid.md` and `grid.png` to `out_dir`."""
+def run_grid(checkpoint_paths: list[Path], splits: Splits, out_dir: Path, device: str = "auto",
+             pairs_mode: str = "all") -> dict:
+    """Evaluate (query, gallery) pairs (see `evaluate_grid`) and write `grid.json`, `grid.md` and
+    `grid.png` to `out_dir`."""
     models, notes = load_grid_models([Path(p) for p in checkpoint_paths])
-    pairs = evaluate_grid(models, splits, device=device)
+    pairs = evaluate_grid(models, splits, device=device, pairs_mode=pairs_mode)
     result = {
         "protocol": splits.protocol,
         "criterion": f"compatible: M(q, g) > M(q, q) on {CRITERION_METRIC}; gap_to_paragon: M(q, g) - M(g, g); "
@@ -198,6 +211,8 @@ def grid_markdown(result: dict) -> str:
               "| query | gallery | R@1 | MAP@R | mAP | TAR@FAR=1e-3 | compatible | gap to paragon (R@1) "
               "| FLOPs ratio | declared |", "|---|---|---:|---:|---:|---:|:---:|---:|---:|:---:|"]
     for p in result["pairs"]:
+        if p.get("skipped"):
+            continue
         if p.get("error"):
             lines.append(f"| {p['query']} | {p['gallery']} | not comparable: {p['error']} ||||||||")
             continue
