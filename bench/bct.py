@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
                              "bench/baselines.py so the independent runs are reused)")
     parser.add_argument("--device", default=None, help="runtime.device for training and evaluation (default: auto)")
     parser.add_argument("--skip-open-set", action="store_true", help="only the closed-set part")
+    parser.add_argument("--open-set-gallery-epochs", type=int, default=8,
+                        help="epochs of the open-set gallery model (the closed-set paragon has 15)")
     parser.add_argument("--pairs", choices=("all", "first_gallery"), default="first_gallery",
                         help="all: full n x n grid; first_gallery (default): each model against the paragon and "
                              "itself, which is every pair the acceptance table needs")
@@ -128,7 +130,8 @@ class Bench:
 
     # ------------------------------------------------------------------ open set
     def open_set(self) -> dict:
-        gallery_cfg = _shared.paragon_config([*self.extra, "name=gallery_open_set", "data.protocol=open_set"])
+        gallery_cfg = _shared.paragon_config([*self.extra, "name=gallery_open_set", "data.protocol=open_set",
+                                              f"train.epochs={1 if self.args.quick else self.args.open_set_gallery_epochs}"])
         splits = make_splits(gallery_cfg.data)
         gallery = self.fit(gallery_cfg, "paragon", splits)
         query_data = ["data.protocol=open_set", f"data.open_set_train_fraction={OPEN_SET_QUERY_FRACTION}"]

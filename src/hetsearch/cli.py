@@ -28,6 +28,7 @@ _COMMAND_MODULES: list[str] = [
     "hetsearch.index.cli",    # index build/add/remove/rebuild/info, query
     "hetsearch.serve.cli",    # serve
     "hetsearch.export.cli",   # export
+    "hetsearch.nas.cli",      # nas search / retrain / evaluate / cost / latency-table
 ]
 
 

@@ -71,6 +71,12 @@ class CostTable:
     def flops(self, arch: Architecture) -> int:
         return self(arch).flops
 
+    def extreme(self, largest: bool = False) -> Architecture:
+        """The cheapest (or most expensive) architecture: per-layer argmin (argmax) of FLOPs."""
+        pick = max if largest else min
+        choices = [pick(entries, key=lambda c: (entries[c].flops, c)) for entries in self.table]
+        return Architecture(tuple(b for b, _ in choices), tuple(w for _, w in choices))
+
     def range(self) -> tuple[int, int]:
         """(min, max) FLOPs over the whole space (per-layer minima/maxima: layers are independent)."""
         lo = self.fixed.flops + sum(min(c.flops for c in e.values()) for e in self.table)

@@ -51,7 +51,7 @@ class SearchConfig:
     max_cost: Optional[float] = None  # budget in `cost` units (None: unconstrained)
     min_cost: Optional[float] = None
     seed: int = 0
-    max_tries: int = 200             # draws per wanted candidate before giving up on it
+    max_tries: int = 2000            # draws per wanted candidate before giving up on it (rejection sampling)
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:

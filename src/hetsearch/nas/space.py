@@ -147,7 +147,8 @@ class SearchSpace:
         return self.check(Architecture((block,) * self.num_layers, (width_index,) * self.num_layers))
 
     def smallest(self) -> "Architecture":
-        """Cheapest choices per layer (ShuffleNet 3x3 at the narrowest width, if in the space)."""
+        """ShuffleNet 3x3 (or the first block) at the narrowest width everywhere (cost.CostTable.extreme
+        gives the truly cheapest architecture)."""
         return self.uniform(min(self.blocks, key=BLOCK_TYPES.index), 0)
 
     def largest(self) -> "Architecture":

@@ -1,0 +1,103 @@
+"""`hetsearch nas ...` commands (CMP-NAS). Supernet training is `hetsearch train <supernet.yaml>`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+nas_app = typer.Typer(no_args_is_help=True, help="CMP-NAS: compatibility-aware architecture search "
+                                                 "(supernet: `hetsearch train configs/fashion_mnist/supernet.yaml`).")
+
+
+@nas_app.command("search", help="Search a trained supernet under a FLOPs/latency budget; resumes an interrupted "
+                                "search.\n\nExample: hetsearch nas search configs/fashion_mnist/search.yaml search.max_cost=1.9")
+def search_cmd(config: Path = typer.Argument(..., help="search YAML, e.g. configs/fashion_mnist/search.yaml"),
+               overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. search.strategy=random")):
+    from hetsearch.config import load_config
+    from hetsearch.nas.runner import SearchRunConfig, run_search
+
+    cfg = load_config(SearchRunConfig, config, overrides or [])
+    result = run_search(cfg, resume=True)
+    best = result.best
+    typer.echo(f"best {best['arch']}  reward {best['reward']:.4f}  hetero R@1 {best['hetero_recall_at_1']:.4f}  "
+               f"homo R@1 {best['homo_recall_at_1']:.4f}  {best['cost']:.3f} {cfg.search.cost}  "
+               f"({len(result.records)} evaluations) -> {cfg.run_dir / 'best.json'}")
+
+
+@nas_app.command("retrain", help="Train the searched architecture as a query model (ordinary training config, "
+                                 "backbone replaced).\n\nExample: hetsearch nas retrain configs/fashion_mnist/retrain.yaml "
+                                 "runs/fashion_mnist/cmpnas_search/best.json")
+def retrain_cmd(config: Path = typer.Argument(..., help="training YAML, e.g. configs/fashion_mnist/retrain.yaml"),
+                best: Path = typer.Argument(..., help="best.json of a search"),
+                overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
+                init: str = typer.Option("scratch", help="scratch | supernet (start from inherited weights)")):
+    from hetsearch.config import TrainRunConfig, load_config
+    from hetsearch.nas.retrain import retrain
+
+    result = retrain(load_config(TrainRunConfig, config, overrides or []), best, init=init, resume=True)
+    if result.meta is not None:
+        typer.echo(f"saved {result.model_path}  id={result.meta.model_id}  {result.meta.flops / 1e6:.3f} MFLOPs")
+
+
+@nas_app.command("evaluate", help="M(a, a) and M(a, g) of one architecture with inherited supernet weights on the "
+                                  "validation split (BN recalibrated).")
+def evaluate_cmd(supernet: Path = typer.Option(..., help="supernet checkpoint"),
+                 gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help="gallery model checkpoint"),
+                 arch: List[str] = typer.Option(..., help="architecture id (repeatable)"),
+                 device: str = typer.Option("auto")):
+    from hetsearch.eval.report import data_config_of
+    from hetsearch.data import make_splits
+    from hetsearch.models import load_checkpoint
+    from hetsearch.nas.evaluator import CandidateEvaluator
+    from hetsearch.utils.device import resolve_device
+
+    loaded = load_checkpoint(supernet)
+    splits = make_splits(data_config_of(loaded))
+    evaluator = CandidateEvaluator(loaded.model, load_checkpoint(gallery_model).model, splits.train, splits.val,
+                                   device=resolve_device(device))
+    space = loaded.model.backbone.space
+    for a in arch:
+        typer.echo(json.dumps(evaluator(space.parse(a))))
+
+
+@nas_app.command("cost", help="FLOPs (2 x MACs) and parameters of architectures, from the cost table.")
+def cost_cmd(arch: Optional[List[str]] = typer.Argument(None, help="architecture ids (none: the space's range)"),
+             image_size: int = typer.Option(28), in_chans: int = typer.Option(1),
+             embedding_dim: int = typer.Option(128),
+             space_json: Optional[str] = typer.Option(None, "--space", help="search-space options as JSON")):
+    from hetsearch.nas.cost import CostTable
+    from hetsearch.nas.space import space_from_options
+
+    space = space_from_options(image_size, json.loads(space_json) if space_json else None)
+    table = CostTable(space, image_size=image_size, in_chans=in_chans, embedding_dim=embedding_dim)
+    if not arch:
+        lo, hi = table.range()
+        typer.echo(json.dumps({"space": space.to_dict(), "num_architectures": space.size,
+                               "mflops_min": lo / 1e6, "mflops_max": hi / 1e6}, indent=2))
+        return
+    for a in arch:
+        cost = table(space.parse(a))
+        typer.echo(json.dumps({"arch": a, "mflops": cost.flops / 1e6, "params": cost.params}))
+
+
+@nas_app.command("latency-table", help="Measure CPU latency of every layer choice (for search.cost=latency_ms).")
+def latency_cmd(out: Path = typer.Argument(..., help="JSON file to write"),
+                image_size: int = typer.Option(28), in_chans: int = typer.Option(1),
+                embedding_dim: int = typer.Option(128), batch_size: int = typer.Option(1),
+                space_json: Optional[str] = typer.Option(None, "--space", help="search-space options as JSON")):
+    from hetsearch.nas.cost import LatencyTable
+    from hetsearch.nas.space import space_from_options
+    from hetsearch.utils.io import atomic_write_json
+
+    space = space_from_options(image_size, json.loads(space_json) if space_json else None)
+    table = LatencyTable.measure(space, image_size=image_size, in_chans=in_chans, embedding_dim=embedding_dim,
+                                 batch_size=batch_size)
+    atomic_write_json(out, table.to_dict())
+    typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(nas_app, name="nas")

@@ -1,0 +1,103 @@
+"""`hetsearch nas search CONFIG`: search a trained supernet for the best path under a budget.
+
+A search run config (configs/<dataset>/search.yaml) names the supernet and gallery checkpoints,
+the data (it must be the supernet's: candidates are calibrated on its training split and scored
+on its validation split), the search, the reward and the evaluator. Outputs go to
+`output_dir/<name>/`: `state.json` (resume), `evaluated.jsonl`, `best.json` / `best.yaml`
+(the winner, with `backbone_args` ready for the `cmpnas` backbone) and `search_summary.json`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from hetsearch.config import RuntimeConfig, dump_yaml, to_dict
+from hetsearch.data import DataConfig, Splits, make_splits
+from hetsearch.errors import ConfigError
+from hetsearch.nas.evaluator import CandidateEvaluator, EvaluatorConfig
+from hetsearch.nas.rewards import RewardConfig, make_reward
+from hetsearch.nas.search import BEST_JSON, SearchConfig, SearchResult, search
+from hetsearch.nas.supernet import standalone_args
+from hetsearch.utils.io import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class SearchRunConfig:
+    name: str = "cmpnas_search"
+    output_dir: str = "runs"
+    supernet: str = "runs/fashion_mnist/cmpnas_supernet/model.pt"
+    gallery_model: str = "runs/fashion_mnist/gallery/model.pt"
+    latency_table: Optional[str] = None   # JSON written by `hetsearch nas latency-table` (search.cost: latency_ms)
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def cost_predictor(cfg: SearchRunConfig, evaluator: CandidateEvaluator) -> Callable:
+    if cfg.search.cost == "mflops":
+        return lambda arch: evaluator.cost.flops(arch) / 1e6
+    if not cfg.latency_table:
+        raise ConfigError("search.cost latency_ms needs latency_table: <json from `hetsearch nas latency-table`>")
+    import json
+
+    from hetsearch.nas.cost import LatencyTable
+
+    table = LatencyTable.from_dict(json.loads(Path(cfg.latency_table).read_text()))
+    return lambda arch: table(arch) * 1e3
+
+
+def run_search(cfg: SearchRunConfig, splits: Splits | None = None, resume: bool = True,
+               log: Callable[[str], None] = print) -> SearchResult:
+    import torch
+
+    from hetsearch.models import load_checkpoint
+    from hetsearch.utils.device import resolve_device
+
+    if cfg.runtime.num_threads:
+        torch.set_num_threads(cfg.runtime.num_threads)
+    started = time.perf_counter()
+    splits = splits if splits is not None else make_splits(cfg.data)
+    device = resolve_device(cfg.runtime.device)
+    supernet, gallery = load_checkpoint(cfg.supernet), load_checkpoint(cfg.gallery_model)
+    if supernet.meta.compatible_with not in (None, gallery.meta.model_id):
+        log(f"[search] warning: the supernet was trained to be compatible with {supernet.meta.compatible_with}, "
+            f"not with the gallery model {gallery.meta.model_id}")
+    evaluator = CandidateEvaluator(supernet.model, gallery.model, splits.train, splits.val, cfg.evaluator, device)
+    space = supernet.model.backbone.space
+    meta = {"supernet": supernet.meta.model_id, "gallery_model": gallery.meta.model_id,
+            "reward": to_dict(cfg.reward), "evaluator": to_dict(cfg.evaluator)}
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cfg.run_dir / "config.yaml", dump_yaml(cfg))
+    setup_seconds = time.perf_counter() - started
+    result = search(space, cost_predictor(cfg, evaluator), evaluator, make_reward(cfg.reward), cfg.search,
+                    out_dir=cfg.run_dir, resume=resume, log=log, meta=meta)
+    # what a retrain needs: the standalone backbone args of the winner, and where it came from
+    import json
+
+    best = json.loads((cfg.run_dir / BEST_JSON).read_text())
+    best["backbone_args"] = standalone_args(supernet.meta.spec.backbone_args, best["arch"])
+    best["supernet_path"] = str(cfg.supernet)
+    best["gallery_model_path"] = str(cfg.gallery_model)
+    best["mflops"] = evaluator.cost.flops(result.best_arch) / 1e6
+    atomic_write_json(cfg.run_dir / BEST_JSON, best)
+    import yaml
+
+    atomic_write_text(cfg.run_dir / "best.yaml", yaml.safe_dump(best, sort_keys=False))
+    atomic_write_json(cfg.run_dir / "search_summary.json", {
+        "best": best["arch"], "reward": best["reward"], "mflops": best["mflops"],
+        "evaluations": len(result.records), "search_seconds": round(result.seconds, 2),
+        "setup_seconds": round(setup_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
+        "mean_eval_seconds": round(sum(r.get("eval_seconds", 0.0) for r in result.records) / max(1, len(result.records)), 3),
+        "protocol": {"calibration": f"{len(evaluator.calib_batches)} training batches of {cfg.evaluator.calib_batch_size}",
+                     "evaluation": f"validation split ({len(evaluator.val)} items), each item queries the others "
+                                   "(homogeneous: both sides the candidate; heterogeneous: gallery side the gallery model)"}})
+    return result
