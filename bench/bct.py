@@ -56,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-open-set", action="store_true", help="only the closed-set part")
     parser.add_argument("--open-set-gallery-epochs", type=int, default=8,
                         help="epochs of the open-set gallery model (the closed-set paragon has 15)")
+    parser.add_argument("--baseline-models", default=",".join(_shared.LIGHT_MODELS),
+                        help="light models that also get the l2 and distill baselines (each costs a frozen "
+                             "gallery forward per batch)")
     parser.add_argument("--pairs", choices=("all", "first_gallery"), default="first_gallery",
                         help="all: full n x n grid; first_gallery (default): each model against the paragon and "
                              "itself, which is every pair the acceptance table needs")
@@ -125,6 +128,8 @@ class Bench:
         paths = [paragon]
         for model in _shared.LIGHT_MODELS:
             for method in self.args.methods.split(","):
+                if method in ("l2", "distill") and model not in self.args.baseline_models.split(","):
+                    continue
                 paths.append(self.fit(self.light(model, method, paragon), LABELS[method], splits))
         return splits, self.grid("grid_closed_set", paths, splits), paragon_cfg.name
 
@@ -192,17 +197,18 @@ def acceptance(rows: list[dict], paragon: str, chance: float) -> dict:
     paragon_r1 = by[(paragon, paragon)]["recall_at_1"]
     out = {"paragon_recall_at_1": paragon_r1, "chance_recall_at_1": chance, "models": {}}
     for model in _shared.LIGHT_MODELS:
-        hetero = {LABELS[m]: by[(f"{model}_{LABELS[m]}", paragon)]["recall_at_1"] for m in METHODS}
+        trained = [m for m in METHODS if (f"{model}_{LABELS[m]}", paragon) in by]
+        hetero = {LABELS[m]: by[(f"{model}_{LABELS[m]}", paragon)]["recall_at_1"] for m in trained}
         entry = {"heterogeneous_recall_at_1": hetero,
                  "homogeneous_recall_at_1": {LABELS[m]: by[(f"{model}_{LABELS[m]}",) * 2]["recall_at_1"]
-                                             for m in METHODS}}
+                                             for m in trained}}
         for variant in ("bct", "bct_mean"):
             row = by[(f"{model}_{variant}", paragon)]
             entry[variant] = {"compatible": row["compatible"], "gap_to_paragon": row["gap_to_paragon"],
                               "within_1_5_points": row["gap_to_paragon"] is not None
                               and row["gap_to_paragon"] >= -ACCEPT_GAP,
-                              "minus_l2": hetero[variant] - hetero["l2"],
-                              "minus_distill": hetero[variant] - hetero["distill"]}
+                              "minus_l2": hetero[variant] - hetero["l2"] if "l2" in hetero else None,
+                              "minus_distill": hetero[variant] - hetero["distill"] if "distill" in hetero else None}
         out["models"][model] = entry
     return out
 
@@ -259,8 +265,9 @@ def markdown(payload: dict, paragon: str) -> str:
         h = a["heterogeneous_recall_at_1"]
         lines.append(
             f"- **{model}**: heterogeneous Recall@1 against the paragon: independent {_pct(h['independent'])}, "
-            f"BCT {_pct(h['bct'])}, BCT with class-mean rows {_pct(h['bct_mean'])}, L2 {_pct(h['l2'])}, "
-            f"distillation {_pct(h['distill'])}.")
+            f"BCT {_pct(h['bct'])}, BCT with class-mean rows {_pct(h['bct_mean'])}, L2 {_pct(h.get('l2'))}, "
+            f"distillation {_pct(h.get('distill'))}" + ("" if "l2" in h else " (not trained for this model: "
+                                                        "see --baseline-models)") + ".")
         for variant, name in names.items():
             v = a[variant]
             lines.append(

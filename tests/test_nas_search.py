@@ -115,3 +115,10 @@ def test_rewards_and_config_validation():
         search(SPACE, mflops, fake_evaluate, REWARD, SearchConfig(population=2, generations=1, mutations=0, crossovers=0, max_cost=0.01,
                                                                               max_tries=10),
                log=None)
+
+
+def test_random_candidates_fill_the_population_under_a_budget_far_below_typical_cost():
+    # a uniformly random path costs ~2.8 MFLOPs; under 1.0 MFLOPs rejection alone almost never succeeds
+    cfg = SearchConfig(population=10, generations=2, parents=3, mutations=3, crossovers=3, max_cost=1.0, seed=1)
+    result = search(SPACE, mflops, fake_evaluate, REWARD, cfg, log=None)
+    assert len(result.records) == 20 and all(r["cost"] <= 1.0 for r in result.records)

@@ -104,7 +104,7 @@ def pipeline(config: Path = typer.Argument(..., help="pipeline YAML, e.g. config
              overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. output_dir=runs/x")):
     from hetsearch.pipeline import load_pipeline_config, run_pipeline
 
-    run_pipeline(load_pipeline_config(config, overrides or []), log=console.print)
+    run_pipeline(load_pipeline_config(config, overrides or []), log=lambda line: console.print(line, markup=False))
 
 
 def _register_feature_commands() -> None:

@@ -95,7 +95,10 @@ def run_search(cfg: SearchRunConfig, splits: Splits | None = None, resume: bool 
     atomic_write_json(cfg.run_dir / "search_summary.json", {
         "best": best["arch"], "reward": best["reward"], "mflops": best["mflops"],
         "evaluations": len(result.records), "search_seconds": round(result.seconds, 2),
-        "setup_seconds": round(setup_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
+        "setup_seconds": round(setup_seconds, 2),
+        # cumulative over interrupted attempts: this call's setup + the loop time saved in the state
+        "total_seconds": round(setup_seconds + result.seconds, 2),
+        "this_call_seconds": round(time.perf_counter() - started, 2),
         "mean_eval_seconds": round(sum(r.get("eval_seconds", 0.0) for r in result.records) / max(1, len(result.records)), 3),
         "protocol": {"calibration": f"{len(evaluator.calib_batches)} training batches of {cfg.evaluator.calib_batch_size}",
                      "evaluation": f"validation split ({len(evaluator.val)} items), each item queries the others "

@@ -4,7 +4,9 @@ The loop knows only a search space, a cost predictor `cost(arch) -> float` (MFLO
 cost table, or a latency table) and an evaluation `evaluate(arch) -> record` whose record gets a
 `reward`; it never sees models or data, so tests drive it with synthetic rewards.
 
-Evolution (SPOS defaults): generation 0 is `population` random architectures within budget;
+Evolution (SPOS defaults): generation 0 is `population` random architectures within budget
+(uniform draws; a draw over the budget has random layers narrowed until it fits, so budgets far
+below the space's typical cost still get diverse candidates);
 each later generation is `mutations` mutants (each layer resampled with `mutation_prob`) and
 `crossovers` children (uniform per layer) of the `parents` best architectures found so far,
 topped up with random ones to `population`. Every candidate is new (never evaluated before) and
@@ -127,11 +129,27 @@ class Searcher:
         k = self.cfg.parents if k is None else k
         return sorted(self.records, key=lambda r: (-r["reward"], r["arch"]))[:k]
 
+    def _shrink(self, arch: Architecture, g: torch.Generator) -> Architecture:
+        """Narrow randomly chosen layers (random smaller width index) until `arch` fits under
+        max_cost: random architectures for budgets far below the space's typical cost, where
+        plain rejection sampling would almost never succeed."""
+        widths = list(arch.widths)
+        for i in torch.randperm(len(widths), generator=g).tolist():
+            if widths[i] > 0:
+                widths[i] = int(torch.randint(widths[i], (), generator=g))
+                arch = Architecture(arch.blocks, tuple(widths))
+                if self.cost(arch) <= self.cfg.max_cost:
+                    break
+        return arch
+
     def _random(self, count: int, taken: set[str], g: torch.Generator) -> list[Architecture]:
+        """Uniform random architectures; over-budget draws are narrowed (`_shrink`), then checked."""
         out, tries = [], 0
         while len(out) < count and tries < count * self.cfg.max_tries:
             tries += 1
             arch = self.space.sample(g)
+            if self.cfg.max_cost is not None and self.cost(arch) > self.cfg.max_cost:
+                arch = self._shrink(arch, g)
             if self._legal(arch, taken):
                 taken.add(arch.id)
                 out.append(arch)
@@ -242,7 +260,7 @@ def write_best(out_dir: Path, result: SearchResult, cfg: SearchConfig, meta: dic
     best = {"arch": result.best["arch"], **{k: v for k, v in result.best.items() if k != "arch"},
             "strategy": cfg.strategy, "evaluations": len(result.records), "generations": result.generations_done,
             "search_seconds": round(result.seconds, 2), "budget": {"cost": cfg.cost, "max": cfg.max_cost, "min": cfg.min_cost},
-            "top": result.top, **meta}
+            "top": result.top, "inputs": meta}
     atomic_write_text(out_dir / BEST_YAML, yaml.safe_dump(best, sort_keys=False))
     atomic_write_json(out_dir / BEST_JSON, best)
     return best
