@@ -75,3 +75,17 @@ def compact_labels(*label_arrays: np.ndarray) -> list[np.ndarray]:
         out.append(inverse[start : start + len(labels)])
         start += len(labels)
     return out
+
+
+def validated_pair(q_emb: Any, q_labels: Any, g_emb: Any, g_labels: Any,
+                   exclude_self: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The checks every query-vs-gallery metric starts with; returns (queries, query labels,
+    gallery, gallery labels) as validated arrays."""
+    queries = as_embeddings(q_emb, "query embeddings")
+    gallery = as_embeddings(g_emb, "gallery embeddings")
+    check_same_dim(queries.shape[1], gallery.shape[1])
+    query_labels = as_labels(q_labels, len(queries), "query labels")
+    gallery_labels = as_labels(g_labels, len(gallery), "gallery labels")
+    if exclude_self:
+        check_exclude_self(len(queries), len(gallery))
+    return queries, query_labels, gallery, gallery_labels

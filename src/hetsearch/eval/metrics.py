@@ -40,14 +40,7 @@ import numpy as np
 import torch
 
 from hetsearch.errors import DataError
-from hetsearch.eval._inputs import (
-    as_embeddings,
-    as_labels,
-    check_exclude_self,
-    check_same_dim,
-    compact_labels,
-    l2_normalize,
-)
+from hetsearch.eval._inputs import compact_labels, l2_normalize, validated_pair
 from hetsearch.eval.knn import KnnBackend, KnnFactory
 
 __all__ = ["retrieval_metrics"]
@@ -111,13 +104,7 @@ def retrieval_metrics(
         CompatibilityError: query and gallery dims differ.
         DataError: bad shapes/labels, or no query has any relevant gallery item.
     """
-    queries = as_embeddings(q_emb, "query embeddings")
-    gallery = as_embeddings(g_emb, "gallery embeddings")
-    check_same_dim(queries.shape[1], gallery.shape[1])
-    query_labels = as_labels(q_labels, len(queries), "query labels")
-    gallery_labels = as_labels(g_labels, len(gallery), "gallery labels")
-    if exclude_self:
-        check_exclude_self(len(queries), len(gallery))
+    queries, query_labels, gallery, gallery_labels = validated_pair(q_emb, q_labels, g_emb, g_labels, exclude_self)
     ks = _check_ks(ks)
     if normalize:
         queries, gallery = l2_normalize(queries), l2_normalize(gallery)

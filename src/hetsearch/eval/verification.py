@@ -29,14 +29,7 @@ from typing import Any
 import numpy as np
 
 from hetsearch.errors import DataError
-from hetsearch.eval._inputs import (
-    as_embeddings,
-    as_labels,
-    check_exclude_self,
-    check_same_dim,
-    compact_labels,
-    l2_normalize,
-)
+from hetsearch.eval._inputs import compact_labels, l2_normalize, validated_pair
 
 __all__ = ["far_key", "verification_metrics"]
 
@@ -70,13 +63,7 @@ def verification_metrics(
         CompatibilityError: query and gallery dims differ.
         DataError: bad shapes/labels, or there is no genuine or no impostor pair.
     """
-    queries = as_embeddings(q_emb, "query embeddings")
-    gallery = as_embeddings(g_emb, "gallery embeddings")
-    check_same_dim(queries.shape[1], gallery.shape[1])
-    query_labels = as_labels(q_labels, len(queries), "query labels")
-    gallery_labels = as_labels(g_labels, len(gallery), "gallery labels")
-    if exclude_self:
-        check_exclude_self(len(queries), len(gallery))
+    queries, query_labels, gallery, gallery_labels = validated_pair(q_emb, q_labels, g_emb, g_labels, exclude_self)
     for far in fars:
         if not 0.0 < far < 1.0:
             raise ValueError(f"each FAR must be in (0, 1), got {far}")
