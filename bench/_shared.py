@@ -20,8 +20,8 @@ LIGHT_MODELS = ("mobilenetv3_small", "shufflenetv2_x0_5")
 LIGHT_EPOCHS = 6
 
 
-def paragon_config(extra: list[str] | None = None) -> TrainRunConfig:
-    return load_config(TrainRunConfig, CONFIGS / "gallery.yaml", [f"output_dir={BENCH_RUNS}", *(extra or [])])
+def paragon_config(extra: list[str] | None = None, config: str = "gallery.yaml") -> TrainRunConfig:
+    return load_config(TrainRunConfig, CONFIGS / config, [f"output_dir={BENCH_RUNS}", *(extra or [])])
 
 
 def light_config(model: str, method: str, epochs: int = LIGHT_EPOCHS, extra: list[str] | None = None) -> TrainRunConfig:

@@ -62,11 +62,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny subsets and 1 epoch, to check the script")
     parser.add_argument("--light-epochs", type=int, default=_shared.LIGHT_EPOCHS)
+    parser.add_argument("--paragon-config", default="gallery.yaml", help="paragon stage config in configs/fashion_mnist")
+    parser.add_argument("--results-name", default="baselines", help="docs/results/NAME.{json,md}")
     args = parser.parse_args()
     extra = ["data.max_train_items=3000", "data.max_test_items=500", "train.epochs=1",
              f"output_dir={_shared.BENCH_RUNS}_quick"] if args.quick else []
 
-    configs = {"paragon": _shared.paragon_config(extra)}
+    configs = {"paragon": _shared.paragon_config(extra, args.paragon_config)}
     for model in _shared.LIGHT_MODELS:
         configs[model] = _shared.light_config(model, "none", args.light_epochs, extra)
     splits = make_splits(configs["paragon"].data)
@@ -102,13 +104,14 @@ def main() -> None:
     columns = ["method", "backbone", "recall_at_1", "recall_at_5", "map_at_r", "map", "query_mflops",
                "flops_ratio_vs_paragon", "params", "latency_ms_batch1", "latency_ms_batch256", "epochs",
                "train_seconds", "eval_seconds"]
-    write_results("baselines_quick" if args.quick else "baselines", protocol=splits.protocol, rows=rows,
+    results_name = f"{args.results_name}_quick" if args.quick else args.results_name
+    write_results(results_name, protocol=splits.protocol, rows=rows,
                   timings_s=timings, columns=columns,
                   title="Baselines: paragon and light models, each trained independently (homogeneous search)",
                   notes="FLOPs = 2 x MACs at batch 1, 1x28x28 input (torch.utils.flop_counter). Latency: median "
                         "CPU forward time. eval_seconds: embedding both sets with the model plus exact FAISS "
                         "kNN and all metrics (Recall@K, mAP, MAP@R, TAR@FAR).")
-    print(open(f"docs/results/{'baselines_quick' if args.quick else 'baselines'}.md").read())
+    print(open(f"docs/results/{results_name}.md").read())
 
 
 if __name__ == "__main__":
