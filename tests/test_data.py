@@ -242,10 +242,11 @@ def test_closed_set_fashion_mnist(tmp_path: Path) -> None:
     splits = make_splits(fake_cfg(tmp_path, val_fraction=0.2))
     assert len(splits.train) == 160 and len(splits.val) == 40 and len(splits.query) == 100
     assert not _ids(splits.train) & _ids(splits.val)
-    assert splits.gallery is splits.train and not splits.exclude_self
+    # the gallery is the whole training split: train and val items, nothing from the test split
+    assert _ids(splits.gallery) == _ids(splits.train) | _ids(splits.val) and not splits.exclude_self
     assert all(s.startswith("fashion_mnist:test:") for s in splits.query.sources)
     assert torch.bincount(splits.val.labels, minlength=10).tolist() == [4] * 10  # stratified
-    assert splits.protocol["counts"] == {"train": 160, "val": 40, "query": 100, "gallery": 160}
+    assert splits.protocol["counts"] == {"train": 160, "val": 40, "query": 100, "gallery": 200}
 
 
 def test_open_set_disjoint_classes(tmp_path: Path) -> None:
@@ -342,6 +343,26 @@ def test_augment_crop_is_shift_with_zero_padding() -> None:
     # each sample keeps a (4-|dy|) x (4-|dx|) block of the original value
     kept = (out == 200).flatten(1).sum(1)
     assert kept.max() == 16 and kept.min() >= 4 and kept.float().std() > 0
+
+
+def test_augment_random_erasing_is_one_rectangle_per_erased_sample() -> None:
+    # a constant image: every pixel that changed was erased (noise equal to 0 is vanishingly rare)
+    x = torch.zeros((400, 2, 20, 20), dtype=torch.uint8)
+    aug = BatchAugment(crop_padding=0, hflip=False, erase_prob=0.5, erase_area=(0.05, 0.2))
+    out = aug(x, torch.Generator().manual_seed(3))
+    assert torch.equal(out, aug(x, torch.Generator().manual_seed(3)))  # seeded
+    changed = out != 0
+    erased = changed.flatten(1).any(1)
+    assert 0.4 < erased.float().mean() < 0.6  # ~erase_prob of the samples
+    for mask in changed[erased].any(1):  # one rectangle across all channels
+        rows, cols = mask.any(1).nonzero().view(-1), mask.any(0).nonzero().view(-1)
+        box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        # a filled rectangle (up to the rare noise value 0) covering at most 20% (+ rounding)
+        assert box.float().mean() > 0.97 and box.numel() <= 0.2 * 400 * 1.25
+    with pytest.raises(ValueError, match="erase_prob"):
+        BatchAugment(erase_prob=1.5)
+    with pytest.raises(ValueError, match="erase_area"):
+        BatchAugment(erase_area=(0.3, 0.1))
 
 
 # ---------------------------------------------------------------- batching

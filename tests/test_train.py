@@ -69,6 +69,28 @@ def test_resume_refuses_a_changed_config(tiny_train_overrides):
         train(changed, resume=True)
 
 
+def _edit_saved_config(path, edit):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    edit(state["config"])
+    torch.save(state, path)
+
+
+def test_resume_accepts_a_run_saved_before_a_field_existed(tiny_train_overrides):
+    cfg = _cfg(tiny_train_overrides, "name=older", "train.epochs=2", "train.augment.erase_prob=0.0")
+    train(cfg)
+    (cfg.run_dir / "model.pt").unlink()
+    last = cfg.run_dir / CHECKPOINT_LAST
+    # a run started by a version without random erasing: its saved config lacks the fields,
+    # whose defaults (erasing off) reproduce that version's behaviour
+    _edit_saved_config(last, lambda c: [c["train"]["augment"].pop(k) for k in ("erase_prob", "erase_area")])
+    assert train(cfg, resume=True).model_path.exists()
+    # a saved config with a key this version does not know is refused, naming the key
+    (cfg.run_dir / "model.pt").unlink()
+    _edit_saved_config(last, lambda c: c["train"].update(mystery=1))
+    with pytest.raises(ConfigError, match="mystery"):
+        train(cfg, resume=True)
+
+
 def test_warmup_then_cosine_schedule():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     sched = warmup_cosine(opt, total_steps=10, warmup_steps=2)

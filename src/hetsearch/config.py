@@ -33,6 +33,8 @@ class ModelConfig:
 class AugmentConfig:
     crop_padding: int = 2
     hflip: bool = True
+    erase_prob: float = 0.0          # random erasing: probability per sample (0 = off)
+    erase_area: list[float] = field(default_factory=lambda: [0.02, 0.25])  # min/max area fraction erased
 
 
 @dataclass

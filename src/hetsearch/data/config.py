@@ -43,7 +43,7 @@ class DataConfig:
         val_fraction: stratified fraction of the training split held out for validation.
         test_fraction: stratified fraction held out as test split, for sources without a
             predefined test split (closed set only; in the open set the test classes form it).
-        gallery: "train" (gallery = training split), "test_rest" (gallery = the test split itself;
+        gallery: "train" (gallery = the whole training split, val included), "test_rest" (gallery = the test split itself;
             each query is excluded from its own results) or "auto" (train for closed set,
             test_rest for open set, where the training classes cannot be retrieved).
         max_train_items / max_test_items: seeded stratified subsets for quick runs and tests

@@ -9,7 +9,7 @@ test image is ever trained on, and the train-split images of test classes are un
 uses all images of each class group.
 
 Always: val is a stratified seeded ``val_fraction`` of the training split (never of the test
-split); query = test split; gallery = the training split ("train") or the test split itself
+split); query = test split; gallery = the whole training split, val items included ("train") or the test split itself
 ("test_rest": each query is then excluded from its own results, ``exclude_self=True``).
 Labels keep indexing the full class list so training and query labels are comparable.
 Separate random streams (derived from ``seed``) drive the class split, the item caps and the
@@ -175,7 +175,9 @@ def make_splits(cfg: DataConfig) -> Splits:
     if gallery_mode == "train" and cfg.protocol == "open_set":  # validate() already rejects this
         raise ConfigError("data.gallery: 'train' is invalid with the open-set protocol")
     query = test_pool
-    gallery = train if gallery_mode == "train" else test_pool
+    # The gallery is the whole training split: validation items are held out from fitting only,
+    # and an index of "the training images" should hold all of them.
+    gallery = train_pool if gallery_mode == "train" else test_pool
     exclude_self = gallery_mode == "test_rest"
 
     names = lambda idx: [classes[i] for i in idx]  # noqa: E731
@@ -190,7 +192,7 @@ def make_splits(cfg: DataConfig) -> Splits:
         "val": f"stratified {cfg.val_fraction:g} of the training split ({len(val)} items)",
         "query": f"test split: {test_desc} ({len(query)} items, {len(test_classes)} classes)",
         "gallery": (
-            f"training split ({len(gallery)} items)"
+            f"whole training split, validation items included ({len(gallery)} items)"
             if gallery_mode == "train"
             else f"the test split itself ({len(gallery)} items); each query is excluded from its own results"
         ),

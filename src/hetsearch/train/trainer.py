@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from hetsearch.compat import build_compat_term
-from hetsearch.config import TrainRunConfig, dump_yaml, to_dict
+from hetsearch.config import TrainRunConfig, dump_yaml, from_dict, to_dict
 from hetsearch.data import BatchAugment, Splits, iterate_batches, make_splits
 from hetsearch.errors import CheckpointError, ConfigError
 from hetsearch.models import EmbeddingModel, ModelMeta, create_model, save_checkpoint
@@ -84,7 +84,13 @@ class Trainer:
         return min(steps, cap) if cap else steps
 
     def _check_resumable(self, saved_config: dict) -> None:
-        current, saved = to_dict(self.cfg), dict(saved_config)
+        current = to_dict(self.cfg)
+        try:
+            # fields added after the run started take their defaults (which keep the old behaviour)
+            saved = to_dict(from_dict(TrainRunConfig, dict(saved_config)))
+        except ConfigError as exc:
+            raise ConfigError(f"{self.run_dir / CHECKPOINT_LAST}: cannot resume, its saved config is "
+                              f"not valid for this version: {exc}") from exc
         # runtime settings (device, progress, threads) may change between attempts; the rest may not
         current.pop("runtime"), saved.pop("runtime", None)
         if current != saved:
@@ -128,7 +134,9 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         train_model = DistributedDataParallel(model) if self.dist.enabled else model
-        augment = BatchAugment(crop_padding=cfg.train.augment.crop_padding, hflip=cfg.train.augment.hflip)
+        aug = cfg.train.augment
+        augment = BatchAugment(crop_padding=aug.crop_padding, hflip=aug.hflip,
+                               erase_prob=aug.erase_prob, erase_area=tuple(aug.erase_area))
         images, labels = self.splits.train.images.to(self.device), self.splits.train.labels.to(self.device)
 
         for epoch in range(start_epoch, cfg.train.epochs):
