@@ -192,7 +192,7 @@ def test_head_mismatch_is_an_error(tmp_path):
 
 # ------------------------------------------------------------------------------ through the trainer
 
-def _train_query(tmp_path: Path, method: str, gallery_path: Path, splits: Splits, monkeypatch):
+def _train_query(tmp_path: Path, method: str, gallery_path: Path, splits: Splits, monkeypatch, dim: int = DIM):
     """Train a tiny query model 2 steps with the real trainer; return (result, the term it used)."""
     import hetsearch.train.trainer as trainer_module
     from hetsearch.train import train
@@ -209,7 +209,7 @@ def _train_query(tmp_path: Path, method: str, gallery_path: Path, splits: Splits
     cfg = from_dict(TrainRunConfig, {
         "name": f"q_{method}", "output_dir": str(tmp_path / "runs"),
         "data": {"image_size": SIZE, "channels": 1},
-        "model": {"backbone": "resnet18", "backbone_args": {"width": 4}, "embedding_dim": DIM},
+        "model": {"backbone": "resnet18", "backbone_args": {"width": 4}, "embedding_dim": dim},
         "train": {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2, "lr": 0.5, "weight_decay": 0.1,
                   "warmup_epochs": 0},
         "compat": {"method": method, "gallery_model": str(gallery_path)},
@@ -247,3 +247,35 @@ def test_gallery_side_stays_byte_identical_through_training(tmp_path, monkeypatc
     assert history["compat_loss"] > 0
     assert result.meta.compatible_with == load_checkpoint(gallery_path).meta.model_id
     assert result.meta.compatibility == method
+
+
+def test_bct_through_a_gallery_that_embeds_backbone_features(tmp_path, monkeypatch):
+    # the gallery embeds its pooled features (32 wide at width 4); its classifier sees their
+    # projection, so the frozen classifier is projection + rows, and class means are projected
+    features = 32
+    gallery_path = save_gallery(tmp_path / "gallery.pt", trained_classes=[0, 1], embedding_layer="backbone",
+                                embedding_dim=features, projection_dim=DIM)
+    gallery = load_checkpoint(gallery_path).model.eval()
+    splits = synthetic_splits(train_classes=[0, 1, 2])
+    result, captured = _train_query(tmp_path, "bct", gallery_path, splits, monkeypatch, dim=features)
+    term = captured["term"]
+    assert term.classifier.projection is not None and term.pseudo_classes == ["c"]
+    assert any(name.startswith("classifier.projection.") for name in captured["at_build"])
+    for name, before in captured["at_build"].items():  # projection buffers included
+        assert sha(term.state_dict()[name]) == sha(before), name
+    assert result.meta.compatible_with == load_checkpoint(gallery_path).meta.model_id
+
+    with torch.no_grad():
+        # pseudo row of the new class: mean normalised *projected* gallery embedding
+        train = splits.train
+        projected = gallery.classifier_input(gallery(train.images.float() / 255, normalize=False))
+        expected = torch.nn.functional.normalize(projected, dim=1)[train.labels == 2].mean(0)
+        torch.testing.assert_close(term.classifier.weight[term.classifier.row_of_label[2]], expected,
+                                   rtol=1e-5, atol=1e-6)
+        # the loss is the gallery's own classifier applied to the projected query embedding
+        emb, labels = torch.randn(5, features), torch.tensor([0, 1, 2, 1, 1])
+        rows = torch.stack([gallery.classifier.weight[0], gallery.classifier.weight[1], expected])
+        cosine = (torch.nn.functional.normalize(gallery.embedding_head(emb), dim=1)
+                  @ torch.nn.functional.normalize(rows, dim=1).T)
+        expected_loss = torch.nn.functional.cross_entropy(gallery.spec.head_scale * cosine, labels)
+        torch.testing.assert_close(term(emb, None, labels), expected_loss, rtol=1e-5, atol=1e-6)

@@ -75,6 +75,31 @@ def test_checkpoint_round_trip(tmp_path):
     assert save_checkpoint(tmp_path / "m2.pt", model, classes=["a", "b", "c"]).model_id != meta.model_id
 
 
+def test_backbone_embedding_layer(tmp_path):
+    # the embedding is the pooled backbone features (32 wide at width 4); the projection head
+    # (16 wide) sits between the embedding and the classifier
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=3, embedding_dim=32, backbone_args={"width": 4},
+                         embedding_layer="backbone", projection_dim=16).eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        features = model.backbone((x - model.input_mean) / model.input_std)
+        torch.testing.assert_close(model(x), F.normalize(features, dim=1))
+        assert model.classifier_input(model(x, normalize=False)).shape == (4, 16)
+        assert model.classifier.weight.shape == (3, 16)
+    save_checkpoint(tmp_path / "m.pt", model, classes=["a", "b", "c"])
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.meta.spec.embedding_layer == "backbone" and torch.equal(loaded.model(x), model(x))
+    # the default embeds the projection; a wrong width or layer name is refused with the fix
+    head_model = create_model("resnet18", num_classes=3, embedding_dim=16, backbone_args={"width": 4}).eval()
+    with torch.no_grad():
+        assert torch.equal(head_model.classifier_input(head_model(x, normalize=False)), head_model(x, normalize=False))
+    with pytest.raises(ValueError, match="model.embedding_dim=32"):
+        create_model("resnet18", num_classes=3, embedding_dim=16, backbone_args={"width": 4}, embedding_layer="backbone")
+    with pytest.raises(ValueError, match="model.embedding_layer"):
+        create_model("resnet18", num_classes=3, backbone_args={"width": 4}, embedding_layer="neck")
+
+
 def test_corrupt_and_foreign_checkpoints_are_named(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

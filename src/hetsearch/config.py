@@ -27,6 +27,8 @@ class ModelConfig:
     head: str = "norm_softmax"       # norm_softmax | cosface | arcface
     head_scale: float = 16.0
     head_margin: Optional[float] = None  # None: the head's default (cosface 0.35, arcface 0.5)
+    embedding_layer: str = "head"    # head | backbone (embed the pooled features; head feeds the classifier)
+    projection_dim: Optional[int] = None  # projection head width when embedding_layer=backbone
 
 
 @dataclass

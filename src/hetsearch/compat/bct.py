@@ -23,6 +23,11 @@ gallery items of a class sit near their class mean, far from their classifier ro
 versus ~0.25). The influence loss through W_g then leaves most of the query embedding
 unconstrained; class-mean rows pull φ_q to where the gallery items actually are.
 
+Gallery models that embed their backbone features (`model.embedding_layer: backbone`) train their
+classifier on a projection of the embedding. Their "frozen classifier" is then the projection and
+the rows together: the projection's weights and BatchNorm statistics are copied into buffers as
+well (`FrozenProjection`), and class-mean rows live in the projection's space.
+
 Choices (see docs/compat.md): the head type, scale and margin are the gallery model's (a different
 query head is an error); the influence loss uses no label smoothing, because smoothing exists to
 keep a *learned* classifier from growing over-confident and W_g cannot change.
@@ -50,17 +55,38 @@ PSEUDO_CLASSIFIER_FILE = "bct_pseudo_classifier.pt"
 SUMMARY_FILE = "compat.json"
 
 
+class FrozenProjection(nn.Module):
+    """A copy of an embedding head (Linear without bias + BatchNorm1d in eval mode) as buffers."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.register_buffer("weight", head.proj.weight.detach().float().clone())
+        norm = head.norm
+        self.register_buffer("running_mean", norm.running_mean.detach().float().clone())
+        self.register_buffer("running_var", norm.running_var.detach().float().clone())
+        self.register_buffer("bn_weight", norm.weight.detach().float().clone())
+        self.register_buffer("bn_bias", norm.bias.detach().float().clone())
+        self.eps = float(norm.eps)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(F.linear(embeddings, self.weight), self.running_mean, self.running_var,
+                            self.bn_weight, self.bn_bias, training=False, eps=self.eps)
+
+
 class FrozenClassifier(nn.Module):
     """Cosine classifier with fixed rows, indexed by the query model's labels.
 
-    `row_of_label[y]` is the row of class index `y` (-1: no row). Weights are buffers.
+    `row_of_label[y]` is the row of class index `y` (-1: no row). Weights are buffers. With a
+    `projection` (gallery models that embed backbone features) embeddings are projected first.
     """
 
-    def __init__(self, weight: torch.Tensor, row_of_label: torch.Tensor, head: str, scale: float, margin: float):
+    def __init__(self, weight: torch.Tensor, row_of_label: torch.Tensor, head: str, scale: float, margin: float,
+                 projection: FrozenProjection | None = None):
         super().__init__()
         self.register_buffer("weight", weight.detach().float().clone())
         self.register_buffer("row_of_label", row_of_label.to(torch.int64).clone())
         self.head, self.scale, self.margin = head, float(scale), float(margin)
+        self.projection = projection
 
     def rows(self, labels: torch.Tensor) -> torch.Tensor:
         rows = self.row_of_label[labels]
@@ -73,6 +99,8 @@ class FrozenClassifier(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits with the head's margin on the target, target rows) for unnormalised embeddings."""
         rows = self.rows(labels)
+        if self.projection is not None:
+            embeddings = self.projection(embeddings)
         cosine = F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
         return logits_with_margin(cosine, rows, self.head, self.scale, self.margin), rows
 
@@ -131,7 +159,7 @@ def pseudo_classifier_rows(gallery: FrozenGallery, train_set: ImageSet, class_in
                            cache: PseudoClassifierCache | None = None) -> torch.Tensor:
     """Mean normalised gallery embedding of each class in `class_indices` (one row each, in order)."""
     if not class_indices:
-        return torch.zeros(0, gallery.meta.spec.embedding_dim)
+        return torch.zeros(0, gallery.classifier_dim)
     names = [train_set.classes[c] for c in class_indices]
     keep = torch.isin(train_set.labels.cpu(), torch.tensor(class_indices, dtype=torch.int64))
     images, labels = train_set.images[keep.to(train_set.images.device)], train_set.labels.cpu()[keep]
@@ -168,7 +196,7 @@ def build_frozen_classifier(gallery: FrozenGallery, classes: list[str], train_se
     new = [c for c in train_classes if classes[c] not in known]
 
     weight_g = gallery.model.classifier.weight.detach().float().cpu()
-    rows = torch.zeros(len(train_classes), meta.spec.embedding_dim)
+    rows = torch.zeros(len(train_classes), weight_g.shape[1])
     row_of_label = torch.full((len(classes),), -1, dtype=torch.int64)
     for row, c in enumerate(train_classes):
         row_of_label[c] = row
@@ -179,7 +207,8 @@ def build_frozen_classifier(gallery: FrozenGallery, classes: list[str], train_se
         for i, c in enumerate(new):
             rows[row_of_label[c]] = pseudo[i]
     spec = meta.spec
-    classifier = FrozenClassifier(rows, row_of_label, spec.head, spec.head_scale, resolved_margin(spec))
+    projection = FrozenProjection(gallery.model.embedding_head) if gallery.model.embeds_backbone_features else None
+    classifier = FrozenClassifier(rows, row_of_label, spec.head, spec.head_scale, resolved_margin(spec), projection)
     summary = {"gallery_classes": [classes[c] for c in old], "pseudo_classes": [classes[c] for c in new]}
     return classifier, summary
 

@@ -94,6 +94,11 @@ class FrozenGallery(nn.Module):
     def model_id(self) -> str:
         return self.meta.model_id
 
+    @property
+    def classifier_dim(self) -> int:
+        """Width of the space the gallery classifier works in (class means live there too)."""
+        return int(self.model.classifier.weight.shape[1])
+
     def train(self, mode: bool = True) -> "FrozenGallery":
         return super().train(False)
 
@@ -105,12 +110,14 @@ class FrozenGallery(nn.Module):
     @torch.no_grad()
     def class_means(self, images_uint8: torch.Tensor, labels: torch.Tensor, classes: list[int],
                     batch_size: int = 512) -> torch.Tensor:
-        """Mean *normalised* gallery embedding of each class in `classes` (rows in that order).
+        """Mean *normalised* gallery embedding of each class in `classes` (rows in that order), in
+        the classifier's space (the projection of the embedding for models that embed backbone
+        features), so that the means can stand in for classifier rows.
 
         Images are embedded as they are (no augmentation), like gallery items at indexing time.
         """
         device = next(self.model.parameters()).device
-        dim = self.meta.spec.embedding_dim
+        dim = self.classifier_dim
         sums = torch.zeros(len(classes), dim, dtype=torch.float64)
         counts = torch.zeros(len(classes), dtype=torch.int64)
         row_of = {c: i for i, c in enumerate(classes)}
@@ -119,7 +126,8 @@ class FrozenGallery(nn.Module):
         rows = torch.tensor([row_of[int(c)] for c in labels.tolist()], dtype=torch.int64)
         for start in range(0, len(labels), batch_size):
             x = images_uint8[start:start + batch_size].to(device).float().div_(255)
-            emb = F.normalize(self.model(x).float(), dim=1).double().cpu()
+            emb = self.model.classifier_input(self.model(x, normalize=False))
+            emb = F.normalize(emb.float(), dim=1).double().cpu()
             sums.index_add_(0, rows[start:start + batch_size], emb)
             counts += torch.bincount(rows[start:start + batch_size], minlength=len(classes))
         missing = [classes[i] for i in range(len(classes)) if counts[i] == 0]

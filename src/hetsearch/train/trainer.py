@@ -68,7 +68,8 @@ class Trainer:
         model = create_model(m.backbone, num_classes=len(self.splits.classes), embedding_dim=m.embedding_dim,
                              head=m.head, head_scale=m.head_scale, head_margin=m.head_margin,
                              in_chans=self.cfg.data.channels, image_size=self.cfg.data.image_size,
-                             backbone_args=m.backbone_args)
+                             backbone_args=m.backbone_args, embedding_layer=m.embedding_layer,
+                             projection_dim=m.projection_dim)
         model.to(self.device)
         if self.cfg.runtime.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -192,7 +193,7 @@ class Trainer:
             with _autocast(self.device, cfg.runtime.amp):
                 # through the (possibly DDP-wrapped) forward, so DDP sees the computation
                 embeddings = train_model(x, normalize=False)
-                logits = model.classifier(embeddings.float(), batch_labels)
+                logits = model.classifier(model.classifier_input(embeddings).float(), batch_labels)
                 cls_loss = F.cross_entropy(logits, batch_labels, label_smoothing=cfg.train.label_smoothing)
                 compat_loss = compat_term(embeddings.float(), x, batch_labels) if compat_term else None
                 loss = cls_loss + cfg.compat.weight * compat_loss if compat_loss is not None else cls_loss
