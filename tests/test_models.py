@@ -94,9 +94,9 @@ def test_backbone_embedding_layer(tmp_path):
     head_model = create_model("resnet18", num_classes=3, embedding_dim=16, backbone_args={"width": 4}).eval()
     with torch.no_grad():
         assert torch.equal(head_model.classifier_input(head_model(x, normalize=False)), head_model(x, normalize=False))
-    with pytest.raises(ValueError, match="model.embedding_dim=32"):
+    with pytest.raises(ConfigError, match="model.embedding_dim=32"):
         create_model("resnet18", num_classes=3, embedding_dim=16, backbone_args={"width": 4}, embedding_layer="backbone")
-    with pytest.raises(ValueError, match="model.embedding_layer"):
+    with pytest.raises(ConfigError, match="model.embedding_layer"):
         create_model("resnet18", num_classes=3, backbone_args={"width": 4}, embedding_layer="neck")
 
 

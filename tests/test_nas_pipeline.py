@@ -52,7 +52,8 @@ def test_tiny_end_to_end_pipeline_with_nas(tmp_path, capsys):
     """gallery -> supernet (BCT) -> search -> retrain (BCT) -> grid, then a rerun skips every stage."""
     from hetsearch.pipeline import load_pipeline_config, run_pipeline
 
-    tiny = ["train.batch_size=32", "train.max_steps_per_epoch=2", "train.epochs=1", "model.embedding_dim=16"]
+    # 32 = the pooled features of the width-4 gallery ResNet-18 (gallery.yaml embeds them)
+    tiny = ["train.batch_size=32", "train.max_steps_per_epoch=2", "train.epochs=1", "model.embedding_dim=32"]
     pipeline = {
         "name": "tiny_nas", "output_dir": str(tmp_path / "runs"),
         "data": {"source": "fashion_mnist", "max_train_items": 400, "max_test_items": 100, "val_fraction": 0.2},

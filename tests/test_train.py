@@ -9,7 +9,8 @@ from hetsearch.models import load_checkpoint
 from hetsearch.train import CHECKPOINT_LAST, train
 from hetsearch.train.schedule import warmup_cosine
 
-TINY_MODEL = ["model.backbone=resnet18", "model.backbone_args={width: 4}", "model.embedding_dim=16"]
+# gallery.yaml embeds the pooled backbone features: 32 wide for a width-4 ResNet-18
+TINY_MODEL = ["model.backbone=resnet18", "model.backbone_args={width: 4}", "model.embedding_dim=32"]
 
 
 def _cfg(overrides, *extra):
@@ -27,7 +28,7 @@ def test_train_writes_run_folder_and_checkpoint(tiny_train_overrides):
     assert {"loss", "train_accuracy", "images_per_second", "val_recall_at_1"} <= set(lines[-1])
     loaded = load_checkpoint(result.model_path)
     assert loaded.meta.model_id == result.meta.model_id
-    assert loaded.meta.spec.embedding_dim == 16 and len(loaded.meta.classes) == 10
+    assert loaded.meta.spec.embedding_dim == 32 and len(loaded.meta.classes) == 10
 
 
 def test_training_is_deterministic_and_resume_matches_uninterrupted(tiny_train_overrides):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetsearch.errors import ConfigError
 from hetsearch.models.heads import CosineClassifier, EmbeddingHead
 from hetsearch.models.registry import create_backbone
 
@@ -54,12 +55,12 @@ class EmbeddingModel(nn.Module):
         self.backbone, feature_dim = create_backbone(
             spec.backbone, in_chans=spec.in_chans, image_size=spec.image_size, **spec.backbone_args)
         if spec.embedding_layer not in EMBEDDING_LAYERS:
-            raise ValueError(f"model.embedding_layer: expected one of {', '.join(EMBEDDING_LAYERS)}, "
+            raise ConfigError(f"model.embedding_layer: expected one of {', '.join(EMBEDDING_LAYERS)}, "
                              f"got {spec.embedding_layer!r}")
         classifier_dim = spec.embedding_dim
         if spec.embedding_layer == "backbone":
             if feature_dim != spec.embedding_dim:
-                raise ValueError(f"model.embedding_dim={spec.embedding_dim}: with model.embedding_layer=backbone "
+                raise ConfigError(f"model.embedding_dim={spec.embedding_dim}: with model.embedding_layer=backbone "
                                  f"the embedding is the backbone's pooled features, {feature_dim} wide for "
                                  f"{spec.backbone} {spec.backbone_args or ''}; set model.embedding_dim={feature_dim}")
             classifier_dim = spec.projection_dim or spec.embedding_dim
