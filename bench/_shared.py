@@ -20,6 +20,15 @@ LIGHT_MODELS = ("mobilenetv3_small", "shufflenetv2_x0_5")
 LIGHT_EPOCHS = 6
 
 
+def runs_and_overrides(args, quick_overrides: list[str]) -> tuple[str, list[str]]:
+    """The runs folder and the config overrides every model of a bench gets (--quick, --device)."""
+    runs = f"{BENCH_RUNS}_quick" if args.quick else BENCH_RUNS
+    extra = [*quick_overrides, f"output_dir={runs}"] if args.quick else []
+    if args.device:
+        extra.append(f"runtime.device={args.device}")
+    return runs, extra
+
+
 def paragon_config(extra: list[str] | None = None, config: str = "gallery.yaml") -> TrainRunConfig:
     return load_config(TrainRunConfig, CONFIGS / config, [f"output_dir={BENCH_RUNS}", *(extra or [])])
 

@@ -70,10 +70,7 @@ def parse_args() -> argparse.Namespace:
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.runs = f"{_shared.BENCH_RUNS}_quick" if args.quick else _shared.BENCH_RUNS
-        self.extra = [*QUICK, f"output_dir={self.runs}"] if args.quick else []
-        if args.device:
-            self.extra.append(f"runtime.device={args.device}")
+        self.runs, self.extra = _shared.runs_and_overrides(args, QUICK)
         self.epochs = args.epochs or _shared.LIGHT_EPOCHS
         self.device = args.device or "auto"
         self.timings: dict[str, float] = {}
