@@ -26,6 +26,9 @@ def test_registry_lists_builtins_and_rejects_unknown():
         create_model("resnet19", num_classes=2)
     with pytest.raises(ConfigError, match="backbone_args"):
         create_model("resnet18", num_classes=2, backbone_args={"depth_multiplier": 2})
+    # timm has MobileNetV3 only at some widths: the error names the field and the valid values
+    with pytest.raises(ConfigError, match=r"backbone_args.width=0.6 .*0.5, 0.75, 1.0"):
+        create_model("mobilenetv3_small", num_classes=2, backbone_args={"width": 0.6})
 
 
 def test_small_stem_keeps_resolution_for_small_inputs():

@@ -14,6 +14,7 @@ import torchvision
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
+from hetsearch.errors import ConfigError
 from hetsearch.models.registry import register_backbone
 
 _SMALL_INPUT_PX = 64
@@ -51,8 +52,15 @@ def resnet50(**kwargs) -> tuple[nn.Module, int]:
     return _timm_resnet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
 
-def _timm_mobilenetv3(timm_name: str, *, in_chans: int, image_size: int,
+def _timm_mobilenetv3(family: str, width: float, *, in_chans: int, image_size: int,
                       small_stem: bool = False) -> tuple[nn.Module, int]:
+    # timm registers MobileNetV3 only at a few width multipliers (e.g. small: 0.5, 0.75, 1.0)
+    timm_name = f"{family}_{round(width * 100):03d}"
+    if timm_name not in timm.list_models(f"{family}_*"):
+        offered = sorted(int(n.rsplit("_", 1)[1]) / 100 for n in timm.list_models(f"{family}_*")
+                         if n.rsplit("_", 1)[1].isdigit())
+        raise ConfigError(f"model.backbone_args.width={width} for {family}: timm offers widths "
+                          f"{', '.join(map(str, offered))}")
     model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans)
     if small_stem:
         model.conv_stem.stride = (1, 1)
@@ -62,12 +70,12 @@ def _timm_mobilenetv3(timm_name: str, *, in_chans: int, image_size: int,
 
 @register_backbone("mobilenetv3_small")
 def mobilenetv3_small(*, width: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
-    return _timm_mobilenetv3(f"mobilenetv3_small_{round(width * 100):03d}", **kwargs)
+    return _timm_mobilenetv3("mobilenetv3_small", width, **kwargs)
 
 
 @register_backbone("mobilenetv3_large")
 def mobilenetv3_large(*, width: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
-    return _timm_mobilenetv3(f"mobilenetv3_large_{round(width * 100):03d}", **kwargs)
+    return _timm_mobilenetv3("mobilenetv3_large", width, **kwargs)
 
 
 class _TorchvisionShuffleNetFeatures(nn.Module):
