@@ -98,24 +98,7 @@ class Bench:
         return result
 
     def rows(self, grid: dict) -> list[dict]:
-        """One row per (query model, gallery model) pair, with the query model's training cost."""
-        out = []
-        for p in grid["pairs"]:
-            if p.get("skipped"):
-                continue
-            info = self.train_info.get(p["query"], {})
-            out.append({
-                "method": info.get("method", p["query_method"]), "query_model": p["query"],
-                "gallery_model": p["gallery"], "query_backbone": info.get("backbone"),
-                "recall_at_1": p["recall_at_1"], "map_at_r": p["map_at_r"], "map": p["map"],
-                "tar_at_far_1e-3": p["tar_at_far_1e-3"], "compatible": p["compatible"],
-                "gap_to_paragon": p["gap_to_paragon"], "query_mflops": p["query_mflops"],
-                "gallery_mflops": p["gallery_mflops"], "flops_ratio": p["flops_ratio"],
-                "declared_compatible": p["declared_compatible"], "homogeneous": p["homogeneous"],
-                "train_seconds": info.get("train_seconds"), "epochs": info.get("epochs"),
-                "query_model_id": p["query_model"], "gallery_model_id": p["gallery_model"],
-                "error": p.get("error")})
-        return out
+        return _shared.grid_rows(grid, self.train_info)
 
     # ------------------------------------------------------------------ closed set
     def closed_set(self) -> tuple[Splits, dict, str]:

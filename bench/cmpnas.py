@@ -28,8 +28,6 @@ import torch
 
 from hetsearch.config import TrainRunConfig, load_config
 from hetsearch.data import make_splits
-from hetsearch.eval.report import evaluate_loaded
-from hetsearch.models import load_checkpoint
 from hetsearch.nas.retrain import retrain
 from hetsearch.nas.runner import SearchRunConfig, run_search
 from hetsearch.train import train
@@ -120,36 +118,8 @@ class Bench:
 
     # ------------------------------------------------------------------ evaluation
     def rows(self, splits, query_paths: list[Path]) -> list[dict]:
-        paragon = load_checkpoint(self.gallery_path)
-        cache: dict = {}
-        started = time.perf_counter()
-        homo_paragon = evaluate_loaded(paragon, paragon, splits, device=self.args.device or "auto",
-                                       embedding_cache=cache)["metrics"]
-        rows = [self._row("paragon", "paragon", paragon, paragon, homo_paragon, homo_paragon, {})]
-        for path in query_paths:
-            q = load_checkpoint(path)
-            info = self.info.get(str(path), {})
-            hetero = evaluate_loaded(q, paragon, splits, device=self.args.device or "auto", embedding_cache=cache)
-            homo = evaluate_loaded(q, q, splits, device=self.args.device or "auto", embedding_cache=cache)
-            rows.append(self._row(info.get("method", "?"), info.get("name", q.meta.model_id), q, paragon,
-                                  hetero["metrics"], homo["metrics"], info))
-        self.timings["evaluate_all"] = round(time.perf_counter() - started, 1)
-        ref = rows[0]
-        for row in rows:
-            row["gap_to_paragon_recall_at_1"] = row["recall_at_1"] - ref["recall_at_1"]
-            row["flops_reduction_vs_paragon"] = round(ref["query_mflops"] / row["query_mflops"], 1)
-            row["compatible"] = None if row["method"] == "paragon" else bool(row["recall_at_1"] > row["homo_recall_at_1"])
-        return rows
-
-    @staticmethod
-    def _row(method, label, q, g, hetero, homo, info) -> dict:
-        return {"method": method, "label": label, "query_model": q.meta.model_id, "gallery_model": g.meta.model_id,
-                "query_backbone": f"{q.meta.spec.backbone} {q.meta.spec.backbone_args or ''}".strip(),
-                "recall_at_1": hetero["recall_at_1"], "map_at_r": hetero["map_at_r"],
-                "homo_recall_at_1": homo["recall_at_1"], "homo_map_at_r": homo["map_at_r"],
-                "query_mflops": q.meta.flops / 1e6, "gallery_mflops": g.meta.flops / 1e6, "query_params": q.meta.params,
-                "train_seconds": round(info.get("train_seconds", 0.0), 1) or None,
-                **{k: info[k] for k in ("budget_mflops", "arch", "search_val") if k in info}}
+        queries = [(path, self.info.get(str(path), {})) for path in query_paths]
+        return _shared.evaluate_against_paragon(self.gallery_path, queries, splits, self.args.device, self.timings)
 
 
 def acceptance(rows: list[dict], timings: dict) -> dict:
