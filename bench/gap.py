@@ -45,6 +45,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--long-epochs", type=int, default=30, help="the longer schedule (default 30)")
     parser.add_argument("--device", default=None, help="runtime.device (default: auto)")
     parser.add_argument("--skip-larger", action="store_true", help="only the <= 1.9 MFLOPs query models")
+    parser.add_argument("--also-l2", default="",
+                        help="comma-separated light models that also get L2 regression at both schedules "
+                             "(the 6-epoch runs are bench/bct.py's), to compare BCT and L2 at the long schedule")
     return parser.parse_args()
 
 
@@ -66,12 +69,13 @@ class Bench:
         self.queries.append((result.model_path, {"method": method, "name": cfg.name, "epochs": cfg.train.epochs,
                                                  "train_seconds": result.train_seconds, **info}))
 
-    def light(self, model: str, epochs: int, splits, label: str | None = None, overrides: list[str] = ()):
-        """A BCT query model with the light-model recipe (`overrides` may swap in another backbone)."""
-        name = f"{label or model}_bct{suffix(epochs)}"
+    def light(self, model: str, epochs: int, splits, label: str | None = None, overrides: list[str] = (),
+              method: str = "bct"):
+        """A compatible query model with the light-model recipe (`overrides` may swap in another backbone)."""
+        name = f"{label or model}_{method}{suffix(epochs)}"
         extra = [f"name={name}", f"compat.gallery_model={self.gallery_path}", *self.device_overrides, *overrides]
-        cfg = _shared.light_config(model, "bct", epochs, extra)
-        self._record(cfg, train(cfg, resume=True, splits=splits), "bct")
+        cfg = _shared.light_config(model, method, epochs, extra)
+        self._record(cfg, train(cfg, resume=True, splits=splits), method)
 
     def cmpnas(self, epochs: int, splits) -> None:
         best = Path(_shared.BENCH_RUNS) / f"cmpnas_search_{CMPNAS_BUDGET:g}mf" / "best.json"
@@ -117,6 +121,8 @@ def main() -> None:
         for model in _shared.LIGHT_MODELS:
             bench.light(model, epochs, splits)
         bench.cmpnas(epochs, splits)
+        for model in filter(None, args.also_l2.split(",")):
+            bench.light(model, epochs, splits, method="l2")
     if not args.skip_larger:
         for label, overrides in LARGER:
             bench.light("mobilenetv3_small", args.long_epochs, splits, label, overrides)
