@@ -15,6 +15,7 @@ Writes docs/results/gap.{json,md}. Run bench/cmpnas.py first (it provides the se
 
     python bench/gap.py                     # 30-epoch schedule
     python bench/gap.py --long-epochs 20
+    python bench/gap.py --also-l2 shufflenetv2_x0_5   # + L2 regression at both schedules (docs/results/gap.md)
 """
 
 from __future__ import annotations
