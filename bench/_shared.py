@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import time  # noqa: E402
 
 from hetsearch.config import TrainRunConfig, load_config  # noqa: E402
+from hetsearch.eval import classification_accuracy  # noqa: E402
 from hetsearch.eval.report import evaluate_loaded  # noqa: E402
 from hetsearch.models import load_checkpoint  # noqa: E402
 
@@ -57,11 +58,13 @@ def evaluate_against_paragon(gallery_path: Path, queries: list[tuple[Path, dict]
     started = time.perf_counter()
     homo_paragon = evaluate_loaded(paragon, paragon, splits, device=device, embedding_cache=cache)["metrics"]
     rows = [_row("paragon", "paragon", paragon, paragon, homo_paragon, homo_paragon, {})]
+    rows[0]["query_test_top1"] = _test_top1(paragon, splits, device)
     for path, info in queries:
         q = load_checkpoint(path)
         hetero = evaluate_loaded(q, paragon, splits, device=device, embedding_cache=cache)["metrics"]
         homo = evaluate_loaded(q, q, splits, device=device, embedding_cache=cache)["metrics"]
         rows.append(_row(info.get("method", "?"), info.get("name", q.meta.model_id), q, paragon, hetero, homo, info))
+        rows[-1]["query_test_top1"] = _test_top1(q, splits, device)
     timings["evaluate_all"] = round(time.perf_counter() - started, 1)
     ref = rows[0]
     for row in rows:
@@ -69,6 +72,14 @@ def evaluate_against_paragon(gallery_path: Path, queries: list[tuple[Path, dict]
         row["flops_reduction_vs_paragon"] = round(ref["query_mflops"] / row["query_mflops"], 1)
         row["compatible"] = None if row["method"] == "paragon" else bool(row["recall_at_1"] > row["homo_recall_at_1"])
     return rows
+
+
+def _test_top1(loaded, splits, device: str) -> float | None:
+    """The model's own-classifier accuracy on the query (test) split; closed set only."""
+    if list(loaded.meta.classes) != list(splits.classes) or splits.protocol.get("protocol") != "closed_set":
+        return None
+    return classification_accuracy(loaded.model, splits.query.images, splits.query.labels,
+                                   device=None if device == "auto" else device)
 
 
 _ROW_INFO_KEYS = ("epochs", "budget_mflops", "arch", "search_val")

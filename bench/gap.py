@@ -15,7 +15,9 @@ Writes docs/results/gap.{json,md}. Run bench/cmpnas.py first (it provides the se
 
     python bench/gap.py                     # 30-epoch schedule
     python bench/gap.py --long-epochs 20
-    python bench/gap.py --also-l2 shufflenetv2_x0_5   # + L2 regression at both schedules (docs/results/gap.md)
+    python bench/gap.py --also l2:shufflenetv2_x0_5   # + L2 regression at both schedules
+    # docs/results/gap.md: + L2, and BCT + L2 for the three <= 1.9 MFLOPs nets ("cmpnas" = the searched one)
+    python bench/gap.py --also l2:shufflenetv2_x0_5 --also bct+l2:shufflenetv2_x0_5,cmpnas,mobilenetv3_small
 """
 
 from __future__ import annotations
@@ -46,10 +48,30 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--long-epochs", type=int, default=30, help="the longer schedule (default 30)")
     parser.add_argument("--device", default=None, help="runtime.device (default: auto)")
     parser.add_argument("--skip-larger", action="store_true", help="only the <= 1.9 MFLOPs query models")
-    parser.add_argument("--also-l2", default="",
-                        help="comma-separated light models that also get L2 regression at both schedules "
-                             "(the 6-epoch runs are bench/bct.py's), to compare BCT and L2 at the long schedule")
-    return parser.parse_args()
+    parser.add_argument("--also", action="append", default=[], metavar="METHOD:MODEL[,MODEL...]",
+                        help="also train these query models with another compatibility method at both schedules "
+                             "(e.g. l2:shufflenetv2_x0_5 or bct+l2:shufflenetv2_x0_5,cmpnas; 'cmpnas' is the "
+                             "searched net); repeatable")
+    args = parser.parse_args()
+    args.also = [parse_also(spec) for spec in args.also]
+    return args
+
+
+def parse_also(spec: str) -> tuple[str, list[str]]:
+    method, sep, models = spec.partition(":")
+    models = [m for m in models.split(",") if m]
+    if not sep or not method or not models:
+        raise SystemExit(f"--also {spec!r}: expected METHOD:MODEL[,MODEL...], e.g. bct+l2:shufflenetv2_x0_5")
+    unknown = sorted(set(models) - {*_shared.LIGHT_MODELS, "cmpnas"})
+    if unknown:
+        raise SystemExit(f"--also {spec!r}: unknown model(s) {unknown}; expected some of "
+                         f"{[*_shared.LIGHT_MODELS, 'cmpnas']}")
+    return method, models
+
+
+def run_label(method: str) -> str:
+    """A method as it appears in run names ("bct+l2" -> "bct_l2")."""
+    return method.replace("+", "_")
 
 
 def suffix(epochs: int) -> str:
@@ -73,20 +95,22 @@ class Bench:
     def light(self, model: str, epochs: int, splits, label: str | None = None, overrides: list[str] = (),
               method: str = "bct"):
         """A compatible query model with the light-model recipe (`overrides` may swap in another backbone)."""
-        name = f"{label or model}_{method}{suffix(epochs)}"
+        name = f"{label or model}_{run_label(method)}{suffix(epochs)}"
         extra = [f"name={name}", f"compat.gallery_model={self.gallery_path}", *self.device_overrides, *overrides]
         cfg = _shared.light_config(model, method, epochs, extra)
         self._record(cfg, train(cfg, resume=True, splits=splits), method)
 
-    def cmpnas(self, epochs: int, splits) -> None:
+    def cmpnas(self, epochs: int, splits, method: str = "bct") -> None:
+        """The searched net retrained from scratch (with BCT, as bench/cmpnas.py does, unless `method`)."""
         best = Path(_shared.BENCH_RUNS) / f"cmpnas_search_{CMPNAS_BUDGET:g}mf" / "best.json"
         if not best.is_file():
             raise SystemExit(f"{best}: missing; run `python bench/cmpnas.py` first (it runs the search)")
-        name = f"cmpnas_{CMPNAS_BUDGET:g}mf{suffix(epochs)}"
+        name = f"cmpnas_{CMPNAS_BUDGET:g}mf{'' if method == 'bct' else '_' + run_label(method)}{suffix(epochs)}"
         cfg = load_config(TrainRunConfig, _shared.CONFIGS / "retrain.yaml",
                           [f"output_dir={_shared.BENCH_RUNS}", f"name={name}", f"train.epochs={epochs}",
-                           f"compat.gallery_model={self.gallery_path}", *self.device_overrides])
-        self._record(cfg, retrain(cfg, best, resume=True, splits=splits), "cmpnas",
+                           f"compat.method={method}", f"compat.gallery_model={self.gallery_path}",
+                           *self.device_overrides])
+        self._record(cfg, retrain(cfg, best, resume=True, splits=splits), "cmpnas" if method == "bct" else f"cmpnas_{method}",
                      arch=json.loads(best.read_text())["arch"], budget_mflops=CMPNAS_BUDGET)
 
 
@@ -122,22 +146,28 @@ def main() -> None:
         for model in _shared.LIGHT_MODELS:
             bench.light(model, epochs, splits)
         bench.cmpnas(epochs, splits)
-        for model in filter(None, args.also_l2.split(",")):
-            bench.light(model, epochs, splits, method="l2")
+        for method, models in args.also:
+            for model in models:
+                if model == "cmpnas":
+                    bench.cmpnas(epochs, splits, method)
+                else:
+                    bench.light(model, epochs, splits, method=method)
     if not args.skip_larger:
         for label, overrides in LARGER:
             bench.light("mobilenetv3_small", args.long_epochs, splits, label, overrides)
     rows = _shared.evaluate_against_paragon(bench.gallery_path, bench.queries, splits, args.device, bench.timings)
     bench.timings["total_wall"] = round(time.perf_counter() - started, 1)
     checks = acceptance(rows, args.long_epochs)
-    columns = ["method", "label", "epochs", "recall_at_1", "map_at_r", "homo_recall_at_1", "query_mflops",
+    columns = ["method", "label", "epochs", "recall_at_1", "map_at_r", "homo_recall_at_1", "query_test_top1", "query_mflops",
                "flops_reduction_vs_paragon", "gap_to_paragon_recall_at_1", "compatible", "train_seconds"]
     write_results("gap", protocol=splits.protocol, rows=rows, timings_s=bench.timings, columns=columns,
-                  title="Closing the heterogeneous gap: schedule length and query FLOPs (BCT query models vs the paragon)",
+                  title="Closing the heterogeneous gap: schedule length, compatibility method and query FLOPs (query models vs the paragon)",
                   notes=("recall_at_1 / map_at_r: heterogeneous M(q, paragon), test queries vs the whole training split "
-                         "embedded by the paragon; homo_recall_at_1: M(q, q). Every query model is trained with BCT "
-                         "against the paragon with the light-model recipe (SGD lr 0.2, cosine, label smoothing 0.1); "
-                         "only the schedule length and the backbone change. FLOPs = 2 x MACs at batch 1, 1x28x28. "
+                         "embedded by the paragon; homo_recall_at_1: M(q, q); query_test_top1: the model's own classifier's "
+                         "accuracy on the test split (a diagnostic, not retrieval). Every query model is trained against the "
+                         "paragon with the compatibility method in the method column (cmpnas: BCT; cmpnas_bct+l2: BCT + "
+                         "L2) and the light-model recipe (SGD lr 0.2, cosine, label smoothing 0.1); only the schedule "
+                         "length, the method and the backbone change. FLOPs = 2 x MACs at batch 1, 1x28x28. "
                          f"Checks: {json.dumps(checks)}"),
                   extra={"acceptance": checks, "long_epochs": args.long_epochs})
     print(open("docs/results/gap.md").read())

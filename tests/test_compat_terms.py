@@ -6,6 +6,7 @@ Tiny synthetic data (1x16x16 images) and width-4 ResNet-18s keep the whole file 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -57,14 +58,17 @@ def save_gallery(path: Path, trained_classes: list[int], seed: int = 0, **spec) 
     return path
 
 
-def compat_cfg(method: str, gallery: Path | None, weight: float = 1.0) -> CompatConfig:
-    return CompatConfig(method=method, gallery_model=str(gallery) if gallery else None, weight=weight)
+def compat_cfg(method: str, gallery: Path | None, weight: float = 1.0, term_weights: dict | None = None) -> CompatConfig:
+    return CompatConfig(method=method, gallery_model=str(gallery) if gallery else None, weight=weight,
+                        term_weights=dict(term_weights or {}))
 
 
-def build(method: str, gallery: Path, spec=None, train_set: ImageSet | None = None, run_dir: Path | None = None):
+def build(method: str, gallery: Path, spec=None, train_set: ImageSet | None = None, run_dir: Path | None = None,
+          term_weights: dict | None = None):
     spec = spec or tiny_model().spec
     train_set = train_set or synthetic_set([0, 0, 1, 1])
-    return build_compat_term(compat_cfg(method, gallery), model_spec=spec, classes=list(CLASSES),
+    return build_compat_term(compat_cfg(method, gallery, term_weights=term_weights), model_spec=spec,
+                             classes=list(CLASSES),
                              train_set=train_set, run_dir=run_dir or gallery.parent / "run", device="cpu")
 
 
@@ -87,6 +91,35 @@ def test_none_builds_nothing_and_unknown_or_missing_gallery_is_an_error(tmp_path
 
 
 # ------------------------------------------------------------------------------ loss values
+
+def test_composite_method_sums_its_weighted_parts(tmp_path):
+    gallery_path = save_gallery(tmp_path / "gallery.pt", trained_classes=[0, 1])
+    bct, l2 = build("bct", gallery_path), build("l2", gallery_path)
+    both = build("bct+l2", gallery_path, term_weights={"l2": 2.5}, run_dir=tmp_path / "run")
+    assert both.method == "bct+l2" and both.gallery_model_id == bct.gallery_model_id
+    torch.manual_seed(0)
+    emb, images, labels = torch.randn(4, DIM), torch.rand(4, 1, SIZE, SIZE), torch.tensor([0, 1, 1, 0])
+    expected = bct(emb, images, labels) + 2.5 * l2(emb, images, labels)
+    torch.testing.assert_close(both(emb, images, labels), expected)
+    assert set(both.last_parts) == {"bct", "l2"}
+    summary = json.loads((tmp_path / "run" / "compat.json").read_text())
+    assert summary["term_weights"] == {"bct": 1.0, "l2": 2.5}
+    assert summary["gallery_model"] == str(gallery_path)
+
+
+def test_composite_method_errors_name_the_field(tmp_path):
+    gallery_path = save_gallery(tmp_path / "gallery.pt", trained_classes=[0, 1])
+    with pytest.raises(ConfigError, match="compat.method: unknown method 'bct\\+l3'.*joined by"):
+        build("bct+l3", gallery_path)
+    with pytest.raises(ConfigError, match="names a method twice"):
+        build("l2+l2", gallery_path)
+    with pytest.raises(ConfigError, match="unknown method"):
+        build("none+l2", gallery_path)
+    with pytest.raises(ConfigError, match="compat.term_weights: distill not part of"):
+        build("bct+l2", gallery_path, term_weights={"distill": 1.0})
+    with pytest.raises(ConfigError, match="compat.term_weights: only for composite methods"):
+        build("bct", gallery_path, term_weights={"bct": 2.0})
+
 
 def test_bct_loss_on_a_hand_built_example():
     # two rows (classes 1 and 3 of four); embeddings are unnormalised
@@ -218,7 +251,7 @@ def _train_query(tmp_path: Path, method: str, gallery_path: Path, splits: Splits
     return result, captured
 
 
-@pytest.mark.parametrize("method", ["bct", "bct_mean", "l2"])
+@pytest.mark.parametrize("method", ["bct", "bct_mean", "l2", "bct+l2"])
 def test_gallery_side_stays_byte_identical_through_training(tmp_path, monkeypatch, method):
     gallery_path = save_gallery(tmp_path / "gallery.pt", trained_classes=[0, 1])
     file_hash = hashlib.sha256(gallery_path.read_bytes()).hexdigest()
@@ -241,6 +274,13 @@ def test_gallery_side_stays_byte_identical_through_training(tmp_path, monkeypatc
         assert term.pseudo_classes == ["c"]
     if method == "bct_mean":
         assert term.pseudo_classes == ["a", "b", "c"]
+    if method == "bct+l2":  # each part is logged, and the total is their sum (weights 1)
+        parts = result.history[-1]
+        assert parts["compat_bct_loss"] > 0 and parts["compat_l2_loss"] > 0
+        assert parts["compat_loss"] == pytest.approx(parts["compat_bct_loss"] + parts["compat_l2_loss"], rel=1e-5)
+        summary = json.loads((result.model_path.parent / "compat.json").read_text())
+        assert summary["method"] == "bct+l2" and set(summary["terms"]) == {"bct", "l2"}
+        assert summary["terms"]["bct"]["pseudo_classes"] == ["c"]
 
     # ... while the query model did train, and records what it was trained to match
     history = result.history[-1]

@@ -57,9 +57,10 @@ class OptimConfig:
 class CompatConfig:
     """How the model is made compatible with a gallery model (see hetsearch.compat)."""
 
-    method: str = "none"             # none | bct | l2 | distill
+    method: str = "none"             # none | bct | bct_mean | l2 | distill, or parts joined by "+" (bct+l2)
     gallery_model: Optional[str] = None  # path of the gallery model checkpoint
     weight: float = 1.0              # λ of the compatibility term
+    term_weights: dict = field(default_factory=dict)  # composite methods: weight of each part (default 1)
 
 
 @dataclass

@@ -3,20 +3,32 @@
 A term sees the query model's (unnormalised) embeddings, the input batch and the labels, and
 returns a scalar loss. Methods (BCT, L2, distillation, ...) register a builder by name, so the
 trainer never branches on the method.
+
+Methods compose with "+": `compat.method: bct+l2` sums the BCT influence loss and L2 regression
+onto the gallery embedding, each part weighted by `compat.term_weights` (default 1 each), all
+against the same gallery model. Each built term carries a `summary` (what it was built from),
+written once to `run_dir/compat.json`.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from pathlib import Path
+
 import torch
+from torch import nn
 
 from hetsearch.errors import ConfigError
+from hetsearch.utils.io import atomic_write_json
+
+SUMMARY_FILE = "compat.json"
 
 
 class CompatibilityTerm(Protocol):
     method: str
     gallery_model_id: str
+    summary: dict
 
     def __call__(self, embeddings: torch.Tensor, images: torch.Tensor,
                  labels: torch.Tensor) -> torch.Tensor: ...
@@ -41,14 +53,65 @@ def compat_methods() -> list[str]:
     return ["none", *sorted(_METHODS)]
 
 
-def build_compat_term(cfg, **context) -> CompatibilityTerm | None:
-    """`None` for method "none" (independent training); otherwise the registered term."""
+class SumOfTerms(nn.Module):
+    """Several compatibility terms against one gallery model: Σ weight_i · term_i.
+
+    `last_parts` holds each part's unweighted value at the last call, for the training log.
+    """
+
+    def __init__(self, terms: dict[str, CompatibilityTerm], weights: dict[str, float]):
+        super().__init__()
+        ids = {term.gallery_model_id for term in terms.values()}
+        if len(ids) != 1:  # cannot happen through build_compat_term (one gallery_model); guards direct use
+            raise ValueError(f"SumOfTerms: the parts were built against different gallery models: {sorted(ids)}")
+        self.terms = nn.ModuleDict(terms)
+        self.weights = {name: float(weights.get(name, 1.0)) for name in terms}
+        self.method = "+".join(terms)
+        self.gallery_model_id = ids.pop()
+        self.summary = {"method": self.method, "term_weights": self.weights,
+                        "terms": {name: term.summary for name, term in terms.items()}}
+        self.last_parts: dict[str, float] = {}
+
+    def forward(self, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        parts = {name: term(embeddings, images, labels) for name, term in self.terms.items()}
+        self.last_parts = {name: value.detach() for name, value in parts.items()}
+        return sum(self.weights[name] * value for name, value in parts.items())
+
+
+def method_parts(method: str) -> list[str]:
+    """"bct+l2" -> ["bct", "l2"]; a clear error for unknown or repeated parts."""
+    parts = [part.strip() for part in method.split("+")]
+    unknown = [part for part in parts if part not in _METHODS]
+    if unknown or (len(parts) > 1 and "none" in parts):
+        raise ConfigError(f"compat.method: unknown method {method!r}; expected one of "
+                          f"{', '.join(compat_methods())}, or several of them joined by '+' (e.g. bct+l2)")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"compat.method: {method!r} names a method twice; weight a part with "
+                          "compat.term_weights instead")
+    return parts
+
+
+def build_compat_term(cfg, *, run_dir: Path | None = None, **context) -> CompatibilityTerm | None:
+    """`None` for method "none" (independent training); otherwise the registered term(s).
+
+    With a `run_dir`, the term's summary is written to `run_dir/compat.json`.
+    """
     if cfg.method == "none":
         return None
-    if cfg.method not in _METHODS:
-        raise ConfigError(f"compat.method: unknown method {cfg.method!r}; "
-                          f"expected one of {', '.join(compat_methods())}")
+    parts = method_parts(cfg.method)
     if not cfg.gallery_model:
         raise ConfigError(f"compat.gallery_model: method {cfg.method!r} needs the path of a gallery "
                           "model checkpoint (e.g. compat.gallery_model=runs/gallery/model.pt)")
-    return _METHODS[cfg.method](cfg, **context)
+    weights = dict(cfg.term_weights or {})
+    stray = sorted(set(weights) - set(parts))
+    if stray:
+        raise ConfigError(f"compat.term_weights: {', '.join(stray)} not part of compat.method={cfg.method!r}")
+    if len(parts) == 1 and weights:
+        raise ConfigError("compat.term_weights: only for composite methods (e.g. bct+l2); "
+                          "a single method is weighted by compat.weight")
+    terms = {part: _METHODS[part](cfg, run_dir=run_dir, **context) for part in parts}
+    term = terms[parts[0]] if len(parts) == 1 else SumOfTerms(terms, weights)
+    if run_dir is not None:
+        atomic_write_json(Path(run_dir) / SUMMARY_FILE, {"gallery_model": str(cfg.gallery_model),
+                                                         "weight": cfg.weight, **term.summary})
+    return term

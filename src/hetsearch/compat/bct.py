@@ -49,10 +49,9 @@ from hetsearch.compat.gallery import (FrozenGallery, check_same_embedding_space,
 from hetsearch.data import ImageSet
 from hetsearch.errors import CompatibilityError
 from hetsearch.models.heads import logits_with_margin
-from hetsearch.utils.io import atomic_torch_save, atomic_write_json
+from hetsearch.utils.io import atomic_torch_save
 
 PSEUDO_CLASSIFIER_FILE = "bct_pseudo_classifier.pt"
-SUMMARY_FILE = "compat.json"
 
 
 class FrozenProjection(nn.Module):
@@ -213,26 +212,19 @@ def build_frozen_classifier(gallery: FrozenGallery, classes: list[str], train_se
     return classifier, summary
 
 
-def write_summary(run_dir: Path, summary: dict) -> None:
-    """`run_dir/compat.json`: what the compatibility term was built from (for humans and reports)."""
-    atomic_write_json(Path(run_dir) / SUMMARY_FILE, summary)
-
-
-def build_bct_term(cfg, *, model_spec, classes: list[str], train_set: ImageSet, run_dir: Path,
+def build_bct_term(cfg, *, model_spec, classes: list[str], train_set: ImageSet, run_dir: Path | None = None,
                    device: torch.device | str = "cpu", method: str = "bct", rows_from: str = "classifier",
                    **_) -> BCTTerm:
     gallery = FrozenGallery.load(cfg.gallery_model)
     check_same_embedding_space(model_spec, gallery.meta, method)
     check_same_head(model_spec, gallery.meta, method)
     gallery.to(device)
-    classifier, summary = build_frozen_classifier(gallery, classes, train_set,
-                                                  PseudoClassifierCache(Path(run_dir) / PSEUDO_CLASSIFIER_FILE),
-                                                  rows_from=rows_from)
-    write_summary(run_dir, {"method": method, "gallery_model": str(cfg.gallery_model),
-                            "gallery_model_id": gallery.model_id, "weight": cfg.weight, "label_smoothing": 0.0,
-                            **summary})
+    cache = PseudoClassifierCache(Path(run_dir) / PSEUDO_CLASSIFIER_FILE) if run_dir is not None else None
+    classifier, summary = build_frozen_classifier(gallery, classes, train_set, cache, rows_from=rows_from)
     # only the classifier rows are kept: the gallery model itself is released here
-    return BCTTerm(classifier, gallery.model_id, pseudo_classes=summary["pseudo_classes"], method=method).to(device)
+    term = BCTTerm(classifier, gallery.model_id, pseudo_classes=summary["pseudo_classes"], method=method).to(device)
+    term.summary = {"method": method, "gallery_model_id": gallery.model_id, "label_smoothing": 0.0, **summary}
+    return term
 
 
 @register_compat_method("bct")

@@ -17,7 +17,6 @@ expensive one), and they ignore labels.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -25,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from hetsearch.compat.base import register_compat_method
-from hetsearch.compat.bct import write_summary
 from hetsearch.compat.gallery import FrozenGallery, check_same_embedding_space
 
 
@@ -45,6 +43,7 @@ class FeatureMatchingTerm(nn.Module):
         self.method = method
         self.gallery = gallery
         self.loss = loss
+        self.summary = {"method": method, "gallery_model_id": gallery.model_id}
 
     @property
     def gallery_model_id(self) -> str:
@@ -59,11 +58,9 @@ _LOSSES = {"l2": l2_regression_loss, "distill": cosine_distillation_loss}
 
 
 def _builder(method: str):
-    def build(cfg, *, model_spec, run_dir: Path, device: torch.device | str = "cpu", **_) -> FeatureMatchingTerm:
+    def build(cfg, *, model_spec, device: torch.device | str = "cpu", **_) -> FeatureMatchingTerm:
         gallery = FrozenGallery.load(cfg.gallery_model)
         check_same_embedding_space(model_spec, gallery.meta, method)
-        write_summary(run_dir, {"method": method, "gallery_model": str(cfg.gallery_model),
-                                "gallery_model_id": gallery.model_id, "weight": cfg.weight})
         return FeatureMatchingTerm(method, gallery, _LOSSES[method]).to(device)
 
     build.__doc__ = f"Builds the `{method}` compatibility term (see module doc)."

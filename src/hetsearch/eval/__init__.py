@@ -5,6 +5,7 @@ M(phi_q, phi_g) -- the accuracy of queries embedded by ``phi_q`` against a galle
 ``evaluate_embeddings``. All accuracies are fractions in [0, 1].
 """
 
+from hetsearch.eval.classify import classification_accuracy
 from hetsearch.eval.cost import count_flops, count_params, measure_latency
 from hetsearch.eval.embed import embed
 from hetsearch.eval.evaluate import evaluate_embeddings, evaluate_pair
@@ -20,6 +21,7 @@ from hetsearch.eval.metrics import retrieval_metrics
 from hetsearch.eval.verification import DEFAULT_FARS, far_key, verification_metrics
 
 __all__ = [
+    "classification_accuracy",
     "DEFAULT_FARS",
     "FaissExactIP",
     "KnnBackend",

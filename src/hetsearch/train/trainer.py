@@ -208,6 +208,9 @@ class Trainer:
             totals["loss"] += loss.item() * n
             totals["cls_loss"] += cls_loss.item() * n
             totals["compat_loss"] += (compat_loss.item() if compat_loss is not None else 0.0) * n
+            for part, value in getattr(compat_term, "last_parts", {}).items():  # composite methods (bct+l2)
+                key = f"compat_{part}_loss"
+                totals[key] = totals.get(key, 0.0) + value.item() * n
             totals["correct"] += (logits.argmax(1) == batch_labels).sum().item()
             totals["images"] += n
             if progress is not None:
@@ -219,9 +222,9 @@ class Trainer:
                "train_accuracy": totals["correct"] / n, "lr": scheduler.get_last_lr()[0],
                "images": totals["images"] * self.dist.world_size}
         if compat_term is not None:
-            out["compat_loss"] = totals["compat_loss"] / n
-        return {k: (all_reduce_mean(v, self.dist) if k in ("loss", "cls_loss", "compat_loss", "train_accuracy")
-                    else v) for k, v in out.items()}
+            out.update({k: v / n for k, v in totals.items() if k.startswith("compat_")})
+        averaged = {"loss", "cls_loss", "train_accuracy"} | {k for k in out if k.startswith("compat_")}
+        return {k: (all_reduce_mean(v, self.dist) if k in averaged else v) for k, v in out.items()}
 
     def validate(self, model: EmbeddingModel) -> dict:
         """Homogeneous retrieval on the validation split (each item queries the others)."""
