@@ -117,6 +117,8 @@ def test_composite_method_errors_name_the_field(tmp_path):
         build("none+l2", gallery_path)
     with pytest.raises(ConfigError, match="compat.term_weights: distill not part of"):
         build("bct+l2", gallery_path, term_weights={"distill": 1.0})
+    with pytest.raises(ConfigError, match="compat.term_weights: expected numbers"):
+        build("bct+l2", gallery_path, term_weights={"l2": "high"})
     with pytest.raises(ConfigError, match="compat.term_weights: only for composite methods"):
         build("bct", gallery_path, term_weights={"bct": 2.0})
 

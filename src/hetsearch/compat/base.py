@@ -70,7 +70,7 @@ class SumOfTerms(nn.Module):
         self.gallery_model_id = ids.pop()
         self.summary = {"method": self.method, "term_weights": self.weights,
                         "terms": {name: term.summary for name, term in terms.items()}}
-        self.last_parts: dict[str, float] = {}
+        self.last_parts: dict[str, torch.Tensor] = {}
 
     def forward(self, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         parts = {name: term(embeddings, images, labels) for name, term in self.terms.items()}
@@ -106,6 +106,9 @@ def build_compat_term(cfg, *, run_dir: Path | None = None, **context) -> Compati
     stray = sorted(set(weights) - set(parts))
     if stray:
         raise ConfigError(f"compat.term_weights: {', '.join(stray)} not part of compat.method={cfg.method!r}")
+    bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+    if bad:
+        raise ConfigError(f"compat.term_weights: expected numbers, got {bad}")
     if len(parts) == 1 and weights:
         raise ConfigError("compat.term_weights: only for composite methods (e.g. bct+l2); "
                           "a single method is weighted by compat.weight")
