@@ -145,7 +145,7 @@ def test_fashion_mnist_download_failure_is_data_error(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     with pytest.raises(DataError, match="downloading Fashion-MNIST.*no network"):
-        load_source(DataConfig(root=str(tmp_path / "dl"), download=True))
+        load_source(DataConfig(root=str(tmp_path / "dl"), options={"download": True}))
 
 
 def test_fashion_mnist_mismatched_counts(tmp_path: Path) -> None:
@@ -200,7 +200,7 @@ def test_csv_loader_relative_and_absolute_paths(tmp_path: Path) -> None:
     rows = ["path,label", "../imgs/cat/00.png,10", "../imgs/cat/01.png,2", f"{tmp_path / 'imgs/dog/00.png'},2"]
     csv_file = tmp_path / "meta" / "list.csv"
     csv_file.write_text("\n".join(rows) + "\n")
-    ims = load_source(DataConfig(source="csv", csv_path=str(csv_file), channels=3, image_size=12))["all"]
+    ims = load_source(DataConfig(source="csv", options={"path": str(csv_file)}, channels=3, image_size=12))["all"]
     assert ims.classes == ["2", "10"]  # numeric names sort by value
     assert ims.labels.tolist() == [1, 0, 0]
     assert ims.images.shape == (3, 3, 12, 12)
@@ -211,8 +211,8 @@ def test_csv_bad_header(tmp_path: Path) -> None:
     csv_file = tmp_path / "x.csv"
     csv_file.write_text("file,class\na.png,1\n")
     with pytest.raises(DataError, match="x.csv.*header"):
-        load_source(DataConfig(source="csv", csv_path=str(csv_file)))
-    with pytest.raises(ConfigError, match="data.csv_path"):
+        load_source(DataConfig(source="csv", options={"path": str(csv_file)}))
+    with pytest.raises(ConfigError, match="data.options.path"):
         load_source(DataConfig(source="csv"))
 
 

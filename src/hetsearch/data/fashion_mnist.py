@@ -18,9 +18,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from dataclasses import dataclass
+
 from hetsearch.data.config import DataConfig
 from hetsearch.data.idx import read_idx
 from hetsearch.data.imageset import ImageSet
+from hetsearch.data.registry import DatasetSource, RawData, register_dataset
 from hetsearch.data.transforms import fit_tensor_images
 from hetsearch.errors import DataError
 
@@ -88,8 +91,24 @@ def _candidates(root: Path) -> list[Path]:
     return [root, root / "FashionMNIST" / "raw"]
 
 
+def _looks_like_image_folder(folder: Path) -> bool:
+    from hetsearch.data.fileset import IMAGE_EXTENSIONS
+
+    if not folder.is_dir():
+        return False
+    for i, path in enumerate(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            return True
+        if i > 2000:
+            break
+    return False
+
+
 def _missing_message(looked_in: list[Path]) -> str:
     where = ", ".join(str(p) for p in looked_in) or "(nowhere)"
+    if looked_in and _looks_like_image_folder(looked_in[0]):
+        return (f"{looked_in[0]} (data.root) holds image files, not the Fashion-MNIST IDX files that "
+                "data.source 'fashion_mnist' (the default) reads: set data.source=image_folder to use your images")
     return (
         "Fashion-MNIST not found (looked for train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
         f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] in: {where}). Get it with one of: "
@@ -163,9 +182,9 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load_fashion_mnist(cfg: DataConfig) -> dict[str, ImageSet]:
+def load_fashion_mnist(cfg: DataConfig, download: bool = False) -> dict[str, ImageSet]:
     """The official train (60k) and test (10k) splits, brought to ``cfg.channels``/``image_size``."""
-    folder = find_fashion_mnist(cfg.root, cfg.download)
+    folder = find_fashion_mnist(cfg.root, download)
     out: dict[str, ImageSet] = {}
     for split in ("train", "test"):
         images, labels = read_split(folder, split)
@@ -178,3 +197,28 @@ def load_fashion_mnist(cfg: DataConfig) -> dict[str, ImageSet]:
             sources=[f"fashion_mnist:{split}:{i}" for i in range(len(labels))],
         )
     return out
+
+
+@dataclass
+class FashionMnistOptions:
+    """``data.options`` of ``data.source: fashion_mnist``.
+
+    download: download with torchvision when the files are not found (needs internet); files go
+        to ``data.root`` or ``~/.cache/hetsearch/fashion_mnist``.
+    """
+
+    download: bool = False
+
+
+@register_dataset
+class FashionMnistDataset(DatasetSource):
+    name = "fashion_mnist"
+    help = "Fashion-MNIST (IDX files: the Debian package dataset-fashion-mnist, data.root, or a download)"
+    Options = FashionMnistOptions
+    legacy_keys = {"download": "download"}
+    in_memory_only = True
+
+    def load(self, cfg: DataConfig, options: FashionMnistOptions) -> RawData:
+        splits = load_fashion_mnist(cfg, options.download)
+        return RawData(splits=splits, classes=list(FASHION_MNIST_CLASSES), layout="IDX files, official train/test",
+                       root=str(cfg.root or "dataset-fashion-mnist"))

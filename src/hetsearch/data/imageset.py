@@ -1,7 +1,8 @@
 """`ImageSet`: a labelled set of images held in memory as one uint8 tensor.
 
-Data sets here are small enough (Fashion-MNIST: 70k x 28 x 28 bytes = 55 MB) to decode once at
-load time and keep in memory; training then slices tensors instead of decoding files per step.
+The fast path for sets that fit in memory (Fashion-MNIST: 70k x 28 x 28 bytes = 55 MB): decode
+once, then training slices tensors instead of decoding files per step. Larger image folders stay
+on disk as a `FileSet` (hetsearch.data.fileset) and are streamed (``data.storage``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class ImageSet:
 
     Attributes:
         images: uint8 tensor (N, C, H, W), C = 1 or 3.
-        labels: int64 tensor (N,), indices into ``classes``. After `make_splits` every set uses
+        labels: int64 tensor (N,), indices into ``classes`` (-1: unlabelled). After `make_splits` every set uses
             the full class list, so labels of training and query sets are comparable.
         classes: class names (index -> name).
         sources: per item, the file path or e.g. ``"fashion_mnist:train:123"`` (for reports and
@@ -51,8 +52,8 @@ class ImageSet:
                 f"ImageSet: {n} images, {self.labels.shape[0]} labels and {len(self.sources)} sources; "
                 "expected equal counts"
             )
-        if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
-            raise ValueError(f"ImageSet.labels: values must lie in [0, {len(self.classes)})")
+        if n and (int(self.labels.min()) < -1 or int(self.labels.max()) >= len(self.classes)):
+            raise ValueError(f"ImageSet.labels: values must lie in [0, {len(self.classes)}) (or -1: unlabelled)")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -80,5 +81,6 @@ class ImageSet:
 
     def class_counts(self) -> dict[str, int]:
         """Items per class name (classes with no items are left out)."""
-        counts = torch.bincount(self.labels.cpu(), minlength=len(self.classes)).tolist()
+        labels = self.labels.cpu()
+        counts = torch.bincount(labels[labels >= 0], minlength=len(self.classes)).tolist()
         return {name: c for name, c in zip(self.classes, counts) if c}

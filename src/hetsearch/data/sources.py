@@ -1,27 +1,41 @@
-"""`load_source`: the raw data of the configured source, before any protocol split."""
+"""`load_raw` / `load_source`: the raw data of the configured data set, before any protocol split.
+
+The data set is looked up in the registry (`hetsearch.data.registry`); nothing here knows the
+names of the built-in data sets.
+"""
 
 from __future__ import annotations
 
 from hetsearch.data.config import DataConfig
 from hetsearch.data.imageset import ImageSet
+from hetsearch.data.registry import RawData, get_dataset
+
+
+def load_raw(cfg: DataConfig) -> RawData:
+    """The data set's own splits (ImageSets or FileSets), its classes and layout.
+
+    Raises ConfigError for invalid settings, DataError for missing or unreadable data (with a
+    hint on how to get it).
+    """
+    cfg.validate()
+    dataset = get_dataset(cfg.source)
+    return dataset().load(cfg, cfg.source_options())
 
 
 def load_source(cfg: DataConfig) -> dict[str, ImageSet]:
-    """``{"train", "test"}`` for sources with an official split (Fashion-MNIST), else ``{"all"}``.
+    """Every split of the data set decoded into memory: ``{"train", "test"}`` (official splits, e.g.
+    Fashion-MNIST), ``{"train", "query", "gallery"}``, or ``{"all"}``; optionally with ``"val"``.
 
-    Images come back as uint8 (N, channels, image_size, image_size); labels index into the
-    source's class list. Raises ConfigError for invalid settings, DataError for missing or
-    unreadable data (with a hint on how to get it).
+    Images come back as uint8 (N, channels, image_size, image_size); labels index into the data
+    set's class list.
     """
-    cfg.validate()
-    if cfg.source == "fashion_mnist":
-        from hetsearch.data.fashion_mnist import load_fashion_mnist
+    raw = load_raw(cfg)
+    return {name: materialize(part, cfg, f"{raw.root} [{name}]") for name, part in raw.splits.items()}
 
-        return load_fashion_mnist(cfg)
-    if cfg.source == "image_folder":
-        from hetsearch.data.files import load_image_folder
 
-        return load_image_folder(cfg)
-    from hetsearch.data.files import load_csv
-
-    return load_csv(cfg)
+def materialize(part, cfg: DataConfig, what: str = "") -> ImageSet:
+    """An ImageSet as is; a FileSet decoded (in ``data.num_workers`` processes when it is large)."""
+    if isinstance(part, ImageSet):
+        return part
+    workers = 0 if len(part) < 2048 else cfg.num_workers
+    return part.materialize(num_workers=workers, what=what)

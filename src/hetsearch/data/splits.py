@@ -1,16 +1,29 @@
 """`make_splits`: train / val / query / gallery sets for the closed- or open-set protocol.
 
-Closed set: training and test share all classes. Fashion-MNIST uses its official train/test
-split; user data gets a stratified, seeded ``test_fraction`` split.
-Open set: the classes are split (seeded) into disjoint training and test classes; train/val
-hold only training classes, query/gallery only test classes. Fashion-MNIST takes the training
-classes from its official train split and the test classes from its official test split (so no
-test image is ever trained on, and the train-split images of test classes are unused); user data
-uses all images of each class group.
+Official splits (a data set that defines train/test or train/query/gallery: Fashion-MNIST, an
+image folder ``ROOT/{train,test}/CLASS/*``, a CSV split column) are used as given. Data without
+them (one pool) gets a stratified, seeded ``test_fraction`` split (closed set) or a seeded split
+of its classes (open set).
 
-Always: val is a stratified seeded ``val_fraction`` of the training split (never of the test
-split); query = test split; gallery = the whole training split, val items included ("train") or the test split itself
+Protocol ``auto`` (default): the data decides. One pool or official test classes that are all
+training classes: closed set. Official test classes not all among the training classes (new
+identities at test time): open set, splits as given. An explicit ``open_set`` on official splits
+that share classes splits the classes (seeded): training classes from the train split, test
+classes from the test split, so no test image is ever trained on. An explicit ``closed_set`` on
+official splits with unseen test classes is an error.
+
+Always: val is the official val split, or a stratified seeded ``val_fraction`` of the training
+split (never of the test split); query = test (or query) split; gallery = the official gallery
+split, the whole training split, val items included ("train"), or the test split itself
 ("test_rest": each query is then excluded from its own results, ``exclude_self=True``).
+
+A validation split in which no class has two images cannot be scored (retrieval needs a relevant
+item): validation is then skipped with a warning naming ``data.val_fraction``, and a carved-out
+split is given back to training.
+
+Storage (``data.storage``): "memory" decodes every set into one uint8 tensor; "stream" leaves
+the training split on disk as a FileSet, decoded and augmented on the fly by DataLoader workers
+(`hetsearch.data.loader`); "auto" streams when the decoded sets would exceed ``stream_above_gb``.
 Labels keep indexing the full class list so training and query labels are comparable.
 Separate random streams (derived from ``seed``) drive the class split, the item caps and the
 val/test splits, so e.g. changing ``val_fraction`` does not change which classes are held out.
@@ -18,6 +31,7 @@ val/test splits, so e.g. changing ``val_fraction`` does not change which classes
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -25,8 +39,10 @@ from typing import Any, Optional
 import torch
 
 from hetsearch.data.config import DataConfig
+from hetsearch.data.fileset import FileSet
 from hetsearch.data.imageset import ImageSet
-from hetsearch.data.sources import load_source
+from hetsearch.data.registry import RawData, get_dataset
+from hetsearch.data.sources import load_raw, materialize
 from hetsearch.errors import ConfigError, DataError
 
 
@@ -45,7 +61,7 @@ class Splits:
         skipped: unreadable files skipped while loading (``on_bad_image: skip``).
     """
 
-    train: ImageSet
+    train: ImageSet | FileSet   # a FileSet when streamed (data.storage)
     val: ImageSet
     query: ImageSet
     gallery: ImageSet
@@ -112,98 +128,200 @@ def split_classes(num_classes: int, train_fraction: float, generator: torch.Gene
     return sorted(perm[:n_train]), sorted(perm[n_train:])
 
 
-def _restrict(ims: ImageSet, classes: list[int]) -> ImageSet:
+def _restrict(ims, classes: list[int]):
     return ims.subset(torch.isin(ims.labels.cpu(), torch.tensor(classes, dtype=torch.int64)))
 
 
-def _cap(ims: ImageSet, limit: Optional[int], generator: torch.Generator) -> ImageSet:
+def _cap(ims, limit: Optional[int], generator: torch.Generator):
     if limit is None or limit >= len(ims):
         return ims
     _, keep = stratified_split(ims.labels, int(limit), generator)
     return ims.subset(keep)
 
 
-def make_splits(cfg: DataConfig) -> Splits:
-    """Load the configured source and build train / val / query / gallery (see module doc)."""
+def say(message: str) -> None:
+    """One line about the data, on stderr (what was found, what was decided)."""
+    print(f"data: {message}", file=sys.stderr, flush=True)
+
+
+def scorable(labels: torch.Tensor) -> bool:
+    """True when some class has two items, so retrieval among the items can be scored."""
+    labels = labels.cpu()
+    labels = labels[labels >= 0]
+    return bool(labels.numel()) and int(torch.bincount(labels).max()) >= 2
+
+
+def _present(*sets) -> set[int]:
+    return {c for ims in sets if ims is not None for c in torch.unique(ims.labels.cpu()).tolist() if c >= 0}
+
+
+def _storage(cfg: DataConfig, raw: RawData, pools: list) -> str:
+    if get_dataset(cfg.source).in_memory_only or not any(isinstance(p, FileSet) for p in pools):
+        return "memory"
+    if cfg.storage != "auto":
+        return cfg.storage
+    total = sum(p.nbytes for p in pools if isinstance(p, FileSet))
+    return "stream" if total > float(cfg.stream_above_gb) * 1e9 else "memory"
+
+
+def make_splits(cfg: DataConfig, raw: RawData | None = None) -> Splits:
+    """Load the configured data set and build train / val / query / gallery (see module doc)."""
     cfg.validate()
-    raw = load_source(cfg)
-    skipped = [path for ims in raw.values() for path in ims.skipped]
-    any_set = next(iter(raw.values()))
-    classes = list(any_set.classes)
+    raw = raw if raw is not None else load_raw(cfg)
+    if not raw.labelled:
+        raise DataError(f"{raw.root}: unlabelled images (layout {raw.layout}); training and evaluation here need "
+                        "class labels: ROOT/CLASS/*, ROOT/{train,test}/CLASS/* or ROOT/{train,query,gallery}/CLASS/*")
+    classes = list(raw.classes)
     num_classes = len(classes)
-    official = "train" in raw
+    parts = raw.splits
+    official_val = parts.get("val")
+    gallery_pool = None
 
-    # 1) Class groups.
-    if cfg.protocol == "open_set":
-        train_classes, test_classes = split_classes(
-            num_classes, float(cfg.open_set_train_fraction), _generator(cfg.seed, "open_set_classes")
-        )
-    else:
-        train_classes = test_classes = list(range(num_classes))
-
-    # 2) Training pool and test split.
-    if official:
-        train_pool, test_pool = raw["train"], raw["test"]
-        if cfg.protocol == "open_set":
-            train_pool, test_pool = _restrict(train_pool, train_classes), _restrict(test_pool, test_classes)
-        test_desc = "official test split"
-    else:
-        everything = raw["all"]
-        if cfg.protocol == "open_set":
+    # 1) Protocol, class groups, training pool and test split.
+    if not raw.official:
+        everything = parts["all"]
+        protocol = "closed_set" if cfg.protocol == "auto" else cfg.protocol
+        if protocol == "open_set":
+            train_classes, test_classes = split_classes(
+                num_classes, float(cfg.open_set_train_fraction), _generator(cfg.seed, "open_set_classes"))
             train_pool, test_pool = _restrict(everything, train_classes), _restrict(everything, test_classes)
             test_desc = "all items of the test classes"
         else:
+            train_classes = test_classes = list(range(num_classes))
             rest, held = stratified_split(everything.labels, float(cfg.test_fraction), _generator(cfg.seed, "test"))
             train_pool, test_pool = everything.subset(rest), everything.subset(held)
             test_desc = f"stratified {cfg.test_fraction:g} of all items"
+        protocol_note = ""
+    else:
+        train_pool = parts["train"]
+        test_name = "test" if "test" in parts else "query"
+        test_pool, gallery_pool = parts[test_name], parts.get("gallery")
+        seen, tested = _present(train_pool), _present(test_pool, gallery_pool)
+        unseen = sorted(tested - seen)
+        if cfg.protocol == "closed_set" and unseen:
+            raise ConfigError(
+                f"data.protocol: 'closed_set', but {len(unseen)} of the {len(tested)} test classes of {raw.root} "
+                f"never occur in its training split (e.g. {classes[unseen[0]]!r}); use data.protocol=open_set "
+                "(or auto) to score new classes")
+        protocol = ("closed_set" if not unseen else "open_set") if cfg.protocol == "auto" else cfg.protocol
+        test_desc = f"official {test_name} split"
+        if protocol == "open_set" and cfg.protocol == "open_set" and seen & tested:
+            # shared classes: split them, train classes from the train split, test classes from the test split
+            train_classes, test_classes = split_classes(
+                num_classes, float(cfg.open_set_train_fraction), _generator(cfg.seed, "open_set_classes"))
+            train_pool, test_pool = _restrict(train_pool, train_classes), _restrict(test_pool, test_classes)
+            gallery_pool = _restrict(gallery_pool, test_classes) if gallery_pool is not None else None
+            official_val = _restrict(official_val, train_classes) if official_val is not None else None
+            protocol_note = "classes split into disjoint training and test classes"
+        else:
+            train_classes, test_classes = sorted(seen), sorted(tested)
+            shared = len(set(train_classes) & set(test_classes))
+            protocol_note = ("test classes are training classes" if protocol == "closed_set" else
+                             f"{len(unseen)} of {len(test_classes)} test classes are new (not in training)"
+                             + (f", {shared} seen in training" if shared else ""))
 
-    # 3) Optional caps for quick runs (stratified, seeded), then the validation split.
+    # 2) Optional caps for quick runs (stratified, seeded).
     train_pool = _cap(train_pool, cfg.max_train_items, _generator(cfg.seed, "max_train_items"))
     test_pool = _cap(test_pool, cfg.max_test_items, _generator(cfg.seed, "max_test_items"))
+    if gallery_pool is not None:
+        gallery_pool = _cap(gallery_pool, cfg.max_test_items, _generator(cfg.seed, "max_gallery_items"))
     if len(train_pool) == 0 or len(test_pool) == 0:
         raise DataError(
             f"data: empty split (train {len(train_pool)} items, test {len(test_pool)} items); "
             "the data set is too small for this protocol"
         )
-    train_idx, val_idx = stratified_split(train_pool.labels, float(cfg.val_fraction), _generator(cfg.seed, "val"))
-    train, val = train_pool.subset(train_idx), train_pool.subset(val_idx)
+
+    # 3) Memory or stream; decode what is held in memory.
+    storage = _storage(cfg, raw, [p for p in (train_pool, test_pool, gallery_pool, official_val) if p is not None])
+    where = raw.root
+    if storage == "memory":
+        train_pool = materialize(train_pool, cfg, f"{where} [train]")
+    test_pool = materialize(test_pool, cfg, f"{where} [{'test' if gallery_pool is None else 'query'}]")
+    if gallery_pool is not None:
+        gallery_pool = materialize(gallery_pool, cfg, f"{where} [gallery]")
+    if official_val is not None:
+        official_val = materialize(official_val, cfg, f"{where} [val]")
+    skipped = [p for ims in (train_pool, test_pool, gallery_pool, official_val) if ims is not None
+               for p in getattr(ims, "skipped", [])]
+
+    # 4) Validation split (official, or carved from the training split), and whether it can be scored.
+    if official_val is not None:
+        train, val = train_pool, official_val
+        val_desc = f"official val split ({len(val)} items)"
+    else:
+        train_idx, val_idx = stratified_split(train_pool.labels, float(cfg.val_fraction), _generator(cfg.seed, "val"))
+        train, val = train_pool.subset(train_idx), train_pool.subset(val_idx)
+        val_desc = f"stratified {cfg.val_fraction:g} of the training split ({len(val)} items)"
+    if len(val) and not scorable(val.labels):
+        what = "the official val split" if official_val is not None else f"data.val_fraction={cfg.val_fraction:g}"
+        say(f"warning: {what} gives a validation split of {len(val)} item(s) with at most one image per class, "
+            "so validation retrieval cannot be scored (a query needs another image of its class); validation is "
+            "skipped" + ("" if official_val is not None else " and those items are trained on")
+            + ". To validate, raise data.val_fraction (e.g. 0.3) or add images; to silence this, set "
+            "data.val_fraction=0 or runtime.eval_every=0.")
+        if official_val is None:
+            train = train_pool
+        val = val.subset(slice(0, 0))
+        val_desc = "none (validation skipped: at most one image per class)"
+    if isinstance(val, FileSet):
+        val = val.materialize(num_workers=0, what=f"{where} [val]")
     if len(train) == 0:
         raise DataError(f"data: no training items left after the validation split (data.val_fraction={cfg.val_fraction})")
 
-    # 4) Query and gallery.
-    gallery_mode = cfg.resolved_gallery()
-    if gallery_mode == "train" and cfg.protocol == "open_set":  # validate() already rejects this
-        raise ConfigError("data.gallery: 'train' is invalid with the open-set protocol")
+    # 5) Query and gallery.
+    if cfg.gallery == "auto":
+        gallery_mode = "gallery_split" if gallery_pool is not None else cfg.resolved_gallery(protocol)
+    else:
+        gallery_mode = cfg.gallery
+    if gallery_mode == "train" and protocol == "open_set":
+        raise ConfigError("data.gallery: 'train' is invalid with the open-set protocol (the training classes never "
+                          "occur among the queries); use 'test_rest' or 'auto'")
     query = test_pool
     # The gallery is the whole training split: validation items are held out from fitting only,
     # and an index of "the training images" should hold all of them.
-    gallery = train_pool if gallery_mode == "train" else test_pool
+    if gallery_mode == "train":
+        gallery = train_pool  # streamed: a FileSet, decoded only if an evaluation asks for its images
+        gallery_desc = f"whole training split, validation items included ({len(gallery)} items)"
+    elif gallery_mode == "gallery_split":
+        gallery = gallery_pool
+        gallery_desc = f"official gallery split ({len(gallery)} items)"
+    else:
+        gallery = test_pool
+        gallery_desc = f"the test split itself ({len(gallery)} items); each query is excluded from its own results"
     exclude_self = gallery_mode == "test_rest"
 
     names = lambda idx: [classes[i] for i in idx]  # noqa: E731
-    protocol: dict[str, Any] = {
-        "protocol": cfg.protocol,
+    protocol_info: dict[str, Any] = {
+        "protocol": protocol,
+        "protocol_requested": cfg.protocol,
         "source": cfg.source,
+        "root": raw.root,
+        "layout": raw.layout,
+        "official_splits": raw.official,
         "seed": cfg.seed,
         "num_classes": num_classes,
         "train_classes": names(train_classes),
         "test_classes": names(test_classes),
         "train": f"training split minus validation ({len(train)} items, {len(train_classes)} classes)",
-        "val": f"stratified {cfg.val_fraction:g} of the training split ({len(val)} items)",
+        "val": val_desc,
         "query": f"test split: {test_desc} ({len(query)} items, {len(test_classes)} classes)",
-        "gallery": (
-            f"whole training split, validation items included ({len(gallery)} items)"
-            if gallery_mode == "train"
-            else f"the test split itself ({len(gallery)} items); each query is excluded from its own results"
-        ),
+        "gallery": gallery_desc,
         "gallery_mode": gallery_mode,
         "gallery_requested": cfg.gallery,
         "exclude_self": exclude_self,
+        "storage": storage,
         "counts": {"train": len(train), "val": len(val), "query": len(query), "gallery": len(gallery)},
         "skipped_images": len(skipped),
     }
+    if protocol_note:
+        protocol_info["protocol_note"] = protocol_note
     if cfg.max_train_items is not None or cfg.max_test_items is not None:
-        protocol["caps"] = {"max_train_items": cfg.max_train_items, "max_test_items": cfg.max_test_items}
+        protocol_info["caps"] = {"max_train_items": cfg.max_train_items, "max_test_items": cfg.max_test_items}
+    if raw.official or cfg.source != "fashion_mnist" or protocol != "closed_set":
+        say(f"{cfg.source} {raw.root}: layout {raw.layout}; {protocol}"
+            + (f" ({protocol_note})" if protocol_note else "")
+            + f"; train {len(train)}, val {len(val)}, query {len(query)}, gallery {len(gallery)} ({gallery_mode})"
+            + f"; {'streamed from disk' if storage == 'stream' else 'in memory'}")
     return Splits(
         train=train,
         val=val,
@@ -213,6 +331,6 @@ def make_splits(cfg: DataConfig) -> Splits:
         train_classes=list(train_classes),
         test_classes=list(test_classes),
         exclude_self=exclude_self,
-        protocol=protocol,
+        protocol=protocol_info,
         skipped=skipped,
     )

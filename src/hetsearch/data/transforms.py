@@ -18,11 +18,32 @@ from PIL import Image, ImageOps
 _MODES = {1: "L", 3: "RGB"}
 
 
-def fit_pil_image(img: Image.Image, channels: int, image_size: int, resize: str = "center_crop") -> np.ndarray:
-    """A decoded PIL image as uint8 (C, H, W) with C = ``channels`` and H = W = ``image_size``."""
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+DEFAULT_BACKGROUND = (255, 255, 255)
+
+
+def has_alpha(img: Image.Image) -> bool:
+    """True when the image carries transparency (an alpha band, or a palette/tRNS transparent colour)."""
+    return img.mode in _ALPHA_MODES or "transparency" in img.info
+
+
+def composite_alpha(img: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> Image.Image:
+    """An RGB image: ``img`` composited over a solid ``background`` (alpha-weighted)."""
+    rgba = img.convert("RGBA")
+    base = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+    return Image.alpha_composite(base, rgba).convert("RGB")
+
+
+def fit_pil_image(img: Image.Image, channels: int, image_size: int, resize: str = "center_crop",
+                  background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> np.ndarray:
+    """A decoded PIL image as uint8 (C, H, W) with C = ``channels`` and H = W = ``image_size``.
+
+    Transparent pixels are composited on ``background`` (``data.background``), never dropped:
+    a transparent pixel's stored colour is arbitrary (often black).
+    """
     img = ImageOps.exif_transpose(img)  # photos from phones store rotation in EXIF
-    if img.mode in ("P", "PA"):
-        img = img.convert("RGBA")  # palette transparency is resolved before dropping alpha
+    if has_alpha(img):
+        img = composite_alpha(img, background)
     if img.mode != _MODES[channels]:
         img = img.convert(_MODES[channels])
     width, height = img.size

@@ -1,31 +1,31 @@
 """What goes into a gallery index: images (as the gallery model sees them) with their metadata.
 
 Sources:
-* ``dataset_items("fashion_mnist:train")``: a split of a data source known to `hetsearch.data`;
-  each item's source reads ``fashion_mnist:train:123``.
+* ``dataset_items("SOURCE:SPLIT")``: a split of any registered data set (`hetsearch.data.registry`),
+  e.g. ``fashion_mnist:train`` (items read ``fashion_mnist:train:123``) or ``image_folder:gallery``
+  with ``root=ROOT`` (items are the image paths); ``SOURCE:all`` for data sets without splits.
 * ``folder_items(DIR)``: every image file under DIR (recursively); the label is the name of the
   first-level sub-folder holding the file (none for files directly in DIR).
 * ``csv_items(FILE)``: a CSV with header ``path,label[,more columns]``; relative paths are relative
   to the CSV's folder, and the extra columns become the item's user fields.
+
+Files are decoded with the data layer's `DecodeSpec` (channels, size, resize mode, background of
+the gallery model's training data), in parallel worker processes for large galleries.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
-from hetsearch.data.config import DataConfig
-from hetsearch.data.files import IMAGE_EXTENSIONS, decode_image
+from hetsearch.data.fileset import IMAGE_EXTENSIONS, DecodeSpec, iterate_decoded
 from hetsearch.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -47,58 +47,88 @@ class GalleryItems:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def head(self, limit: Optional[int]) -> "GalleryItems":
+        """The first ``limit`` items (all when None)."""
+        if limit is None or limit >= len(self):
+            return self
+        return GalleryItems(images=self.images[:limit], sources=self.sources[:limit], labels=self.labels[:limit],
+                            fields=self.fields[:limit], skipped=self.skipped, origin=self.origin)
+
 
 def parse_dataset_spec(spec: str) -> tuple[str, str]:
-    """``"fashion_mnist:train"`` -> ("fashion_mnist", "train")."""
+    """``"fashion_mnist:train"`` -> ("fashion_mnist", "train"); the source must be a registered data set."""
+    from hetsearch.data.registry import list_datasets
+
     source, _, split = spec.partition(":")
     if not source or not split:
-        raise ConfigError(f"--dataset: got {spec!r}, expected SOURCE:SPLIT, e.g. fashion_mnist:train")
-    if source != "fashion_mnist":
-        raise ConfigError(f"--dataset: source {source!r} is not a built-in data set (known: fashion_mnist); "
-                          "for your own images use --images DIR or --csv FILE")
+        raise ConfigError(f"--dataset: got {spec!r}, expected SOURCE:SPLIT, e.g. fashion_mnist:train or "
+                          f"image_folder:test (data sets: {', '.join(list_datasets())})")
+    if source not in list_datasets():
+        raise ConfigError(f"--dataset: {source!r} is not a registered data set (known: {', '.join(list_datasets())}); "
+                          "or use --images DIR / --csv FILE")
     return source, split
 
 
 def dataset_items(spec: str, channels: int, image_size: int, *, root: Optional[str] = None,
-                  limit: Optional[int] = None) -> GalleryItems:
-    from hetsearch.data import load_source
+                  limit: Optional[int] = None, resize: str = "center_crop", background: str = "white",
+                  options: Optional[dict] = None, num_workers: Optional[int] = None) -> GalleryItems:
+    """A split of a registered data set, decoded at the gallery model's input size."""
+    from hetsearch.data import DataConfig, load_raw
+    from hetsearch.data.sources import materialize
 
     source, split = parse_dataset_spec(spec)
-    cfg = DataConfig(source=source, root=root, channels=channels, image_size=image_size)
-    splits = load_source(cfg)
-    if split not in splits:
-        raise ConfigError(f"--dataset: {source} has splits {', '.join(splits)}, not {split!r}")
-    data = splits[split]
+    cfg = DataConfig(source=source, root=root, options=dict(options or {}), channels=channels, image_size=image_size,
+                     resize=resize, background=background, num_workers=num_workers)
+    raw = load_raw(cfg)
+    if split not in raw.splits:
+        raise ConfigError(f"--dataset: {source} at {raw.root} (layout {raw.layout}) has splits "
+                          f"{', '.join(raw.splits)}, not {split!r}")
+    part = raw.splits[split]
     if limit is not None:
-        data = data.subset(slice(0, limit))
-    labels = [data.classes[i] for i in data.labels.tolist()]
-    return GalleryItems(images=data.images, sources=list(data.sources), labels=labels,
-                        origin={"kind": "dataset", "spec": spec, "root": root, "limit": limit})
+        part = part.subset(slice(0, limit))
+    data = materialize(part, cfg, f"{raw.root} [{split}]")
+    labels = [data.classes[i] if i >= 0 else None for i in data.labels.tolist()]
+    return GalleryItems(images=data.images, sources=list(data.sources), labels=labels, skipped=list(data.skipped),
+                        origin={"kind": "dataset", "spec": spec, "root": root, "limit": limit, "layout": raw.layout})
 
 
-def _decode_all(paths: list[Path], cfg: DataConfig, on_bad_image: str, progress: bool):
-    arrays, kept, skipped = [], [], []
-    iterator = paths
+def _decode_all(paths: list[Path], spec: DecodeSpec, progress: bool, num_workers: Optional[int] = None):
+    from hetsearch.data.fileset import default_workers
+
+    workers = (default_workers() if num_workers is None else num_workers) if len(paths) >= 2048 else 0
+    parts, kept, skipped = [], [], []
+    chunks = iterate_decoded([str(p) for p in paths], spec, num_workers=workers, chunk=256)
     if progress:
         from rich.progress import track
 
-        iterator = track(paths, description="decoding", total=len(paths))
-    for path in iterator:
-        try:
-            arrays.append(decode_image(path, cfg))
-            kept.append(path)
-        except DataError as exc:
-            if on_bad_image == "fail":
-                raise DataError(f"{exc} (use --on-bad-image skip to skip unreadable files)") from None
-            log.warning("skipping %s", exc)
-            skipped.append(str(path))
-    if not arrays:
+        chunks = track(chunks, description="decoding", total=(len(paths) + 255) // 256)
+    start = 0
+    for images, ok, errors in chunks:
+        n = int(ok.shape[0])
+        if errors:
+            if spec.on_bad_image == "fail":
+                raise DataError(f"{errors[0]} (use --on-bad-image skip to skip unreadable files)")
+            for message in errors:
+                log.warning("skipping %s", message)
+        for path, good in zip(paths[start:start + n], ok.tolist()):
+            (kept if good else skipped).append(path if good else str(path))
+        parts.append(images)
+        start += n
+    if not kept:
         raise DataError(f"no readable images among {len(paths)} file(s) ({len(skipped)} skipped)")
-    return torch.from_numpy(np.stack(arrays)), kept, skipped
+    return torch.cat(parts), kept, skipped
+
+
+def _spec(channels: int, image_size: int, resize: str, background, on_bad_image: str) -> DecodeSpec:
+    from hetsearch.data import DataConfig
+
+    rgb = DataConfig(background=background).background_rgb() if isinstance(background, str) else tuple(background)
+    return DecodeSpec(channels=channels, image_size=image_size, resize=resize, background=rgb, on_bad_image=on_bad_image)
 
 
 def folder_items(root: str | Path, channels: int, image_size: int, resize: str = "center_crop", *,
-                 on_bad_image: str = "fail", progress: bool = False) -> GalleryItems:
+                 on_bad_image: str = "fail", progress: bool = False, background="white",
+                 num_workers: Optional[int] = None) -> GalleryItems:
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (--images expects a folder of image files)")
@@ -106,30 +136,24 @@ def folder_items(root: str | Path, channels: int, image_size: int, resize: str =
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not paths:
         raise DataError(f"{root}: no image files (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    cfg = DataConfig(source="image_folder", channels=channels, image_size=image_size, resize=resize)
-    images, kept, skipped = _decode_all(paths, cfg, on_bad_image, progress)
+    spec = _spec(channels, image_size, resize, background, on_bad_image)
+    images, kept, skipped = _decode_all(paths, spec, progress, num_workers)
     labels = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in kept]
     return GalleryItems(images=images, sources=[str(p) for p in kept], labels=labels, skipped=skipped,
                         origin={"kind": "images", "root": str(root)})
 
 
 def csv_items(csv_file: str | Path, channels: int, image_size: int, resize: str = "center_crop", *,
-              on_bad_image: str = "fail", progress: bool = False) -> GalleryItems:
+              on_bad_image: str = "fail", progress: bool = False, background="white",
+              num_workers: Optional[int] = None) -> GalleryItems:
+    from hetsearch.data.files import read_csv_rows
+
     csv_file = Path(csv_file).expanduser().absolute()
-    try:
-        with open(csv_file, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            header = [name.strip() for name in reader.fieldnames or []]
-    except FileNotFoundError:
-        raise DataError(f"{csv_file}: CSV file not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{csv_file}: cannot read CSV ({exc})") from None
+    rows, header = read_csv_rows(csv_file)
     if "path" not in header:
         raise DataError(f"{csv_file}: header {header} lacks 'path' (expected 'path[,label,...]')")
     entries = []
     for line_no, row in enumerate(rows, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
         if not row.get("path"):
             raise DataError(f"{csv_file}, line {line_no}: empty path")
         path = Path(row.pop("path")).expanduser()
@@ -137,10 +161,16 @@ def csv_items(csv_file: str | Path, channels: int, image_size: int, resize: str 
         entries.append((path if path.is_absolute() else csv_file.parent / path, label, row))
     if not entries:
         raise DataError(f"{csv_file}: no rows after the header")
-    cfg = DataConfig(source="csv", channels=channels, image_size=image_size, resize=resize)
-    images, kept, skipped = _decode_all([e[0] for e in entries], cfg, on_bad_image, progress)
+    spec = _spec(channels, image_size, resize, background, on_bad_image)
+    images, kept, skipped = _decode_all([e[0] for e in entries], spec, progress, num_workers)
     kept_set = {str(p) for p in kept}
     entries = [e for e in entries if str(e[0]) in kept_set]
     return GalleryItems(images=images, sources=[str(e[0]) for e in entries], labels=[e[1] for e in entries],
                         fields=[e[2] for e in entries], skipped=skipped,
                         origin={"kind": "csv", "file": str(csv_file)})
+
+
+def background_of(meta) -> str:
+    """The colour transparent pixels were composited on in the model's training data (default white)."""
+    data = (getattr(meta, "config", None) or {}).get("data", {}) or {}
+    return data.get("background", "white") or "white"

@@ -1,0 +1,105 @@
+"""Data-set registry: `get_dataset(name)` instead of if/else ladders over source names.
+
+A data set is a class registered with `@register_dataset` that declares
+
+* ``name``: the value of ``data.source``;
+* ``Options``: a dataclass of its own typed options (``data.options.KEY``), built by the config
+  loader with the same rules as every other section (unknown keys list the valid ones);
+* ``legacy_keys``: flat ``data.KEY`` fields of older configs that now live in its options
+  (e.g. ``data.csv_path`` -> ``data.options.path``), so old checkpoints and YAML still load;
+* ``load(cfg, options) -> RawData``: the raw splits before any protocol split.
+
+``RawData.splits`` holds the splits the data set defines itself: ``{"all"}`` (one pool, split by
+the protocol), ``{"train", "test"}`` or ``{"train", "query", "gallery"}`` (official splits, used
+as given), optionally with ``"val"``. Each split is an `ImageSet` (in memory) or a `FileSet`
+(files, decoded when needed); labels of all splits index ``classes``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hetsearch.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hetsearch.data.config import DataConfig
+
+
+@dataclass
+class RawData:
+    """What a data set holds, before the protocol splits it.
+
+    Attributes:
+        splits: split name -> ImageSet or FileSet (see module doc for the names).
+        classes: the class names every split's labels index.
+        layout: how the data set is organised, for people, e.g. ``ROOT/{train,test}/CLASS/*``.
+        root: where it was read from (folder or file), for messages.
+        labelled: False for unlabelled images (labels are all -1, ``classes`` is empty).
+        skipped: unreadable files left out while listing (``on_bad_image: skip``).
+    """
+
+    splits: dict[str, Any]
+    classes: list[str]
+    layout: str
+    root: str = ""
+    labelled: bool = True
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def official(self) -> bool:
+        """True when the data set defines its own train/test (or train/query/gallery) splits."""
+        return "all" not in self.splits
+
+
+class DatasetSource:
+    """Base class of a registered data set (see module doc)."""
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    Options: ClassVar[type]
+    legacy_keys: ClassVar[dict[str, str]] = {}
+    # True when the data is always decoded into memory (e.g. IDX files): `data.storage` is ignored
+    in_memory_only: ClassVar[bool] = False
+
+    def load(self, cfg: "DataConfig", options: Any) -> RawData:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+_DATASETS: dict[str, type[DatasetSource]] = {}
+_BUILTIN_MODULES = ("hetsearch.data.fashion_mnist", "hetsearch.data.files")
+
+
+def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:
+    """Class decorator: make ``cls`` available as ``data.source: cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__}: a registered data set needs a name")
+    if cls.name in _DATASETS and _DATASETS[cls.name] is not cls:
+        raise ValueError(f"data set {cls.name!r} is registered twice")
+    _DATASETS[cls.name] = cls
+    return cls
+
+
+def _import_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def list_datasets() -> list[str]:
+    _import_builtins()
+    return sorted(_DATASETS)
+
+
+def get_dataset(name: str) -> type[DatasetSource]:
+    """The registered data set class; ConfigError listing the known names otherwise."""
+    _import_builtins()
+    if name not in _DATASETS:
+        raise ConfigError(f"data.source: unknown data set {name!r}; known: {', '.join(sorted(_DATASETS))}")
+    return _DATASETS[name]
+
+
+def all_legacy_keys() -> dict[str, dict[str, str]]:
+    """data set name -> {old flat data.KEY: option name}."""
+    _import_builtins()
+    return {name: dict(cls.legacy_keys) for name, cls in _DATASETS.items() if cls.legacy_keys}
