@@ -125,8 +125,13 @@ def test_add_and_remove_update_incrementally(tmp_path, gallery, index_type):
     _, more = add_items(tmp_path / "idx", gallery, make_items(1, prefix="again"))
     assert more == [46]
     with pytest.raises(HetsearchError, match="no items with id/source 999"):
-        remove_items(tmp_path / "idx", ids=[999, 1])
+        remove_items(tmp_path / "idx", ids=[999, 1], strict=True)
     assert len(open_index(tmp_path / "idx")) == 44  # nothing removed
+    # without strict, an unknown id is reported and the known ones are removed
+    manifest, removed = remove_items(tmp_path / "idx", ids=[999, 1, 2**70])
+    assert removed == [1] and sorted(manifest["history"][-1]["not_found"]) == sorted(["999", str(2**70)])
+    with pytest.raises(HetsearchError, match="nothing removed"):
+        remove_items(tmp_path / "idx", ids=[999])
 
 
 def test_rebuild_changes_type_without_reembedding(tmp_path, gallery):
@@ -168,7 +173,7 @@ def test_open_errors_name_the_problem(tmp_path, gallery):
         open_index(tmp_path / "empty")
     build_index(tmp_path / "idx", gallery, make_items(3))
     (tmp_path / "idx" / "vectors.npy").unlink()
-    with pytest.raises(IndexOpenError, match="vectors.npy is missing"):
+    with pytest.raises(IndexOpenError, match="vectors.npy: file is missing; .*hetsearch index build"):
         open_index(tmp_path / "idx")
 
 
@@ -326,10 +331,15 @@ def test_cli_build_query_add_remove(tmp_path, models, cli_app):
     assert result.exit_code != 0 and isinstance(result.exception, CompatibilityError)
     result = runner.invoke(cli_app, ["index", "add", "--index", str(out), "--images", str(tmp_path / "imgs"),
                                      "--limit", "2", "--no-progress"])
+    assert result.exit_code != 0 and "already in the index" in str(result.exception)  # same files twice
+    result = runner.invoke(cli_app, ["index", "add", "--index", str(out), "--images", str(tmp_path / "imgs"),
+                                     "--limit", "2", "--no-progress", "--allow-duplicates"])
     assert result.exit_code == 0 and "now" in result.output, result.output
     result = runner.invoke(cli_app, ["index", "remove", "--index", str(out), "0", "13"])
     assert result.exit_code == 0 and "removed 2 items" in flat(result.output), result.output
     result = runner.invoke(cli_app, ["index", "info", str(out), "--json"])
+    assert json.loads(result.output)["item_count"] == 12
+    result = runner.invoke(cli_app, ["index", "info", "--index", str(out), "--json"])  # like every other command
     assert json.loads(result.output)["item_count"] == 12
     result = runner.invoke(cli_app, ["index", "build", "--gallery-model", str(models.gallery), "--images",
                                      str(tmp_path / "imgs"), "--out", str(out), "--type", "flat", "--nlist", "4"])

@@ -32,6 +32,9 @@ import torch
 from hetsearch.compat.contract import check_pair
 from hetsearch.errors import CompatibilityError, HetsearchError
 from hetsearch.index import faiss_index
+from hetsearch.index.check import (FAISS_NAME, IDS_NAME, METADATA_NAME, THUMBNAILS_NAME, VECTORS_NAME,
+                                   IndexOpenError, check_folder, file_records, raise_first, remedy,
+                                   validate_manifest)
 from hetsearch.index.items import GalleryItems
 from hetsearch.index.storage import (MANIFEST_NAME, IndexWriteError, pause_point, read_lock, recover,
                                      write_transaction)
@@ -40,17 +43,7 @@ from hetsearch.utils.io import atomic_write_json
 
 FORMAT = "hetsearch.index/v1"
 FORMAT_VERSION = 1
-FAISS_NAME = "index.faiss"
-METADATA_NAME = "metadata.sqlite"
-IDS_NAME = "ids.npy"
-VECTORS_NAME = "vectors.npy"
-THUMBNAILS_NAME = "thumbnails.npy"
 INDEX_FILES = (MANIFEST_NAME, FAISS_NAME, METADATA_NAME, IDS_NAME, VECTORS_NAME, THUMBNAILS_NAME)
-
-
-
-class IndexOpenError(HetsearchError):
-    """A folder is not a readable hetsearch index."""
 
 
 @dataclass
@@ -140,6 +133,37 @@ def _check_items(items: GalleryItems, gallery: LoadedModel) -> None:
         raise HetsearchError("no gallery images to index")
 
 
+def _write_manifest(folder: Path, manifest: dict, labels: Sequence[Optional[str]] | None = None) -> None:
+    """Record each data file's size and checksum and the verification reference, then write the
+    manifest (last: it is what makes the version complete)."""
+    from hetsearch.index.verify import gallery_reference
+
+    ids = np.load(folder / IDS_NAME)
+    if labels is None:
+        conn = sqlite3.connect(folder / METADATA_NAME)
+        try:
+            by_id = dict(conn.execute("SELECT id, label FROM items").fetchall())
+        finally:
+            conn.close()
+        labels = [by_id.get(int(i)) for i in ids]
+    manifest["verification"] = gallery_reference(ids, np.load(folder / VECTORS_NAME, mmap_mode="r"), list(labels))
+    manifest["files"] = file_records(folder)
+    atomic_write_json(folder / MANIFEST_NAME, manifest)
+
+
+def _checked(folder: Path, tmp: Path, manifest: dict, *, skip: tuple[str, ...] = ()) -> None:
+    """Refuse to update an index whose files are damaged (one line naming the file)."""
+    raise_first(folder, [p for p in check_folder(tmp, manifest) if p.file not in skip])
+
+
+def _existing_sources(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0] for row in conn.execute("SELECT source FROM items")}
+    finally:
+        conn.close()
+
+
 def _save_arrays(folder: Path, ids: np.ndarray, vectors: np.ndarray, thumbnails: np.ndarray) -> None:
     np.save(folder / IDS_NAME, np.ascontiguousarray(ids, dtype=np.int64))
     np.save(folder / VECTORS_NAME, np.ascontiguousarray(vectors, dtype=np.float32))
@@ -197,26 +221,39 @@ def build_index(out: str | Path, gallery: LoadedModel, items: GalleryItems, *, i
             "history": [{"op": "build", "count": len(items), "origin": items.origin, "at": now,
                          "embed_s": round(embed_s, 3), "skipped": len(items.skipped)}],
         }
-        atomic_write_json(tmp / MANIFEST_NAME, manifest)
+        _write_manifest(tmp, manifest, items.labels)
     return manifest
 
 
-def read_manifest(folder: Path) -> dict:
-    """The manifest of an index folder, validated (IndexOpenError otherwise)."""
+def read_manifest(folder: Path, display: Path | None = None) -> dict:
+    """The manifest of an index folder, validated (IndexOpenError otherwise). ``display``: the folder
+    to name in errors (writers read the copy in their temporary folder)."""
+    folder = Path(folder)
+    shown = Path(display) if display is not None else folder
     path = folder / MANIFEST_NAME
     if not path.is_file():
         if not folder.exists():
-            raise IndexOpenError(f"{folder}: no such index folder (build one with `hetsearch index build`)")
-        raise IndexOpenError(f"{folder}: not a hetsearch index folder (no {MANIFEST_NAME})")
+            raise IndexOpenError(f"{shown}: no such index folder (build one with `hetsearch index build`)")
+        if not folder.is_dir():
+            raise IndexOpenError(f"{shown}: not a folder; --index expects an index folder from `hetsearch index build`")
+        raise IndexOpenError(f"{shown}: not a hetsearch index folder (no {MANIFEST_NAME}); "
+                             f"{remedy(MANIFEST_NAME, shown)}")
+    fix = remedy(MANIFEST_NAME, shown)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise IndexOpenError(f"{path}: unreadable manifest ({exc})") from None
+        raise IndexOpenError(f"{shown / MANIFEST_NAME}: unreadable manifest ({exc}); {fix}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexOpenError(f"{path}: not a hetsearch index manifest (expected format {FORMAT!r})")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise IndexOpenError(f"{path}: index format version {manifest['format_version']} is newer than this "
+        raise IndexOpenError(f"{shown / MANIFEST_NAME}: not a hetsearch index manifest (expected format "
+                             f"{FORMAT!r}); {fix}")
+    version = manifest.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise IndexOpenError(f"{shown / MANIFEST_NAME}: index format version {version!r} is newer than this "
                              f"hetsearch understands ({FORMAT_VERSION}); upgrade hetsearch")
+    problems = validate_manifest(manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IndexOpenError(f"{shown / MANIFEST_NAME}: {problems[0]}{more}; {fix}")
     return manifest
 
 
@@ -228,17 +265,38 @@ def _check_same_gallery(manifest: dict, gallery: LoadedModel, folder: Path) -> N
             f"--gallery-model {manifest.get('gallery_model_path') or '<that checkpoint>'}, or build a new index)")
 
 
+def _subset(items: GalleryItems, keep: list[int]) -> GalleryItems:
+    return GalleryItems(images=items.images[keep], sources=[items.sources[i] for i in keep],
+                        labels=[items.labels[i] for i in keep], fields=[items.fields[i] for i in keep],
+                        skipped=items.skipped, origin=items.origin)
+
+
 def add_items(index_dir: str | Path, gallery: LoadedModel, items: GalleryItems, *, batch_size: int = 256,
-              device: str | torch.device | None = None, progress: bool = False) -> tuple[dict, list[int]]:
-    """Embed and add ``items``; returns (manifest, the new item ids)."""
+              device: str | torch.device | None = None, progress: bool = False,
+              allow_duplicates: bool = False) -> tuple[dict, list[int]]:
+    """Embed and add ``items``; returns (manifest, the new item ids). Items whose source is already in
+    the index are skipped (listed in ``manifest["history"][-1]["duplicates"]``) unless
+    ``allow_duplicates``; when every item is a duplicate, HetsearchError."""
     folder = Path(index_dir)
     recover(folder)
     _check_same_gallery(read_manifest(folder), gallery, folder)
     _check_items(items, gallery)
     vectors = embed_images(gallery.model, items.images, batch_size=batch_size, device=device, progress=progress)
+    total = len(items)
     with write_transaction(folder, copy_existing=True) as tmp:
-        manifest = read_manifest(tmp)  # the version being replaced, read under the write lock
+        manifest = read_manifest(tmp, folder)  # the version being replaced, read under the write lock
         _check_same_gallery(manifest, gallery, folder)
+        _checked(folder, tmp, manifest)
+        if not allow_duplicates:
+            known = _existing_sources(tmp / METADATA_NAME)
+            keep = [i for i, source in enumerate(items.sources) if source not in known]
+            duplicates = [source for source in items.sources if source in known]
+            if duplicates:
+                if not keep:
+                    raise HetsearchError(f"{folder}: all {len(items)} item(s) are already in the index (same "
+                                         f"sources, e.g. {duplicates[0]}); nothing added (--allow-duplicates "
+                                         "adds them again)")
+                items, vectors = _subset(items, keep), vectors[keep]
         start = int(manifest["next_id"])
         new_ids = np.arange(start, start + len(items), dtype=np.int64)
         index = faiss_index.read_index(tmp / FAISS_NAME)
@@ -254,14 +312,32 @@ def add_items(index_dir: str | Path, gallery: LoadedModel, items: GalleryItems, 
         manifest.update(item_count=int(index.ntotal), next_id=int(new_ids[-1]) + 1, updated_at=now,
                         revision=int(manifest.get("revision", 1)) + 1)
         manifest.setdefault("history", []).append(
-            {"op": "add", "count": len(items), "origin": items.origin, "at": now, "skipped": len(items.skipped)})
-        atomic_write_json(tmp / MANIFEST_NAME, manifest)
+            {"op": "add", "count": len(items), "origin": items.origin, "at": now, "skipped": len(items.skipped),
+             "duplicates": total - len(items)})
+        _write_manifest(tmp, manifest)
     return manifest, new_ids.tolist()
 
 
-def remove_items(index_dir: str | Path, ids: Iterable[int] = (), sources: Iterable[str] = ()) -> tuple[dict, list[int]]:
-    """Remove items by id and/or source; returns (manifest, the removed ids). Unknown ids/sources
-    raise HetsearchError (nothing is changed)."""
+def source_variants(source: str) -> list[str]:
+    """How a source given on the command line may be stored: as given, or as an absolute path
+    (sources of image files are stored absolute), resolved or not."""
+    variants = [source]
+    if ":" in source and not Path(source).exists() and not source.startswith(("/", ".", "~")):
+        return variants  # a data-set item such as fashion_mnist:train:12
+    path = Path(source).expanduser()
+    for candidate in (path.absolute(), path.resolve()):
+        text = str(candidate)
+        if text not in variants:
+            variants.append(text)
+    return variants
+
+
+def remove_items(index_dir: str | Path, ids: Iterable[int] = (), sources: Iterable[str] = (), *,
+                 strict: bool = False) -> tuple[dict, list[int]]:
+    """Remove items by id and/or source (relative paths are matched against the stored absolute
+    ones); returns (manifest, the removed ids). Unknown ids/sources are reported in
+    ``manifest["history"][-1]["not_found"]`` and the others removed; with ``strict`` (or when none
+    is found) they raise HetsearchError and nothing is changed."""
     folder = Path(index_dir)
     recover(folder)
     read_manifest(folder)
@@ -269,25 +345,31 @@ def remove_items(index_dir: str | Path, ids: Iterable[int] = (), sources: Iterab
     wanted_sources = list(dict.fromkeys(sources))
     if not wanted_ids and not wanted_sources:
         raise HetsearchError("index remove: give item ids and/or --source values to remove")
+    too_large = [i for i in wanted_ids if not 0 <= i < 2**63]
+    wanted_ids = [i for i in wanted_ids if 0 <= i < 2**63]
     with write_transaction(folder, copy_existing=True) as tmp:
-        manifest = read_manifest(tmp)
+        manifest = read_manifest(tmp, folder)
+        _checked(folder, tmp, manifest, skip=(FAISS_NAME,) if not faiss_index.supports_remove(
+            manifest["index_type"]) else ())
         conn = sqlite3.connect(tmp / METADATA_NAME)
         try:
             present = {row[0] for row in conn.execute(
                 f"SELECT id FROM items WHERE id IN ({','.join('?' * len(wanted_ids))})", wanted_ids)} \
                 if wanted_ids else set()
-            missing = [i for i in wanted_ids if i not in present]
+            missing: list = too_large + [i for i in wanted_ids if i not in present]
             by_source: set[int] = set()
             for source in wanted_sources:
-                found = [row[0] for row in conn.execute("SELECT id FROM items WHERE source = ?", (source,))]
+                found = []
+                for variant in source_variants(source):
+                    found += [row[0] for row in conn.execute("SELECT id FROM items WHERE source = ?", (variant,))]
                 if not found:
-                    missing.append(source)  # type: ignore[arg-type]
+                    missing.append(source)
                 by_source.update(found)
         finally:
             conn.close()
-        if missing:
-            raise HetsearchError(f"{folder}: no items with id/source {', '.join(map(str, missing))}; nothing removed")
         remove = np.array(sorted(present | by_source), dtype=np.int64)
+        if missing and (strict or not len(remove)):
+            raise HetsearchError(f"{folder}: no items with id/source {', '.join(map(str, missing))}; nothing removed")
         all_ids = np.load(tmp / IDS_NAME)
         keep = ~np.isin(all_ids, remove)
         vectors = np.load(tmp / VECTORS_NAME)[keep]
@@ -303,8 +385,9 @@ def remove_items(index_dir: str | Path, ids: Iterable[int] = (), sources: Iterab
         pause_point("writing")
         now = _now()
         manifest.update(item_count=int(keep.sum()), updated_at=now, revision=int(manifest.get("revision", 1)) + 1)
-        manifest.setdefault("history", []).append({"op": "remove", "count": int(len(remove)), "at": now})
-        atomic_write_json(tmp / MANIFEST_NAME, manifest)
+        manifest.setdefault("history", []).append({"op": "remove", "count": int(len(remove)), "at": now,
+                                                   "not_found": [str(m) for m in missing]})
+        _write_manifest(tmp, manifest)
     return manifest, remove.tolist()
 
 
@@ -314,7 +397,8 @@ def rebuild_index(index_dir: str | Path, index_type: str, params: dict[str, Any]
     recover(folder)
     read_manifest(folder)
     with write_transaction(folder, copy_existing=True) as tmp:
-        manifest = read_manifest(tmp)
+        manifest = read_manifest(tmp, folder)
+        _checked(folder, tmp, manifest, skip=(FAISS_NAME,))  # a damaged FAISS file is what rebuild repairs
         ids, vectors = np.load(tmp / IDS_NAME), np.load(tmp / VECTORS_NAME)
         resolved = faiss_index.resolve_params(index_type, params, len(ids))
         index = faiss_index.build_faiss_index(index_type, resolved, vectors, ids)
@@ -323,7 +407,7 @@ def rebuild_index(index_dir: str | Path, index_type: str, params: dict[str, Any]
         manifest.update(index_type=index_type, index_params=resolved, updated_at=now,
                         revision=int(manifest.get("revision", 1)) + 1)
         manifest.setdefault("history", []).append({"op": "rebuild", "index_type": index_type, "at": now})
-        atomic_write_json(tmp / MANIFEST_NAME, manifest)
+        _write_manifest(tmp, manifest)
     return manifest
 
 
@@ -379,27 +463,21 @@ class GalleryIndex:
             manifest = read_manifest(folder)
             warnings = check_query_model(manifest, query_meta, allow_incompatible=allow_incompatible) \
                 if query_meta is not None else []
-            for name in INDEX_FILES:
-                if not (folder / name).is_file():
-                    raise IndexOpenError(f"{folder}: index file {name} is missing; rebuild the index")
+            raise_first(folder, check_folder(folder, manifest))
             try:
                 index = faiss_index.read_index(folder / FAISS_NAME)
-            except RuntimeError as exc:
-                raise IndexOpenError(f"{folder / FAISS_NAME}: unreadable FAISS index ({exc})") from None
-            disk = sqlite3.connect(f"file:{(folder / METADATA_NAME).absolute()}?mode=ro", uri=True)
-            db = sqlite3.connect(":memory:", check_same_thread=False)
-            try:
-                disk.backup(db)
-            except sqlite3.DatabaseError as exc:
-                raise IndexOpenError(f"{folder / METADATA_NAME}: unreadable metadata ({exc})") from None
-            finally:
-                disk.close()
-            ids = np.load(folder / IDS_NAME)
-            thumbnails = np.load(folder / THUMBNAILS_NAME, mmap_mode="r")
-        count = int(manifest["item_count"])
-        if not (index.ntotal == len(ids) == len(thumbnails) == count):
-            raise IndexOpenError(f"{folder}: inconsistent index (manifest says {count} items, FAISS holds "
-                                 f"{index.ntotal}, ids.npy {len(ids)}, thumbnails.npy {len(thumbnails)})")
+                disk = sqlite3.connect(f"file:{(folder / METADATA_NAME).absolute()}?mode=ro", uri=True)
+                db = sqlite3.connect(":memory:", check_same_thread=False)
+                try:
+                    disk.backup(db)
+                finally:
+                    disk.close()
+                ids = np.load(folder / IDS_NAME, allow_pickle=False)
+                thumbnails = np.load(folder / THUMBNAILS_NAME, mmap_mode="r", allow_pickle=False)
+            except (RuntimeError, ValueError, OSError, sqlite3.Error) as exc:  # changed since the check
+                raise IndexOpenError(f"{folder}: unreadable index file ({type(exc).__name__}: "
+                                     f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); "
+                                     f"run `hetsearch index check {folder}`") from None
         params = dict(manifest["index_params"])
         for key in faiss_index.SEARCH_PARAMS.get(manifest["index_type"], ()):
             if search_params and search_params.get(key) is not None:

@@ -3,11 +3,22 @@
 Decoding reuses `hetsearch.data.transforms.fit_pil_image`, the one definition of how a user's
 image is brought to a model's channels and size (the same call the data layer makes for training
 images), with the resize mode recorded in the model's training config.
+
+Decoding is bounded before any pixel is touched: from the header alone an image is refused (413)
+when a side exceeds ``MAX_SIDE`` pixels, its aspect ratio exceeds ``MAX_ASPECT``, or it has more
+than ``max_pixels`` pixels; high bit-depth or exotic modes are refused (415). What is decoded is
+then *cropped before it is resized* (the centre square for ``center_crop``), and JPEGs are
+decoded at a reduced scale (``draft``), so no intermediate image is larger than the decoded one.
+A `PixelBudget` shared by a server bounds how many pixels are being decoded at once, so the
+server's peak memory is bounded whatever the concurrency; ``MemoryError`` becomes a 413.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import struct
+import threading
 import warnings
 
 import numpy as np
@@ -20,6 +31,12 @@ from hetsearch.errors import DataError
 # LAB, HSV) would be clipped or mis-scaled by a plain conversion, so they are refused instead.
 ACCEPTED_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ a 6300 x 6300 photo; larger decodes are refused
+MAX_SIDE = 16_384                # longest accepted side, in pixels
+MAX_ASPECT = 64                  # longest side / shortest side
+BYTES_PER_PIXEL = 4              # the widest decoded mode accepted (RGBA, CMYK)
+# peak bytes of one decode relative to its decoded size: the decoded image, its EXIF-rotated copy and
+# a mode conversion of the crop can coexist
+DECODE_COPIES = 3
 
 
 class ImageRejected(DataError):
@@ -30,14 +47,93 @@ class ImageRejected(DataError):
         self.status_code = status_code
 
 
+class PixelBudget:
+    """At most ``capacity`` pixels being decoded at once across threads (a weighted semaphore).
+
+    A request larger than the whole budget waits until it runs alone. The peak memory of all
+    concurrent decodes is then about ``capacity * BYTES_PER_PIXEL * DECODE_COPIES`` bytes."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError("PixelBudget capacity must be positive")
+        self.capacity = int(capacity)
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, pixels: int):
+        pixels = max(1, min(int(pixels), self.capacity))
+        with self._cond:
+            self._cond.wait_for(lambda: self._used + pixels <= self.capacity)
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= pixels
+                self._cond.notify_all()
+
+    @property
+    def in_use(self) -> int:
+        return self._used
+
+
 def resize_mode_of(meta) -> str:
     """How the model's training data brought user images to size ("center_crop" or "stretch")."""
     data = (getattr(meta, "config", None) or {}).get("data", {}) or {}
     return data.get("resize", "center_crop") or "center_crop"
 
 
+def _rawmode(img: Image.Image) -> str:
+    """The decoder's raw mode (e.g. "RGB;16B" for a 16-bit PNG that Pillow would narrow to "RGB")."""
+    for tile in getattr(img, "tile", None) or []:
+        args = tile[3] if len(tile) > 3 else None
+        if isinstance(args, tuple):
+            args = args[0] if args else None
+        if isinstance(args, str):
+            return args
+    return ""
+
+
+def check_header(img: Image.Image, name: str, max_pixels: int) -> None:
+    """Refuse from the header alone: sizes (413) and pixel formats that cannot be converted (415)."""
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageRejected(f"{name}: {width}x{height} pixels; expected an image with at least one pixel", 400)
+    if max(width, height) > MAX_SIDE:
+        raise ImageRejected(f"{name}: {width}x{height} pixels; each side may be at most {MAX_SIDE} pixels", 413)
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageRejected(f"{name}: {width}x{height} pixels has an aspect ratio over {MAX_ASPECT}:1; "
+                            "crop it to the object first", 413)
+    if width * height > max_pixels:
+        raise ImageRejected(f"{name}: {width}x{height} pixels is larger than the limit of {max_pixels} pixels", 413)
+    if img.mode not in ACCEPTED_MODES:
+        raise ImageRejected(f"{name}: unsupported pixel mode {img.mode!r}; expected an 8-bit image "
+                            f"(one of {', '.join(sorted(ACCEPTED_MODES))})", 415)
+    raw = _rawmode(img)
+    if any(depth in raw for depth in (";16", ";32", ";F")):
+        raise ImageRejected(f"{name}: {raw.split(';')[1] if ';' in raw else raw} bits per channel "
+                            f"(raw mode {raw!r}); expected an 8-bit image: convert it to 8 bits first", 415)
+
+
+def _bounded_fit(img: Image.Image, channels: int, image_size: int, resize: str) -> np.ndarray:
+    """`fit_pil_image` on the part of the image it keeps: for ``center_crop`` the centre square is
+    cut *before* resizing, so the resize never produces more pixels than the model's input."""
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if resize != "stretch":
+        width, height = img.size
+        side = min(width, height)
+        if (width, height) != (side, side):
+            left, top = (width - side) // 2, (height - side) // 2
+            img = img.crop((left, top, left + side, top + side))
+    return fit_pil_image(img, channels, image_size, resize)
+
+
 def decode_image_bytes(data: bytes, channels: int, image_size: int, resize: str = "center_crop", *,
-                       name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                       name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
+                       budget: PixelBudget | None = None) -> np.ndarray:
     """uint8 (C, H, W) from encoded image bytes; raises ImageRejected with a clear message."""
     if not data:
         raise ImageRejected(f"{name}: empty file (0 bytes); expected an encoded image (PNG, JPEG, ...)", 400)
@@ -45,25 +141,25 @@ def decode_image_bytes(data: bytes, channels: int, image_size: int, resize: str 
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
+                check_header(img, name, max_pixels)
+                if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the input
+                    img.draft(img.mode, (image_size, image_size))
                 width, height = img.size
-                if width * height > max_pixels:
-                    raise ImageRejected(
-                        f"{name}: {width}x{height} pixels is larger than the limit of {max_pixels} pixels", 413)
-                if img.mode not in ACCEPTED_MODES:
-                    raise ImageRejected(
-                        f"{name}: unsupported pixel mode {img.mode!r}; expected an 8-bit image "
-                        f"(one of {', '.join(sorted(ACCEPTED_MODES))})", 415)
-                img.load()  # a truncated file fails here
-                return fit_pil_image(img, channels, image_size, resize)
+                with budget.reserve(width * height) if budget is not None else contextlib.nullcontext():
+                    img.load()  # a truncated file fails here
+                    return _bounded_fit(img, channels, image_size, resize)
     except ImageRejected:
         raise
+    except MemoryError:
+        raise ImageRejected(f"{name}: not enough memory to decode this image; send a smaller one", 413) from None
     except UnidentifiedImageError:
         raise ImageRejected(f"{name}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)",
                             415) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"{name}: image too large to decode safely ({exc})", 413) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageRejected(f"{name}: corrupt or truncated image ({type(exc).__name__}: {exc})", 400) from None
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError, struct.error) as exc:
+        raise ImageRejected(f"{name}: corrupt or truncated image ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})", 400) from None
 
 
 def read_image_file(path, channels: int, image_size: int, resize: str = "center_crop") -> np.ndarray:
