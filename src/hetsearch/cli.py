@@ -38,9 +38,13 @@ def train(config: Path = typer.Argument(..., help="stage YAML, e.g. configs/fash
           overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. train.lr=0.05"),
           resume: bool = typer.Option(False, "--resume", help="continue the run from its last checkpoint")):
     from hetsearch.config import TrainRunConfig, load_config
+    from hetsearch.errors import ConfigError
     from hetsearch.train import train as run_training
 
     cfg = load_config(TrainRunConfig, config, overrides or [])
+    if resume and not any((cfg.run_dir / name).exists() for name in ("checkpoint_last.pt", "model.pt")):
+        raise ConfigError(f"--resume: {cfg.run_dir} holds no run to resume (no checkpoint_last.pt); "
+                          "run without --resume to start it")
     result = run_training(cfg, resume=resume)
     if result.meta is not None:
         console.print(f"saved {result.model_path}  id={result.meta.model_id}  "

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hetsearch.errors import CompatibilityError
+from hetsearch.errors import CompatibilityError, ConfigError
 from hetsearch.models import EmbeddingModel, LoadedModel, ModelMeta, ModelSpec, load_checkpoint
 from hetsearch.models.heads import DEFAULT_MARGINS
 
@@ -88,6 +88,10 @@ class FrozenGallery(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "FrozenGallery":
+        """The gallery model named by ``compat.gallery_model``."""
+        if not Path(path).is_file():
+            raise ConfigError(f"compat.gallery_model: {path}: no such checkpoint file; train the gallery model "
+                              "first (hetsearch train GALLERY_CONFIG) or set compat.gallery_model=PATH/model.pt")
         return cls(load_checkpoint(path))
 
     @property

@@ -182,6 +182,13 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
+def _ratio(value) -> str:
+    """FLOPs ratio for the table: 35.5x; below 1 (a light gallery model) with significant digits, 0.028x."""
+    if value is None:
+        return "—"
+    return f"{value:.1f}x" if value >= 1 else f"{value:.2g}x"
+
+
 def _signed_pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:+.2f}"
 
@@ -217,7 +224,7 @@ def grid_markdown(result: dict) -> str:
             lines.append(f"| {p['query']} | {p['gallery']} | not comparable: {p['error']} ||||||||")
             continue
         compatible = "—" if p["compatible"] is None else ("yes" if p["compatible"] else "no")
-        ratio = "—" if p["flops_ratio"] is None else f"{p['flops_ratio']:.1f}x"
+        ratio = _ratio(p["flops_ratio"])
         lines.append(f"| {p['query']} | {p['gallery']} | {_pct(p['recall_at_1'])} | {_pct(p['map_at_r'])} | "
                      f"{_pct(p['map'])} | {_pct(p['tar_at_far_1e-3'])} | {compatible} | "
                      f"{_signed_pct(p['gap_to_paragon'])} | {ratio} | {'yes' if p['declared_compatible'] else 'no'} |")

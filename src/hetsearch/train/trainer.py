@@ -230,8 +230,10 @@ class Trainer:
         """Homogeneous retrieval on the validation split (each item queries the others)."""
         from hetsearch.eval import embed, retrieval_metrics
 
+        from hetsearch.data.splits import scorable
+
         val = self.splits.val
-        if len(val) < 2:
+        if len(val) < 2 or not scorable(val.labels):  # no class with two images: nothing to retrieve
             return {}
         emb = embed(model, val.images, device=self.device)
         metrics = retrieval_metrics(emb, val.labels.numpy(), emb, val.labels.numpy(), ks=(1,), exclude_self=True)
