@@ -29,6 +29,9 @@ class ModelConfig:
     head_margin: Optional[float] = None  # None: the head's default (cosface 0.35, arcface 0.5)
     embedding_layer: str = "head"    # head | backbone (embed the pooled features; head feeds the classifier)
     projection_dim: Optional[int] = None  # projection head width when embedding_layer=backbone
+    mean: Optional[list[float]] = None    # input normalisation per channel (None: the backbone's pretrained config)
+    std: Optional[list[float]] = None
+    pretrained_file: Optional[str] = None  # local timm/torchvision weights for the backbone (never downloaded)
 
 
 @dataclass

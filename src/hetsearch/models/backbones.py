@@ -20,6 +20,32 @@ from hetsearch.models.registry import register_backbone
 _SMALL_INPUT_PX = 64
 
 
+def _timm_norm(timm_name: str):
+    """The (mean, std) of timm's pretrained config for ``timm_name`` (ImageNet statistics)."""
+    def norm(**_):
+        cfg = timm.models.get_pretrained_cfg(timm_name)
+        cfg = cfg.to_dict() if cfg is not None else {}
+        return cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN), cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
+
+    return norm
+
+
+def _mobilenetv3_norm(family: str):
+    def norm(width: float = 1.0, **_):
+        return _timm_norm(f"{family}_{round(width * 100):03d}")()
+
+    return norm
+
+
+def _torchvision_norm(weights_enum: str):
+    """The (mean, std) of torchvision's default weights' preprocessing for a model."""
+    def norm(**_):
+        transforms = getattr(torchvision.models, weights_enum).DEFAULT.transforms()
+        return transforms.mean, transforms.std
+
+    return norm
+
+
 def _use_small_stem(small_stem: bool | None, image_size: int) -> bool:
     return image_size <= _SMALL_INPUT_PX if small_stem is None else small_stem
 
@@ -37,17 +63,17 @@ def _timm_resnet(block, layers, *, in_chans: int, image_size: int, width: int = 
     return model, model.num_features
 
 
-@register_backbone("resnet18")
+@register_backbone("resnet18", input_norm=_timm_norm("resnet18"))
 def resnet18(**kwargs) -> tuple[nn.Module, int]:
     return _timm_resnet(BasicBlock, (2, 2, 2, 2), **kwargs)
 
 
-@register_backbone("resnet34")
+@register_backbone("resnet34", input_norm=_timm_norm("resnet34"))
 def resnet34(**kwargs) -> tuple[nn.Module, int]:
     return _timm_resnet(BasicBlock, (3, 4, 6, 3), **kwargs)
 
 
-@register_backbone("resnet50")
+@register_backbone("resnet50", input_norm=_timm_norm("resnet50"))
 def resnet50(**kwargs) -> tuple[nn.Module, int]:
     return _timm_resnet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
@@ -68,12 +94,12 @@ def _timm_mobilenetv3(family: str, width: float, *, in_chans: int, image_size: i
     return model, model.head_hidden_size
 
 
-@register_backbone("mobilenetv3_small")
+@register_backbone("mobilenetv3_small", input_norm=_mobilenetv3_norm("mobilenetv3_small"))
 def mobilenetv3_small(*, width: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
     return _timm_mobilenetv3("mobilenetv3_small", width, **kwargs)
 
 
-@register_backbone("mobilenetv3_large")
+@register_backbone("mobilenetv3_large", input_norm=_mobilenetv3_norm("mobilenetv3_large"))
 def mobilenetv3_large(*, width: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
     return _timm_mobilenetv3("mobilenetv3_large", width, **kwargs)
 
@@ -99,11 +125,11 @@ def _torchvision_shufflenet(width: str, *, in_chans: int, image_size: int,
     return _TorchvisionShuffleNetFeatures(net), features
 
 
-@register_backbone("shufflenetv2_x0_5")
+@register_backbone("shufflenetv2_x0_5", input_norm=_torchvision_norm("ShuffleNet_V2_X0_5_Weights"))
 def shufflenetv2_x0_5(**kwargs) -> tuple[nn.Module, int]:
     return _torchvision_shufflenet("0_5", **kwargs)
 
 
-@register_backbone("shufflenetv2_x1_0")
+@register_backbone("shufflenetv2_x1_0", input_norm=_torchvision_norm("ShuffleNet_V2_X1_0_Weights"))
 def shufflenetv2_x1_0(**kwargs) -> tuple[nn.Module, int]:
     return _torchvision_shufflenet("1_0", **kwargs)

@@ -25,8 +25,12 @@ class ModelSpec:
     head_margin: float | None = None
     in_chans: int = 1
     image_size: int = 28
-    mean: float = 0.5
-    std: float = 0.25
+    # Input normalisation (x - mean) / std inside the model: per channel (a list of in_chans
+    # values), a scalar for every channel (checkpoints before per-channel normalisation: 0.5 /
+    # 0.25), or None: the backbone's pretrained config (ImageNet statistics for the timm and
+    # torchvision backbones), resolved when the model is built and stored resolved.
+    mean: float | list[float] | None = None
+    std: float | list[float] | None = None
     backbone_args: dict = field(default_factory=dict)
     # "head": the embedding is the projection head's output (the classifier sees the embedding).
     # "backbone": the embedding is the pooled backbone features; the projection head only feeds
@@ -40,6 +44,41 @@ class ModelSpec:
 
 
 EMBEDDING_LAYERS = ("head", "backbone")
+
+
+def _norm_values(value, in_chans: int, field_name: str) -> list[float]:
+    values = list(value) if isinstance(value, (list, tuple)) else None
+    if values is None or len(values) != in_chans or not all(isinstance(v, (int, float)) for v in values):
+        raise ConfigError(f"model.{field_name}: got {value!r}, expected {in_chans} number(s), one per input channel")
+    if field_name == "std" and any(v <= 0 for v in values):
+        raise ConfigError(f"model.std: got {value!r}, expected positive numbers")
+    return [float(v) for v in values]
+
+
+def resolve_input_norm(spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mean, std) buffers of a spec; fills ``spec.mean``/``spec.std`` when they are None.
+
+    A scalar stays a 0-d tensor (bit-identical outputs for checkpoints written before per-channel
+    normalisation); a list becomes a (1, C, 1, 1) tensor.
+    """
+    from hetsearch.models.registry import default_input_norm
+
+    if spec.mean is None or spec.std is None:
+        mean, std = default_input_norm(spec.backbone, spec.in_chans, **spec.backbone_args)
+        spec.mean = mean if spec.mean is None else spec.mean
+        spec.std = std if spec.std is None else spec.std
+    tensors = []
+    for name in ("mean", "std"):
+        value = getattr(spec, name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if name == "std" and value <= 0:
+                raise ConfigError(f"model.std: got {value!r}, expected a positive number")
+            tensors.append(torch.tensor(float(value)))
+        else:
+            values = _norm_values(value, spec.in_chans, name)
+            setattr(spec, name, values)
+            tensors.append(torch.tensor(values).view(1, -1, 1, 1))
+    return tensors[0], tensors[1]
 
 
 class EmbeddingModel(nn.Module):
@@ -67,8 +106,9 @@ class EmbeddingModel(nn.Module):
         self.embedding_head = EmbeddingHead(feature_dim, classifier_dim)
         self.classifier = CosineClassifier(spec.num_classes, classifier_dim, spec.head,
                                            spec.head_scale, spec.head_margin)
-        self.register_buffer("input_mean", torch.tensor(spec.mean), persistent=False)
-        self.register_buffer("input_std", torch.tensor(spec.std), persistent=False)
+        mean, std = resolve_input_norm(spec)
+        self.register_buffer("input_mean", mean, persistent=False)
+        self.register_buffer("input_std", std, persistent=False)
 
     @property
     def embedding_dim(self) -> int:
@@ -95,6 +135,16 @@ class EmbeddingModel(nn.Module):
         return self.embedding_head(embedding) if self.embeds_backbone_features else embedding
 
 
-def create_model(backbone: str, *, num_classes: int, **spec_fields) -> EmbeddingModel:
-    """timm-style factory: `create_model("resnet18", num_classes=10, backbone_args={"width": 16})`."""
-    return EmbeddingModel(ModelSpec(backbone=backbone, num_classes=num_classes, **spec_fields))
+def create_model(backbone: str, *, num_classes: int, pretrained_file: str | None = None,
+                 **spec_fields) -> EmbeddingModel:
+    """timm-style factory: `create_model("resnet18", num_classes=10, backbone_args={"width": 16})`.
+
+    ``pretrained_file``: a local timm/torchvision weights file loaded into the backbone (see
+    `hetsearch.models.pretrained`); not part of the spec, so loading a checkpoint never reads it.
+    """
+    model = EmbeddingModel(ModelSpec(backbone=backbone, num_classes=num_classes, **spec_fields))
+    if pretrained_file:
+        from hetsearch.models.pretrained import load_pretrained_backbone
+
+        load_pretrained_backbone(model.backbone, pretrained_file, backbone_name=backbone)
+    return model

@@ -2,29 +2,52 @@
 
 A backbone factory takes `in_chans`, `image_size` and its own keyword options and returns
 `(module, feature_dim)` where `module(x)` maps `N×C×H×W` floats to pooled `N×feature_dim` features.
+
+A backbone may declare its pretrained input normalisation (`input_norm`: a callable returning the
+RGB ``(mean, std)`` of its pretrained weights' config, asked only when a model does not set
+``model.mean``/``model.std``); backbones without pretrained weights fall back to the historical
+0.5 / 0.25 for every channel.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import Callable, Sequence
 
 from torch import nn
 
 from hetsearch.errors import ConfigError
 
 BackboneFactory = Callable[..., tuple[nn.Module, int]]
+NormFactory = Callable[..., tuple[Sequence[float], Sequence[float]]]
 _BACKBONES: dict[str, BackboneFactory] = {}
+_INPUT_NORMS: dict[str, NormFactory] = {}
+FALLBACK_MEAN, FALLBACK_STD = 0.5, 0.25  # the scalar every model used before per-channel normalisation
 
 
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+def register_backbone(name: str, input_norm: NormFactory | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
     def decorator(factory: BackboneFactory) -> BackboneFactory:
         if name in _BACKBONES:
             raise ValueError(f"backbone {name!r} is registered twice")
         _BACKBONES[name] = factory
+        if input_norm is not None:
+            _INPUT_NORMS[name] = input_norm
         return factory
 
     return decorator
+
+
+def default_input_norm(name: str, in_chans: int, **backbone_args) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) for ``in_chans`` channels: the backbone's pretrained config when it
+    declares one (RGB; a 1-channel input takes the average), else 0.5 / 0.25."""
+    _import_builtin_backbones()
+    norm = _INPUT_NORMS.get(name)
+    if norm is None:
+        return [FALLBACK_MEAN] * in_chans, [FALLBACK_STD] * in_chans
+    mean, std = (list(map(float, v)) for v in norm(**backbone_args))
+    if in_chans == len(mean):
+        return mean, std
+    return [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
 
 
 def list_backbones() -> list[str]:

@@ -69,7 +69,8 @@ class Trainer:
                              head=m.head, head_scale=m.head_scale, head_margin=m.head_margin,
                              in_chans=self.cfg.data.channels, image_size=self.cfg.data.image_size,
                              backbone_args=m.backbone_args, embedding_layer=m.embedding_layer,
-                             projection_dim=m.projection_dim)
+                             projection_dim=m.projection_dim, mean=m.mean, std=m.std,
+                             pretrained_file=m.pretrained_file)
         model.to(self.device)
         if self.cfg.runtime.channels_last:
             model.to(memory_format=torch.channels_last)
