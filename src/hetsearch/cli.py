@@ -51,18 +51,60 @@ def train(config: Path = typer.Argument(..., help="stage YAML, e.g. configs/fash
                       f"{result.meta.flops / 1e6:.2f} MFLOPs  trained {result.train_seconds:.0f}s")
 
 
-@app.command(help="Retrieval accuracy M(query model, gallery model) on a data protocol.\n\n"
-                  "Queries come from the test split, the gallery from the training split (or the rest of the "
-                  "test split), as recorded in the gallery model's config unless overridden.\n\n"
-                  "Example: hetsearch evaluate --query-model runs/q/model.pt --gallery-model runs/g/model.pt")
-def evaluate(query_model: Path = typer.Option(..., "--query-model", "-q", help="query model checkpoint"),
-             gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help="gallery model checkpoint"),
-             data_overrides: Optional[List[str]] = typer.Argument(None, help="data.key=value overrides"),
+@app.command(help="Retrieval accuracy M(query model, gallery model): on the data protocol recorded in the "
+                  "gallery model, or on your folders and indexes.\n\n"
+                  "Data protocol: queries from the test split, the gallery from the training split (or the rest of "
+                  "the test split), as recorded in the gallery model's config unless overridden.\n\n"
+                  "Folders: --queries DIR (labelled, DIR/CLASS/IMAGE) against --gallery DIR (embedded by "
+                  "--gallery-model) or --index DIR (the embeddings an index stores; the query model must be "
+                  "compatible with its gallery model). Labels match by class name.\n\n"
+                  "Example: hetsearch evaluate --query-model runs/q/model.pt --gallery-model runs/g/model.pt\n\n"
+                  "Example: hetsearch evaluate --query-model runs/q/model.pt --queries photos/test --index indexes/shop")
+def evaluate(query_model: Path = typer.Option(..., "--query-model", "-q", help="query model checkpoint (or, with "
+                                              "--index, an exported .onnx / TorchScript file)"),
+             gallery_model: Optional[Path] = typer.Option(None, "--gallery-model", "-g",
+                                                          help="gallery model checkpoint (not with --index)"),
+             queries: Optional[Path] = typer.Option(None, "--queries", help="labelled query folder DIR/CLASS/IMAGE"),
+             gallery: Optional[Path] = typer.Option(None, "--gallery", help="labelled gallery folder DIR/CLASS/IMAGE, "
+                                                    "embedded by --gallery-model"),
+             index: Optional[Path] = typer.Option(None, "--index", help="gallery index folder (stored embeddings)"),
+             data_overrides: Optional[List[str]] = typer.Argument(None, help="data.key=value overrides (data "
+                                                                  "protocol only)"),
              out: Optional[Path] = typer.Option(None, "--out", help="write the metrics as JSON here"),
+             as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table"),
+             allow_incompatible: bool = typer.Option(False, "--allow-incompatible",
+                                                     help="--index: score a query model not trained for the "
+                                                          "index's gallery model (experiments only)"),
              device: str = typer.Option("auto", help="auto | cpu | cuda")):
+    from hetsearch.errors import ConfigError
+    from hetsearch.eval.evaluate import evaluate_folders, evaluate_index
     from hetsearch.eval.report import evaluate_checkpoints
 
-    result = evaluate_checkpoints(query_model, gallery_model, data_overrides or [], device=device)
+    if queries is None and (gallery is not None or index is not None):
+        raise ConfigError("--gallery / --index need --queries DIR (the labelled query folder)")
+    if queries is not None:
+        if (gallery is None) == (index is None):
+            raise ConfigError("--queries: give exactly one of --gallery DIR (with --gallery-model) or --index DIR")
+        if data_overrides:
+            raise ConfigError(f"data overrides ({data_overrides[0]}) apply to the data protocol, not to --queries")
+        if index is not None:
+            if gallery_model is not None:
+                raise ConfigError("--index: the gallery embeddings come from the index; drop --gallery-model")
+            result = evaluate_index(query_model, index, queries, allow_incompatible=allow_incompatible)
+        else:
+            if gallery_model is None:
+                raise ConfigError("--gallery DIR needs --gallery-model (the model that embeds the gallery)")
+            result = evaluate_folders(query_model, gallery_model, queries, gallery, device=device)
+    else:
+        if gallery_model is None:
+            raise ConfigError("--gallery-model is required (or give --queries DIR with --gallery DIR or --index DIR)")
+        result = evaluate_checkpoints(query_model, gallery_model, data_overrides or [], device=device)
+    if out:
+        from hetsearch.utils.io import atomic_write_json
+        atomic_write_json(out, result)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
     for message in result["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {message}")
     table = Table(title=f"M({result['query_model']}, {result['gallery_model']})")
@@ -71,10 +113,7 @@ def evaluate(query_model: Path = typer.Option(..., "--query-model", "-q", help="
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
-    console.print(f"protocol: {result['protocol']}")
-    if out:
-        from hetsearch.utils.io import atomic_write_json
-        atomic_write_json(out, result)
+    console.print(f"protocol: {result['protocol']}", markup=False)
 
 
 @app.command(help="Show what a checkpoint holds: id, architecture, cost, compatibility.\n\n"

@@ -28,6 +28,10 @@ def split_models_and_overrides(items: list[str]) -> tuple[list[Path], list[str]]
 def grid(items: List[str] = typer.Argument(..., metavar="MODEL... [data.key=value ...]",
                                           help="model checkpoints (gallery model first), then data overrides"),
          out: Path = typer.Option(Path("runs/grid"), "--out", help="folder for grid.json, grid.md and grid.png"),
+         queries: Path = typer.Option(None, "--queries", help="labelled query folder DIR/CLASS/IMAGE instead of "
+                                      "the data protocol"),
+         gallery: Path = typer.Option(None, "--gallery", help="with --queries: labelled gallery folder"),
+         index: Path = typer.Option(None, "--index", help="with --queries: the images a gallery index stores"),
          device: str = typer.Option("auto", help="auto | cpu | cuda")):
     from rich.console import Console
 
@@ -39,8 +43,18 @@ def grid(items: List[str] = typer.Argument(..., metavar="MODEL... [data.key=valu
     models, overrides = split_models_and_overrides(items)
     if not models:
         raise ConfigError("grid: give at least one model checkpoint")
-    # The protocol is the first model's: list the gallery model first.
-    splits = make_splits(data_config_of(load_checkpoint(models[0]), overrides))
+    # The protocol (and, for folders, the decoding) is the first model's: list the gallery model first.
+    if queries is not None:
+        from hetsearch.eval.evaluate import folder_splits
+
+        if (gallery is None) == (index is None) or overrides:
+            raise ConfigError("grid --queries DIR: give exactly one of --gallery DIR or --index DIR, and no "
+                              "data.key=value overrides")
+        splits = folder_splits(load_checkpoint(models[0]).meta, queries, gallery=gallery, index=index)
+    elif gallery is not None or index is not None:
+        raise ConfigError("grid: --gallery / --index need --queries DIR")
+    else:
+        splits = make_splits(data_config_of(load_checkpoint(models[0]), overrides))
     result = run_grid(models, splits, out, device=device)
     console = Console()
     undeclared = [p for p in result["pairs"] if p.get("warnings")]

@@ -190,7 +190,7 @@ def info(index: Path = typer.Argument(..., help="index folder"),
 def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
           query_model: Path = typer.Option(..., "--query-model", "-q",
                                            help="query model: checkpoint (.pt) or an exported .onnx / TorchScript file"),
-          images: List[Path] = typer.Argument(..., help="query image file(s)"),
+          images: List[Path] = typer.Argument(..., help="query image file(s), or folders of them"),
           k: int = typer.Option(10, "--k", "-k", min=1, help="results per query"),
           as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
           runtime: str = typer.Option("auto", help="auto | torch | onnx | torchscript"),
@@ -211,8 +211,22 @@ def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
     c, size, _ = encoder.input_shape
     import numpy as np
 
-    batch = np.stack([read_image_file(path, c, size, encoder.resize) for path in images])
-    hits = gallery.search(encoder.embed(batch), k)
+    from hetsearch.data.files import list_images
+
+    files: list[Path] = []
+    for path in images:  # a folder queries with every image in it (recursively), in batches
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise HetsearchError(f"{path}: a folder without image files; give image files or a folder of them")
+            files.extend(found)
+        else:
+            files.append(path)
+    images = files
+    hits = []
+    for start in range(0, len(images), 256):
+        batch = np.stack([read_image_file(path, c, size, encoder.resize) for path in images[start:start + 256]])
+        hits.extend(gallery.search(encoder.embed(batch), k))
     if as_json:
         print(json.dumps({"index": str(index), "query_model": encoder.meta.model_id,
                           "gallery_model": gallery.gallery_model_id,
