@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import httpx
@@ -77,8 +78,11 @@ def test_search_returns_top_k_with_metadata_and_timings(service):
 def test_items_and_images_come_from_the_index(service):
     client, index = service["client"], service["index"]
     item = client.get("/items/4").json()
-    assert item == {"id": 4, "label": index.item(4)["label"], "source": index.item(4)["source"], "fields": {},
+    stored = index.item(4)["source"]
+    assert stored.startswith("/") and stored.endswith(item["source"])
+    assert item == {"id": 4, "label": index.item(4)["label"], "source": item["source"], "fields": {},
                     "image_url": "/items/4/image"}
+    assert not item["source"].startswith("/") and item["source"].count("/") == 1  # label/file.png, no server path
     response = client.get("/items/4/image")
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     image = np.asarray(Image.open(io.BytesIO(response.content)))
@@ -91,6 +95,49 @@ def test_items_and_images_come_from_the_index(service):
         response = client.get(attack)
         assert response.status_code in (404, 422), attack
         assert b"root:" not in response.content and b"gallery_model" not in response.content
+
+
+@pytest.mark.parametrize("item_id, status", [
+    ("9223372036854775807", 404), ("9223372036854775808", 404), ("99999999999999999999", 422),
+    ("-99999999999999999999", 422), ("1.0", 422), ("+5", 422), ("05", 422), ("4 ", 422), ("1e3", 422),
+    ("0x10", 422), ("\u0664", 422), ("4", 200)])
+def test_item_ids_are_strict_integers_in_range(service, item_id, status):
+    """Huge or odd ids never reach SQLite (no OverflowError -> 500); only plain decimal ids are ids."""
+    client = service["client"]
+    for suffix in ("", "/image"):
+        response = client.get(f"/items/{item_id}{suffix}")
+        assert response.status_code == status, (item_id, suffix, response.text)
+        if status != 200:
+            detail = response.json()["detail"]
+            assert detail and (isinstance(detail, str) or isinstance(detail, list))
+
+
+def test_security_headers_and_no_server_paths(service):
+    client, root = service["client"], str(service["root"])
+    for path in ("/", "/health", "/items/1", "/items/1/image", "/static/app.js", "/docs", "/openapi.json",
+                 "/items/999999"):
+        headers = client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["x-frame-options"] == "DENY", path
+        csp = headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp, path
+    response = search(client, service["paths"][3].read_bytes(), k=20)
+    for hit in response.json()["results"]:
+        assert not hit["source"].startswith("/") and root not in hit["source"]
+    assert root not in client.get("/health").text
+    # errors (413 from the body-size middleware, 422 from validation) carry them too
+    big = search(client, b"\0" * (3 * 2**20))
+    assert big.status_code == 413 and big.headers["x-content-type-options"] == "nosniff"
+
+
+def test_docs_are_served_from_a_package_not_a_cdn(service):
+    client = service["client"]
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    assert client.get("/static/docs.js").status_code == 200
 
 
 def test_health_names_models_and_items(service):
@@ -120,13 +167,38 @@ def test_web_page_and_static_files(service):
     assert client.get("/static/../app.py").status_code == 404
 
 
+def raw_png(width: int, height: int, bit_depth: int = 8, colour_type: int = 0) -> bytes:
+    """A PNG of zeros written chunk by chunk (any size, any bit depth, a few KB compressed)."""
+    import struct
+    import zlib
+
+    channels = {0: 1, 2: 3, 6: 4}[colour_type]
+    row = b"\0" * (1 + width * channels * bit_depth // 8)
+    compressor = zlib.compressobj(9)
+    parts, left = [], height
+    while left:
+        rows = min(left, 65536)
+        parts.append(compressor.compress(row * rows))
+        left -= rows
+    parts.append(compressor.flush())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
 def malformed_uploads(valid_png: bytes) -> dict[str, tuple[bytes, int]]:
     sixteen_bit = png_bytes(np.full((20, 20), 40000, dtype=np.uint16))
     float_tiff = io.BytesIO()
     Image.fromarray(np.ones((8, 8), dtype=np.float32)).save(float_tiff, "TIFF")
     return {"empty": (b"", 400), "truncated": (valid_png[: len(valid_png) // 2], 400),
             "text": (b"hello, I am not an image", 415), "html": (b"<html><body>hi</body></html>", 415),
-            "16-bit mode": (sixteen_bit, 415), "float mode": (float_tiff.getvalue(), 415)}
+            "16-bit mode": (sixteen_bit, 415), "float mode": (float_tiff.getvalue(), 415),
+            "16-bit RGB": (raw_png(20, 20, 16, 2), 415), "16-bit RGBA": (raw_png(20, 20, 16, 6), 415),
+            "1x1,000,000": (raw_png(1, 1_000_000), 413), "1x39,000,000": (raw_png(1, 39_000_000), 413),
+            "aspect 100:1": (raw_png(10_000, 100), 413), "zero size": (raw_png(0, 10), 415)}
 
 
 def test_malformed_uploads_get_4xx_and_the_service_keeps_serving(service):
@@ -148,6 +220,73 @@ def test_malformed_uploads_get_4xx_and_the_service_keeps_serving(service):
     assert search(client, valid, k=21).status_code == 422  # over max_k
     assert search(client, valid).status_code == 200
     assert client.get("/health").json()["status"] == "ok"
+
+
+DECODE_PEAK = textwrap.dedent("""
+    import resource, sys
+    from hetsearch.index.images import decode_image_bytes
+    data = open(sys.argv[1], "rb").read()
+    decode_image_bytes(data, 1, 28)  # warm: imports, allocator
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name in sys.argv[2:]:
+        decode_image_bytes(open(name, "rb").read(), 3, 224)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+""")
+
+
+def test_decoding_peak_memory_stays_within_the_pixel_budget(tmp_path):
+    """The largest accepted images (a 1:64 strip, a 40-megapixel RGBA square) raise a process's peak
+    memory by at most their decoded size x DECODE_COPIES: the crop happens before any resize, so
+    no upscaled intermediate (the old 1x1,000,000 -> 224x224,000,000 path) can exist."""
+    from hetsearch.index.images import BYTES_PER_PIXEL, DECODE_COPIES, DEFAULT_MAX_PIXELS, MAX_ASPECT
+
+    small = tmp_path / "small.png"
+    small.write_bytes(raw_png(8, 8))
+    strip, square = tmp_path / "strip.png", tmp_path / "square.png"
+    strip.write_bytes(raw_png(250, 250 * MAX_ASPECT))           # 4 MP, aspect 64
+    side = int(DEFAULT_MAX_PIXELS ** 0.5)
+    square.write_bytes(raw_png(side, side, 8, 6))                # 40 MP RGBA
+    script = tmp_path / "peak.py"
+    script.write_text(DECODE_PEAK)
+    out = subprocess.run([sys.executable, str(script), str(small), str(strip), str(square)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    growth = int(out.stdout.split()[-1])
+    assert growth <= DEFAULT_MAX_PIXELS * BYTES_PER_PIXEL * DECODE_COPIES, growth
+
+
+def test_memory_error_while_decoding_is_a_413(service, monkeypatch):
+    import hetsearch.index.images as images
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(images, "_bounded_fit", exhausted)
+    response = search(service["client"], service["paths"][0].read_bytes())
+    assert response.status_code == 413 and "memory" in response.json()["detail"]
+
+
+def test_pixel_budget_bounds_concurrent_decodes():
+    import threading
+
+    from hetsearch.index.images import PixelBudget
+
+    budget, peak, lock = PixelBudget(100), [0], threading.Lock()
+
+    def work():
+        with budget.reserve(60):
+            with lock:
+                peak[0] = max(peak[0], budget.in_use)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 60 and budget.in_use == 0  # two 60-pixel decodes never overlap in a 100-pixel budget
+    with budget.reserve(10**9):  # larger than the budget: runs alone
+        assert budget.in_use == 100
 
 
 def test_onnx_runtime_serves_the_same_results(service, tmp_path):

@@ -451,6 +451,8 @@ class GalleryIndex:
         self.ids = ids
         self.thumbnails = thumbnails
         self.warnings: list[str] = []
+        self.open_kwargs: dict = {}
+        self._roots = _source_roots(manifest)
 
     @classmethod
     def open(cls, path: str | Path, *, query_meta: ModelMeta | None = None, allow_incompatible: bool = False,
@@ -486,10 +488,18 @@ class GalleryIndex:
         manifest["search_params"] = {k: params[k] for k in faiss_index.SEARCH_PARAMS.get(manifest["index_type"], ())}
         gallery = cls(folder, manifest, index, db, ids, thumbnails)
         gallery.warnings = warnings
+        gallery.open_kwargs = {"query_meta": query_meta, "allow_incompatible": allow_incompatible,
+                               "search_params": search_params}
         return gallery
 
     def __len__(self) -> int:
         return int(self.manifest["item_count"])
+
+    def public_source(self, source: str) -> str:
+        """``source`` without the server's folders: a path under the folder (or CSV's folder) it was
+        indexed from becomes relative to it, any other absolute path its file name. Data-set items
+        (``fashion_mnist:train:3``) and relative paths are unchanged."""
+        return public_source(source, self._roots)
 
     @property
     def gallery_model_id(self) -> str:
@@ -543,6 +553,28 @@ class GalleryIndex:
     def close(self) -> None:
         with self._db_lock:
             self._db.close()
+
+
+def _source_roots(manifest: dict) -> list[str]:
+    roots = []
+    for entry in manifest.get("history") or []:
+        origin = entry.get("origin") or {} if isinstance(entry, dict) else {}
+        root = origin.get("root") if origin.get("kind") == "images" else \
+            str(Path(origin["file"]).parent) if origin.get("kind") == "csv" and origin.get("file") else None
+        if isinstance(root, str) and root.startswith("/") and root not in roots:
+            roots.append(root)
+    return sorted(roots, key=len, reverse=True)  # the most specific folder first
+
+
+def public_source(source: str, roots: Sequence[str] = ()) -> str:
+    if not isinstance(source, str) or not source.startswith(("/", "\\")) and not (len(source) > 2 and
+                                                                                 source[1] == ":" and source[2] in "/\\"):
+        return source
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        if source.startswith(prefix):
+            return source[len(prefix):]
+    return source.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def open_index(path: str | Path, **kwargs) -> GalleryIndex:

@@ -116,18 +116,27 @@ def check_header(img: Image.Image, name: str, max_pixels: int) -> None:
                             f"(raw mode {raw!r}); expected an 8-bit image: convert it to 8 bits first", 415)
 
 
+REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})  # Image.reduce supports these
+
+
 def _bounded_fit(img: Image.Image, channels: int, image_size: int, resize: str) -> np.ndarray:
-    """`fit_pil_image` on the part of the image it keeps: for ``center_crop`` the centre square is
-    cut *before* resizing, so the resize never produces more pixels than the model's input."""
+    """`fit_pil_image` on the part of the image it keeps, with every intermediate at most as large as
+    the decoded image: for ``center_crop`` the centre square is cut *before* resizing (never an
+    upscaled full image), and a large image is first reduced by an integer factor (box filter) to
+    at most 4x the model's input, so the final resize and mode conversion work on a small image."""
     from PIL import ImageOps
 
-    img = ImageOps.exif_transpose(img)
+    if img.getexif().get(0x0112, 1) not in (None, 1):  # EXIF orientation: rotate first (a copy)
+        img = ImageOps.exif_transpose(img)
+    width, height = img.size
     if resize != "stretch":
-        width, height = img.size
         side = min(width, height)
         if (width, height) != (side, side):
             left, top = (width - side) // 2, (height - side) // 2
             img = img.crop((left, top, left + side, top + side))
+    factor = min(img.size) // (4 * image_size)
+    if factor >= 2 and img.mode in REDUCIBLE_MODES:
+        img = img.reduce(factor)
     return fit_pil_image(img, channels, image_size, resize)
 
 

@@ -7,10 +7,17 @@ Endpoints (schema at ``/openapi.json``, interactive docs at ``/docs``):
 * ``GET /items/{id}``: an item's metadata; ``GET /items/{id}/image``: its PNG, rendered from the
   thumbnails stored in the index (never read from a path, so no path traversal is possible).
 * ``GET /health``: query model (id, FLOPs, runtime), gallery model id, item count.
-* ``GET /``: the web page (``serve/static``).
+* ``GET /``: the web page (``serve/static``); ``GET /docs``: Swagger UI, served from the
+  ``swagger-ui-bundle`` package (no CDN: the page works offline).
 
 Uploads are bounded (``max_upload_bytes``, checked before the body is parsed) and must decode as
-8-bit images; anything else is answered with a 4xx and a ``{"detail": message}`` body.
+8-bit images within the pixel limits of `hetsearch.index.images` (sides, aspect ratio, pixels;
+concurrent decodes share one `PixelBudget`); anything else is answered with a 4xx and a
+``{"detail": message}`` body. Every response carries ``X-Content-Type-Options: nosniff``,
+``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and a Content-Security-Policy that
+allows only this server's own scripts and styles. Item sources never show server folders
+(`GalleryIndex.public_source`). The index may be a `LiveIndex`, which follows new versions of its
+folder (see `hetsearch.serve.reload`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, UploadFile
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -30,12 +37,20 @@ import hetsearch
 from hetsearch.export.runtime import QueryEncoder
 from hetsearch.index.gallery import GalleryIndex
 from hetsearch.index.faiss_index import set_omp_threads
-from hetsearch.index.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image_bytes, encode_png
+from hetsearch.index.images import DEFAULT_MAX_PIXELS, ImageRejected, PixelBudget, decode_image_bytes, encode_png
+from hetsearch.serve.reload import LiveIndex
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DRAIN_LIMIT_BYTES = 256 * 1024 * 1024  # an oversized body up to this size is read and dropped before
 # answering 413, so the client sees the answer instead of a reset connection
+MAX_ITEM_ID = 2**63 - 1  # item ids are SQLite / FAISS int64
+ITEM_ID_PATTERN = r"^(0|[1-9][0-9]{0,18})$"  # decimal digits only: no sign, no decimal point, no exponent
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"), (b"content-security-policy", CSP.encode()),
+                    (b"cross-origin-opener-policy", b"same-origin")]
 
 
 class Error(BaseModel):
@@ -96,6 +111,7 @@ class IndexInfo(BaseModel):
     embedding_dim: int
     created_at: Optional[str]
     updated_at: Optional[str]
+    revision: Optional[int] = Field(None, description="index version: grows with every add/remove/rebuild")
 
 
 class Health(BaseModel):
@@ -113,6 +129,36 @@ class Health(BaseModel):
 ERRORS = {400: {"model": Error, "description": "empty, corrupt or truncated image"},
           413: {"model": Error, "description": "upload or image dimensions too large"},
           415: {"model": Error, "description": "not an image, or an unsupported pixel mode"}}
+
+
+class SecurityHeaders:
+    """ASGI middleware: the security headers on every HTTP response (errors included)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message = dict(message)
+                message["headers"] = list(message.get("headers", [])) + \
+                    [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def swagger_ui_folder() -> Path | None:
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # pragma: no cover - a pinned dependency
+        return None
+    return Path(str(swagger_ui_path))
 
 
 class BodySizeLimit:
@@ -185,32 +231,66 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_k: int = 100, max_pixels: int = DEFAULT_MAX_PIXELS, warnings: list[str] | None = None,
-               offload: bool = True, threads: int | None = 1) -> FastAPI:
-    """The app; ``gallery`` must already have passed the model contract check for ``encoder``."""
-    app = FastAPI(title="hetsearch", version=hetsearch.__version__,
+def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_k: int = 100,
+               max_pixels: int = DEFAULT_MAX_PIXELS, warnings: list[str] | None = None, offload: bool = True,
+               threads: int | None = 1, decode_budget_pixels: int | None = None) -> FastAPI:
+    """The app; ``gallery`` must already have passed the model contract check for ``encoder``.
+
+    ``gallery``: a `GalleryIndex` (served as loaded) or a `LiveIndex` (follows new versions of the
+    folder; its watcher runs while the app runs). ``decode_budget_pixels``: pixels decoded at once
+    across all requests (default ``max_pixels``: one largest image, or many small ones)."""
+    from contextlib import asynccontextmanager
+
+    live = gallery if isinstance(gallery, LiveIndex) else LiveIndex(gallery, interval=None)
+    first = live.current
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        live.start()
+        try:
+            yield
+        finally:
+            live.stop()
+
+    app = FastAPI(title="hetsearch", version=hetsearch.__version__, docs_url=None, redoc_url=None,
+                  lifespan=lifespan,
                   description="Heterogeneous visual search: a tiny query model searches a gallery indexed by a "
-                              f"large gallery model. Gallery model {gallery.gallery_model_id}, query model "
+                              f"large gallery model. Gallery model {first.gallery_model_id}, query model "
                               f"{encoder.meta.model_id}.")
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    swagger = swagger_ui_folder()
+    if swagger is not None:
+        app.mount("/docs-assets", StaticFiles(directory=swagger), name="docs-assets")
+    app.state.live_index = live
+    budget = PixelBudget(decode_budget_pixels or max_pixels)
+    app.state.pixel_budget = budget
     channels, image_size, _ = encoder.input_shape
     resize = encoder.resize
-    gallery_meta = gallery.manifest["gallery_model"]
-    all_warnings = list(warnings or []) + list(gallery.warnings)
+    start_warnings = list(warnings or []) + list(first.warnings)
 
-    def item_record(item_id: int, record: dict) -> dict:
-        return {"id": item_id, "label": record["label"], "source": record["source"], "fields": record["fields"],
-                "image_url": f"/items/{item_id}/image"}
+    def item_record(index: GalleryIndex, item_id: int, record: dict) -> dict:
+        return {"id": item_id, "label": record["label"], "source": index.public_source(record["source"]),
+                "fields": record["fields"], "image_url": f"/items/{item_id}/image"}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        if swagger is None:  # pragma: no cover
+            raise HTTPException(404, "API docs need the swagger-ui-bundle package; the schema is at /openapi.json")
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
+
     @app.get("/health", response_model=Health, summary="Service status, models and index size")
     def health() -> dict:
+        gallery = live.current
+        gallery_meta = gallery.manifest["gallery_model"]
         manifest = gallery.manifest
+        all_warnings = start_warnings + ([live.error] if live.error else [])
         return {
             "status": "ok", "version": hetsearch.__version__, "query_model": encoder.describe(),
             "gallery_model": {"model_id": gallery.gallery_model_id, "backbone": gallery_meta["spec"]["backbone"],
@@ -220,7 +300,7 @@ def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes
             "index": {"items": len(gallery), "index_type": manifest["index_type"],
                       "index_params": manifest["index_params"], "search_params": manifest.get("search_params", {}),
                       "embedding_dim": gallery.embedding_dim, "created_at": manifest.get("created_at"),
-                      "updated_at": manifest.get("updated_at")},
+                      "updated_at": manifest.get("updated_at"), "revision": manifest.get("revision")},
             "max_upload_bytes": max_upload_bytes, "max_k": max_k, "warnings": all_warnings}
 
     thread_state = threading.local()
@@ -230,10 +310,12 @@ def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes
             # OpenMP thread counts are per thread: apply the start-up setting to this pool thread
             set_omp_threads(threads)
             thread_state.ready = True
+        gallery = live.current  # this request uses one version of the index from start to end
         read_done = time.perf_counter()
+        name = f"upload {filename[:100]!r}" if filename else "upload"
         try:
-            image = decode_image_bytes(data, channels, image_size, resize, name=f"upload {filename!r}",
-                                       max_pixels=max_pixels)
+            image = decode_image_bytes(data, channels, image_size, resize, name=name, max_pixels=max_pixels,
+                                       budget=budget)
         except ImageRejected as exc:
             raise HTTPException(exc.status_code, str(exc)) from None
         decoded = time.perf_counter()
@@ -243,7 +325,8 @@ def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes
         done = time.perf_counter()
         return {"query_model": encoder.meta.model_id, "gallery_model": gallery.gallery_model_id, "k": k,
                 "results": [{"rank": rank, "score": hit.score,
-                             **item_record(hit.id, {"label": hit.label, "source": hit.source, "fields": hit.fields})}
+                             **item_record(gallery, hit.id, {"label": hit.label, "source": hit.source,
+                                                             "fields": hit.fields})}
                             for rank, hit in enumerate(hits, start=1)],
                 "timings": {"read_ms": (read_done - started) * 1e3, "decode_ms": (decoded - read_done) * 1e3,
                             "embed_ms": (embedded - decoded) * 1e3, "search_ms": (done - embedded) * 1e3,
@@ -261,22 +344,34 @@ def create_app(gallery: GalleryIndex, encoder: QueryEncoder, *, max_upload_bytes
             return await run_in_threadpool(answer, data, file.filename, k, started)
         return answer(data, file.filename, k, started)
 
+    def parse_item_id(item_id: str) -> int:
+        value = int(item_id)  # the path pattern admits decimal digits only
+        if value > MAX_ITEM_ID:
+            raise HTTPException(404, f"no item with id {item_id} in this index (ids are below 2^63)")
+        return value
+
+    item_id_param = PathParam(..., pattern=ITEM_ID_PATTERN, max_length=19, examples=["0"],
+                              description="item id: decimal digits (0 .. 2^63-1), as returned by /search")
+
     @app.get("/items/{item_id}", response_model=Item, responses={404: {"model": Error}},
              summary="An item's metadata")
-    def get_item(item_id: int) -> dict:
-        record = gallery.item(item_id)
+    def get_item(item_id: str = item_id_param) -> dict:
+        value = parse_item_id(item_id)
+        gallery = live.current
+        record = gallery.item(value)
         if record is None:
-            raise HTTPException(404, f"no item with id {item_id} in this index")
-        return item_record(item_id, record)
+            raise HTTPException(404, f"no item with id {value} in this index")
+        return item_record(gallery, value, record)
 
     @app.get("/items/{item_id}/image", response_class=Response, summary="An item's image (PNG)",
              responses={200: {"content": {"image/png": {}}, "description": "the gallery image as the gallery "
                                                                           "model saw it"},
                         404: {"model": Error}})
-    def get_item_image(item_id: int) -> Response:
-        thumbnail = gallery.thumbnail(item_id)
+    def get_item_image(item_id: str = item_id_param) -> Response:
+        value = parse_item_id(item_id)
+        thumbnail = live.current.thumbnail(value)
         if thumbnail is None:
-            raise HTTPException(404, f"no item with id {item_id} in this index")
+            raise HTTPException(404, f"no item with id {value} in this index")
         return Response(encode_png(thumbnail), media_type="image/png",
                         headers={"Cache-Control": "public, max-age=3600"})
 

@@ -28,13 +28,20 @@ def serve(index: Path = typer.Option(..., "--index", "-i", help="index folder (h
           max_upload_mb: float = typer.Option(10.0, help="largest accepted upload in MiB"),
           max_k: int = typer.Option(100, min=1, help="largest k a client may ask for"),
           access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="log every request"),
-          log_level: str = typer.Option("info", help="uvicorn log level")):
+          log_level: str = typer.Option("info", help="uvicorn log level"),
+          verify: str = typer.Option("off", "--verify", help="measure the query model on a stored sample of the "
+                                     "gallery at start: off | warn | refuse (see `hetsearch verify`)"),
+          reload_interval: float = typer.Option(1.0, min=0, help="seconds between checks for a new index version "
+                                                "(after index add/remove/rebuild; 0: never reload)")):
+    from hetsearch.index.cli import check_verify_option
     from hetsearch.serve.server import run_server
+
+    check_verify_option(verify)
 
     run_server(index, query_model, host=host, port=port, runtime=runtime, threads=threads,
                allow_incompatible=allow_incompatible, search_params={"nprobe": nprobe, "efSearch": ef_search},
                max_upload_bytes=int(max_upload_mb * 2**20), max_k=max_k, access_log=access_log,
-               log_level=log_level,
+               log_level=log_level, verify=verify, reload_interval=reload_interval,
                log=lambda message: console.print(escape(message).replace("warning:", "[yellow]warning:[/yellow]", 1)))
 
 

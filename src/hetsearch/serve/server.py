@@ -23,24 +23,34 @@ def set_threads(threads: Optional[int]) -> None:
     faiss.omp_set_num_threads(int(threads))
 
 
+def warm_up(gallery: GalleryIndex, encoder: QueryEncoder, rounds: int = 3) -> None:
+    """First calls allocate / optimise; keep that out of the first request."""
+    warm = np.zeros((1, *encoder.input_shape), dtype=np.uint8)
+    for _ in range(rounds):
+        gallery.search(encoder.embed(warm), 10)
+
+
 def load_service(index_dir: str | Path, query_model: str | Path, *, runtime: str = "auto",
                  threads: Optional[int] = 1, allow_incompatible: bool = False,
-                 search_params: Optional[dict] = None) -> tuple[GalleryIndex, QueryEncoder]:
-    """(index, encoder) after the contract check; the encoder is warmed up."""
+                 search_params: Optional[dict] = None, verify: str = "off") -> tuple[GalleryIndex, QueryEncoder]:
+    """(index, encoder) after the contract check (and, with ``verify`` warn/refuse, the measured
+    check of `hetsearch.index.verify`, whose warnings join ``index.warnings``); warmed up."""
+    from hetsearch.index.cli import run_verification
+
     set_threads(threads)
     encoder = load_query_encoder(query_model, runtime=runtime, threads=threads)
     gallery = open_index(index_dir, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
                          search_params=search_params)
-    warm = np.zeros((1, *encoder.input_shape), dtype=np.uint8)
-    for _ in range(3):  # first calls allocate / optimise; keep that out of the first request
-        gallery.search(encoder.embed(warm), 10)
+    gallery.warnings += run_verification(gallery, encoder, verify)
+    warm_up(gallery, encoder)
     return gallery, encoder
 
 
 def run_server(index_dir: str | Path, query_model: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
                runtime: str = "auto", threads: Optional[int] = 1, allow_incompatible: bool = False,
                search_params: Optional[dict] = None, max_upload_bytes: Optional[int] = None, max_k: int = 100,
-               access_log: bool = False, log_level: str = "info", log=print) -> None:
+               access_log: bool = False, log_level: str = "info", log=print, verify: str = "off",
+               reload_interval: float = 1.0) -> None:
     import sys
 
     import uvicorn
@@ -50,13 +60,17 @@ def run_server(index_dir: str | Path, query_model: str | Path, *, host: str = "1
     sys.setswitchinterval(0.0005)
 
     from hetsearch.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
+    from hetsearch.serve.reload import LiveIndex
 
     started = time.perf_counter()
     gallery, encoder = load_service(index_dir, query_model, runtime=runtime, threads=threads,
-                                    allow_incompatible=allow_incompatible, search_params=search_params)
+                                    allow_incompatible=allow_incompatible, search_params=search_params,
+                                    verify=verify)
     for message in gallery.warnings:
         log(f"warning: {message}")
-    app = create_app(gallery, encoder, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES, max_k=max_k,
+    live = LiveIndex(gallery, interval=reload_interval or None, warmup=lambda fresh: warm_up(fresh, encoder, 1),
+                     log=log)
+    app = create_app(live, encoder, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES, max_k=max_k,
                      threads=threads)
     info = encoder.describe()
     log(f"index {index_dir}: {len(gallery)} items ({gallery.manifest['index_type']}), gallery model "

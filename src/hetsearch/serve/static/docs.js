@@ -1,0 +1,10 @@
+// Swagger UI for /openapi.json, from the swagger-ui-bundle package served by this server (no CDN).
+"use strict";
+window.ui = SwaggerUIBundle({
+  url: "/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout",
+  validatorUrl: null,
+});
