@@ -79,7 +79,7 @@ def sha(tensor: torch.Tensor) -> str:
 # ------------------------------------------------------------------------------ registry and config
 
 def test_methods_are_registered():
-    assert compat_methods() == ["none", "bct", "bct_mean", "distill", "l2"]
+    assert compat_methods() == ["none", "bank_l2", "bct", "bct_mean", "contrastive", "distill", "l2", "relational"]
 
 
 def test_none_builds_nothing_and_unknown_or_missing_gallery_is_an_error(tmp_path):

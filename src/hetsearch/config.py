@@ -52,18 +52,45 @@ class OptimConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    task_loss: str = "classification"  # classification | none (label-free: only the compatibility term)
     max_steps_per_epoch: Optional[int] = None  # cap for quick runs and tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class BankConfig:
+    """The gallery embedding bank (hetsearch.compat.bank): φ_g of every training image, K views each."""
+
+    views: int = 4                   # K: view 0 = the image as is, views 1..K-1 = seeded crop+flip views
+    view_seed: int = 0               # view v of image i is a pure function of (view_seed, i, v)
+    dir: Optional[str] = None        # where banks live (None: <output_dir>/banks, shared by the runs there)
+    index: Optional[str] = None      # a gallery index folder of the same images serves as the bank (views: 1)
+    match_views: bool = True         # the query sees view v of image i, its target is bank[i, v]; false:
+                                     # the trainer's random augmentation against bank[i, 0] (the image as is)
+    batch_size: int = 1024           # gallery forward batch while building
+    chunk_items: int = 8192          # images per resumable chunk file
+
+
+@dataclass
+class GalleryAwareConfig:
+    """Options of the bank methods (contrastive, relational, bank_l2; docs/compat.md)."""
+
+    temperature: float = 0.05        # contrastive: τ of the InfoNCE softmax
+    negatives: int = 4096            # contrastive: sampled bank rows per step (0: in-batch; -1: the full bank)
+    anchors: int = 2048              # relational: sampled bank anchors per step
+    relational_temperature: float = 0.05  # relational: τ of both similarity distributions
 
 
 @dataclass
 class CompatConfig:
     """How the model is made compatible with a gallery model (see hetsearch.compat)."""
 
-    method: str = "none"             # none | bct | bct_mean | l2 | distill, or parts joined by "+" (bct+l2)
+    method: str = "none"             # none | bct | bct_mean | l2 | distill | contrastive | relational | bank_l2, or parts joined by "+" (bct+l2)
     gallery_model: Optional[str] = None  # path of the gallery model checkpoint
     weight: float = 1.0              # λ of the compatibility term
     term_weights: dict = field(default_factory=dict)  # composite methods: weight of each part (default 1)
+    bank: BankConfig = field(default_factory=BankConfig)
+    gallery_aware: GalleryAwareConfig = field(default_factory=GalleryAwareConfig)
 
 
 @dataclass

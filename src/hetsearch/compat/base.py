@@ -12,6 +12,7 @@ written once to `run_dir/compat.json`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from pathlib import Path
@@ -34,6 +35,65 @@ class CompatibilityTerm(Protocol):
                  labels: torch.Tensor) -> torch.Tensor: ...
 
     def to(self, device: torch.device) -> "CompatibilityTerm": ...
+
+
+@dataclass
+class BatchRefs:
+    """Which training items (and which of their views) a batch holds, for terms that look them up
+    in the gallery embedding bank. `seed` seeds the step's own random draws (negatives, anchors),
+    so a resumed run draws what an uninterrupted one would."""
+
+    indices: torch.Tensor            # int64 (B,): positions in the training split
+    views: torch.Tensor              # int64 (B,): view of each item (0 = the image as is)
+    seed: int = 0
+
+
+def view_source(term) -> object | None:
+    """The bank whose views a term's batches must be made of (`None`: the trainer's augmentation)."""
+    return getattr(term, "view_source", None) if term is not None else None
+
+
+def prepare_batch(term, images_uint8: torch.Tensor, indices: torch.Tensor, augment, generator: torch.Generator,
+                  seed: int) -> tuple[torch.Tensor, BatchRefs | None]:
+    """The uint8 batch the model sees, and the refs a bank term needs.
+
+    Terms without a bank: the trainer's random augmentation, unchanged (same random stream).
+    Bank terms with matched views: a uniformly drawn stored view of each image, so that the
+    query's positive is exactly bank[i, v]. Bank terms with `match_views: false`: the trainer's
+    augmentation, target view 0 (the image as is)."""
+    source = view_source(term)
+    if source is None:
+        return augment(images_uint8, generator), None
+    if not getattr(term, "match_views", True):
+        views = torch.zeros_like(indices)
+        return augment(images_uint8, generator), BatchRefs(indices, views, seed)
+    draw = _device_generator(images_uint8.device, seed)
+    x, views = source.sample_views(images_uint8, indices, draw)
+    return x, BatchRefs(indices, views, seed)
+
+
+_GENERATORS: dict[str, torch.Generator] = {}
+
+
+def _device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """One reusable generator per device, reseeded per step (no host-device transfer per draw)."""
+    name = str(device)
+    if name not in _GENERATORS:
+        _GENERATORS[name] = torch.Generator(device=device)
+    return _GENERATORS[name].manual_seed(int(seed) % (2**63))
+
+
+def step_generator(device: torch.device, refs: BatchRefs, salt: int) -> torch.Generator:
+    """A generator on `device` for one term's draws at one step (distinct per term through `salt`)."""
+    return _device_generator(device, refs.seed * 1_000_003 + salt)
+
+
+def apply_term(term, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+               refs: BatchRefs | None) -> torch.Tensor:
+    """term(embeddings, images, labels), passing `refs` to the terms that use the bank."""
+    if getattr(term, "uses_batch_refs", False):
+        return term(embeddings, images, labels, refs=refs)
+    return term(embeddings, images, labels)
 
 
 # builder(compat_cfg, *, model_spec, classes, train_set, run_dir, device) -> CompatibilityTerm
@@ -71,9 +131,17 @@ class SumOfTerms(nn.Module):
         self.summary = {"method": self.method, "term_weights": self.weights,
                         "terms": {name: term.summary for name, term in terms.items()}}
         self.last_parts: dict[str, torch.Tensor] = {}
+        sources = [view_source(term) for term in terms.values() if view_source(term) is not None]
+        self.view_source = sources[0] if sources else None
+        self.uses_batch_refs = bool(sources)
+        self.match_views = all(getattr(t, "match_views", True) for t in terms.values() if view_source(t) is not None)
+        keys = {getattr(s, "key", None) for s in sources}
+        if len(keys) > 1:  # cannot happen through build_compat_term (one compat.bank)
+            raise ValueError("SumOfTerms: the parts use different gallery embedding banks")
 
-    def forward(self, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        parts = {name: term(embeddings, images, labels) for name, term in self.terms.items()}
+    def forward(self, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+                refs: BatchRefs | None = None) -> torch.Tensor:
+        parts = {name: apply_term(term, embeddings, images, labels, refs) for name, term in self.terms.items()}
         self.last_parts = {name: value.detach() for name, value in parts.items()}
         return sum(self.weights[name] * value for name, value in parts.items())
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from hetsearch.compat import build_compat_term
+from hetsearch.compat.base import apply_term, prepare_batch
 from hetsearch.config import TrainRunConfig, dump_yaml, from_dict, to_dict
 from hetsearch.data import BatchAugment, Splits, iterate_batches, make_splits
 from hetsearch.errors import CheckpointError, ConfigError
@@ -32,6 +33,7 @@ from hetsearch.utils.device import resolve_device, seed_everything
 from hetsearch.utils.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
+TASK_LOSSES = ("classification", "none")
 FINAL_MODEL = "model.pt"
 
 
@@ -111,8 +113,14 @@ class Trainer:
                               "or choose another name (name=...)")
         seed_everything(cfg.runtime.seed + self.dist.rank)
         model = self._build_model()
+        if cfg.train.task_loss not in TASK_LOSSES:
+            raise ConfigError(f"train.task_loss: got {cfg.train.task_loss!r}, expected one of {', '.join(TASK_LOSSES)}")
         compat_term = build_compat_term(cfg.compat, model_spec=model.spec, classes=self.splits.classes,
-                                        train_set=self.splits.train, run_dir=run_dir, device=self.device)
+                                        train_set=self.splits.train, run_dir=run_dir, device=self.device,
+                                        augment=cfg.train.augment)
+        if compat_term is None and cfg.train.task_loss == "none":
+            raise ConfigError("train.task_loss=none (label-free) needs a compatibility method to train with, "
+                              "e.g. compat.method=contrastive compat.gallery_model=<gallery model.pt>")
         optimizer = build_optimizer(model, cfg.train)
         steps_per_epoch = self._steps_per_epoch()
         total_steps = steps_per_epoch * cfg.train.epochs
@@ -181,24 +189,37 @@ class Trainer:
         model.train()
         # The batch order of epoch e depends only on (seed, e): resuming replays it exactly.
         generator = torch.Generator().manual_seed(cfg.runtime.seed * 100_003 + epoch)
-        batches = iterate_batches(images, labels, cfg.train.batch_size, generator, shuffle=True, drop_last=True,
-                                  rank=self.dist.rank, world_size=self.dist.world_size)
-        totals = {"loss": 0.0, "cls_loss": 0.0, "compat_loss": 0.0, "correct": 0, "images": 0}
+        # batches of item positions (the same permutation as batching the labels): bank terms need them
+        batches = iterate_batches(images, torch.arange(len(labels), device=labels.device), cfg.train.batch_size,
+                                  generator, shuffle=True, drop_last=True, rank=self.dist.rank,
+                                  world_size=self.dist.world_size)
+        # per-step sums stay on the device (no host sync per step); read once at the end of the epoch
+        zero = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
+        totals = {"loss": zero(), "cls_loss": zero(), "compat_loss": zero(), "correct": zero(), "images": 0}
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
         progress = self._progress(epoch, steps_per_epoch)
-        for step, (batch_images, batch_labels) in enumerate(batches):
+        with_task = cfg.train.task_loss == "classification"
+        for step, (batch_images, batch_index) in enumerate(batches):
             if step >= steps_per_epoch:
                 break
-            x = augment(batch_images, generator).float().div_(255)
+            batch_labels = labels[batch_index]
+            x, refs = prepare_batch(compat_term, batch_images, batch_index, augment, generator,
+                                    seed=(cfg.runtime.seed * 100_003 + epoch) * 1_000_003 + step)
+            x = x.float().div_(255)
             if cfg.runtime.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(self.device, cfg.runtime.amp):
                 # through the (possibly DDP-wrapped) forward, so DDP sees the computation
                 embeddings = train_model(x, normalize=False)
-                logits = model.classifier(model.classifier_input(embeddings).float(), batch_labels)
-                cls_loss = F.cross_entropy(logits, batch_labels, label_smoothing=cfg.train.label_smoothing)
-                compat_loss = compat_term(embeddings.float(), x, batch_labels) if compat_term else None
+                if with_task:
+                    logits = model.classifier(model.classifier_input(embeddings).float(), batch_labels)
+                    cls_loss = F.cross_entropy(logits, batch_labels, label_smoothing=cfg.train.label_smoothing)
+                else:  # label-free: the compatibility term alone
+                    logits, cls_loss = None, embeddings.new_zeros((), dtype=torch.float32)
+                compat_loss = apply_term(compat_term, embeddings.float(), x, batch_labels, refs) if compat_term else None
                 loss = cls_loss + cfg.compat.weight * compat_loss if compat_loss is not None else cls_loss
-            if not torch.isfinite(loss):
+            finite &= torch.isfinite(loss.detach())
+            if progress is not None and not bool(finite):  # the progress bar syncs anyway: fail at once
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
                                          "lower train.lr or check the data")
             optimizer.zero_grad(set_to_none=True)
@@ -206,26 +227,31 @@ class Trainer:
             optimizer.step()
             scheduler.step()
             n = batch_labels.numel()
-            totals["loss"] += loss.item() * n
-            totals["cls_loss"] += cls_loss.item() * n
-            totals["compat_loss"] += (compat_loss.item() if compat_loss is not None else 0.0) * n
+            totals["loss"] += loss.detach() * n
+            totals["cls_loss"] += cls_loss.detach() * n
+            if compat_loss is not None:
+                totals["compat_loss"] += compat_loss.detach() * n
             for part, value in getattr(compat_term, "last_parts", {}).items():  # composite methods (bct+l2)
                 key = f"compat_{part}_loss"
-                totals[key] = totals.get(key, 0.0) + value.item() * n
-            totals["correct"] += (logits.argmax(1) == batch_labels).sum().item()
+                totals[key] = totals.get(key, zero()) + value * n
+            if logits is not None:
+                totals["correct"] += (logits.detach().argmax(1) == batch_labels).sum()
             totals["images"] += n
             if progress is not None:
-                progress.update(1, loss=totals["loss"] / totals["images"])
+                progress.update(1, loss=totals["loss"].item() / totals["images"])
         if progress is not None:
             progress.close()
+        if not bool(finite):
+            raise FloatingPointError(f"loss became non-finite during epoch {epoch + 1}; lower train.lr or check the data")
+        totals = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in totals.items()}
         n = max(1, totals["images"])
         out = {"loss": totals["loss"] / n, "cls_loss": totals["cls_loss"] / n,
-               "train_accuracy": totals["correct"] / n, "lr": scheduler.get_last_lr()[0],
+               "train_accuracy": totals["correct"] / n if with_task else None, "lr": scheduler.get_last_lr()[0],
                "images": totals["images"] * self.dist.world_size}
         if compat_term is not None:
             out.update({k: v / n for k, v in totals.items() if k.startswith("compat_")})
         averaged = {"loss", "cls_loss", "train_accuracy"} | {k for k in out if k.startswith("compat_")}
-        return {k: (all_reduce_mean(v, self.dist) if k in averaged else v) for k, v in out.items()}
+        return {k: (all_reduce_mean(v, self.dist) if k in averaged and v is not None else v) for k, v in out.items()}
 
     def validate(self, model: EmbeddingModel) -> dict:
         """Homogeneous retrieval on the validation split (each item queries the others)."""
@@ -238,7 +264,22 @@ class Trainer:
             return {}
         emb = embed(model, val.images, device=self.device)
         metrics = retrieval_metrics(emb, val.labels.numpy(), emb, val.labels.numpy(), ks=(1,), exclude_self=True)
-        return {"val_recall_at_1": metrics["recall_at_1"], "val_map_at_r": metrics["map_at_r"]}
+        out = {"val_recall_at_1": metrics["recall_at_1"], "val_map_at_r": metrics["map_at_r"]}
+        out.update(self._validate_against_gallery(emb))
+        return out
+
+    def _validate_against_gallery(self, query_emb) -> dict:
+        """M(q, g) on the validation split: each item's query embedding searches the gallery model's
+        embeddings of the other validation items (labels: Recall@1; label-free: whether the nearest
+        gallery embedding of *all* validation items is the item's own). Needs compat.gallery_model."""
+        from hetsearch.compat.validation import gallery_val_embeddings, hetero_val_metrics
+
+        if not self.cfg.compat.gallery_model:
+            return {}
+        if getattr(self, "_val_gallery_emb", None) is None:
+            self._val_gallery_emb = gallery_val_embeddings(self.cfg.compat.gallery_model, self.splits.val,
+                                                           query_emb.shape[1], self.device)
+        return hetero_val_metrics(query_emb, self._val_gallery_emb, self.splits.val.labels.numpy())
 
     # ------------------------------------------------------------------ reporting
     def _progress(self, epoch: int, steps: int):
@@ -265,9 +306,13 @@ class Trainer:
         if not self.cfg.runtime.progress:
             return
         parts = [f"epoch {record['epoch']}/{self.cfg.train.epochs}", f"loss {record['loss']:.4f}",
-                 f"train acc {record['train_accuracy']:.4f}", f"{record['images_per_second']:.0f} img/s"]
+                 f"{record['images_per_second']:.0f} img/s"]
+        if record.get("train_accuracy") is not None:
+            parts.insert(2, f"train acc {record['train_accuracy']:.4f}")
         if "val_recall_at_1" in record:
             parts.append(f"val R@1 {record['val_recall_at_1']:.4f}")
+        if "val_hetero_recall_at_1" in record:
+            parts.append(f"val M(q,g) R@1 {record['val_hetero_recall_at_1']:.4f}")
         print(f"[{self.cfg.name}] " + ", ".join(parts), flush=True)
 
 

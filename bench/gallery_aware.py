@@ -1,0 +1,475 @@
+"""Issue 15: gallery-aware compatibility. Query models trained against the gallery's own embeddings
+(the gallery embedding bank) vs independent, BCT and L2, closed and open set.
+
+From nothing, in order (each step reuses what a previous call finished):
+  1. the galleries: the closed-set paragon (configs/fashion_mnist/gallery.yaml, 15 epochs, shared
+     with the other benches) and an open-set gallery (the same recipe, data.protocol=open_set:
+     trained on 5 classes);
+  2. their gallery embedding banks (compat.bank, K views per training image);
+  3. a throughput probe: every method on ShuffleNetV2 x0.5, one after another, alone on the
+     device (images/s of training, and the ratio to independent training);
+  4. query models: --methods x --models x protocols at --epochs, seed 0; then the two best methods
+     per protocol (mean heterogeneous Recall@1 over the models) with the other --seeds.
+     Query models use the gallery's data protocol (open set: the 5 training classes) and are
+     scored on its test protocol (open set: the 5 held-out classes, queries = their test images,
+     gallery = the rest of those test images).
+Each finished query model writes runs/<...>/ga_rows/<run>.json; the results files
+docs/results/gallery_aware{,_quick}.{json,md} are rewritten after every finished run, so a run
+cut short still leaves its results, and the next call continues where it stopped.
+
+    python bench/gallery_aware.py --quick                     # minutes on CPU: checks it runs
+    python bench/gallery_aware.py --device cuda --jobs 12 --data-dir DIR   # the full bench (GPU)
+    python bench/gallery_aware.py --methods none,bct,contrastive --models shufflenetv2_x0_5 --seeds 0
+
+Models: shufflenetv2_x0_5, mobilenetv3_small (x0.5) and cmpnas (the net CMP-NAS found under
+1.9 MFLOPs, arch from docs/results/gap.json, trained like the other two). Methods: any
+compat.method (none = independent), e.g. contrastive+relational.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import _shared
+
+from hetsearch.config import TrainRunConfig, load_config
+from hetsearch.utils.io import atomic_write_json
+from hetsearch.utils.results import write_results
+
+PROTOCOLS = ("closed_set", "open_set")
+DEFAULT_METHODS = ("none", "bct", "l2", "bank_l2", "contrastive", "relational", "contrastive+relational",
+                   "bct+contrastive")
+BANK_METHODS = ("bank_l2", "contrastive", "relational")
+DEFAULT_MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small", "cmpnas")
+CMPNAS_LABEL = "cmpnas_1.9mf"
+QUICK = {"gallery_epochs": 3, "epochs": 3, "max_train_items": 10000, "max_test_items": 2000,
+         "probe_steps": 8, "methods": ("none", "bct", "contrastive", "relational", "contrastive+relational"),
+         "models": ("shufflenetv2_x0_5",), "seeds": (0,)}
+GAP_CLOSED, GAP_OPEN, SPEED_RATIO, MIN_FLOPS_REDUCTION = 0.015, 0.05, 0.8, 30.0
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="10k training images, 3-epoch galleries and query models, "
+                                                        "ShuffleNetV2 only, seed 0 (checks that it runs)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: auto). AMP (bf16) is on on cuda")
+    p.add_argument("--epochs", type=int, default=None, help="query-model epochs (default 30; quick 3)")
+    p.add_argument("--gallery-epochs", type=int, default=None, help="gallery epochs (default: the paragon's 15; quick 3)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick 0). Seed 0 runs every "
+                                                 "method, the others only the two best methods per protocol")
+    p.add_argument("--methods", default=None, help=f"comma-separated compat methods (default {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--models", default=None, help=f"comma-separated query models (default {','.join(DEFAULT_MODELS)})")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS), help="closed_set,open_set (default both)")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (data.root)")
+    p.add_argument("--jobs", type=int, default=None, help="query models trained at once (default: 1 on CPU, "
+                                                          "min(12, cores - 2) on cuda)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per training process (default: 1 "
+                                                             "with --jobs > 1, else torch's default)")
+    p.add_argument("--probe-steps", type=int, default=None, help="steps per throughput-probe epoch (default 60)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every query model (e.g. compat.gallery_aware.temperature=0.07)")
+    p.add_argument("--runs", default=None, help="runs folder (default runs/bench, quick runs/bench_ga_quick)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the results from finished runs only")
+    args = p.parse_args()
+    q = args.quick
+    args.epochs = args.epochs or (QUICK["epochs"] if q else 30)
+    args.gallery_epochs = args.gallery_epochs or (QUICK["gallery_epochs"] if q else None)
+    args.seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(QUICK["seeds"] if q else (0, 1, 2))
+    args.methods = args.methods.split(",") if args.methods else list(QUICK["methods"] if q else DEFAULT_METHODS)
+    args.models = args.models.split(",") if args.models else list(QUICK["models"] if q else DEFAULT_MODELS)
+    args.protocols = args.protocols.split(",")
+    args.probe_steps = args.probe_steps or (QUICK["probe_steps"] if q else 60)
+    bad = sorted(set(args.models) - set(DEFAULT_MODELS)) + sorted(set(args.protocols) - set(PROTOCOLS))
+    if bad:
+        raise SystemExit(f"unknown model(s)/protocol(s) {bad}; models: {DEFAULT_MODELS}, protocols: {PROTOCOLS}")
+    import torch
+
+    cuda = (args.device or "").startswith("cuda") or (args.device is None and torch.cuda.is_available())
+    args.jobs = args.jobs or (min(12, max(1, (os.cpu_count() or 2) - 2)) if cuda else 1)
+    args.threads = args.threads or (1 if args.jobs > 1 else None)
+    # quick: its own folder (the other benches' quick galleries use other caps)
+    args.runs = args.runs or (f"{_shared.BENCH_RUNS}_ga_quick" if q else _shared.BENCH_RUNS)
+    return args
+
+
+# ----------------------------------------------------------------------------- configs
+
+def common_overrides(args, protocol: str) -> list[str]:
+    out = [f"output_dir={args.runs}", "runtime.progress=false", f"data.protocol={protocol}"]
+    if args.quick:
+        out += [f"data.max_train_items={QUICK['max_train_items']}", f"data.max_test_items={QUICK['max_test_items']}"]
+    if args.data_dir:
+        out.append(f"data.root={args.data_dir}")
+    if args.device:
+        out.append(f"runtime.device={args.device}")
+    if args.threads:
+        out.append(f"runtime.num_threads={args.threads}")
+    return out
+
+
+def gallery_name(protocol: str) -> str:
+    return "gallery" if protocol == "closed_set" else "gallery_open_set"
+
+
+def gallery_config(args, protocol: str) -> TrainRunConfig:
+    extra = [*common_overrides(args, protocol), f"name={gallery_name(protocol)}"]
+    if args.gallery_epochs:
+        extra.append(f"train.epochs={args.gallery_epochs}")
+    return load_config(TrainRunConfig, _shared.CONFIGS / "gallery.yaml", extra)
+
+
+def cmpnas_arch() -> str:
+    rows = json.loads((_shared.ROOT / "docs" / "results" / "gap.json").read_text())["rows"]
+    return next(r["arch"] for r in rows if r.get("label") == CMPNAS_LABEL)
+
+
+def model_overrides(model: str) -> tuple[str, list[str]]:
+    """(config file, overrides): cmpnas is the searched backbone with the light-model recipe."""
+    if model == "cmpnas":
+        return "query_shufflenetv2_x0_5.yaml", ["model.backbone=cmpnas", f"model.backbone_args={{arch: '{cmpnas_arch()}'}}"]
+    return f"query_{model}.yaml", []
+
+
+def run_name(protocol: str, model: str, method: str, seed: int, epochs: int) -> str:
+    return f"ga_{protocol}_{model}_{method.replace('+', '_')}_s{seed}_e{epochs}"
+
+
+def query_config(args, protocol: str, model: str, method: str, seed: int, epochs: int | None = None,
+                 name: str | None = None, extra: list[str] = ()) -> TrainRunConfig:
+    epochs = epochs or args.epochs
+    config, overrides = model_overrides(model)
+    gallery = Path(args.runs) / gallery_name(protocol) / "model.pt"
+    return load_config(TrainRunConfig, _shared.CONFIGS / config, [
+        *common_overrides(args, protocol), f"name={name or run_name(protocol, model, method, seed, epochs)}",
+        f"train.epochs={epochs}", f"compat.method={method}", f"compat.gallery_model={gallery}",
+        f"runtime.seed={seed}", *overrides, *args.set, *extra])
+
+
+def uses_bank(method: str) -> bool:
+    return any(part in BANK_METHODS for part in method.split("+"))
+
+
+# ----------------------------------------------------------------------------- work (in worker processes too)
+
+_SPLITS: dict = {}
+_CACHE: dict = {}
+
+
+def _splits(cfg: TrainRunConfig):
+    from hetsearch.data import make_splits
+
+    key = json.dumps(vars(cfg.data), sort_keys=True, default=str)
+    if key not in _SPLITS:
+        _SPLITS[key] = make_splits(cfg.data)
+    return _SPLITS[key]
+
+
+def train_gallery(cfg: TrainRunConfig) -> dict:
+    from hetsearch.train import train
+
+    result = train(cfg, resume=True, splits=_splits(cfg))
+    return {"name": cfg.name, "train_seconds": result.train_seconds}
+
+
+def train_and_score(job: dict) -> dict:
+    """Train one query model (resuming/reusing), score it, write and return its row."""
+    from hetsearch.eval.report import evaluate_loaded
+    from hetsearch.models import load_checkpoint
+    from hetsearch.train import train
+
+    cfg: TrainRunConfig = job["cfg"]
+    splits = _splits(cfg)
+    result = train(cfg, resume=True, splits=splits)
+    device = cfg.runtime.device
+    paragon = load_checkpoint(cfg.compat.gallery_model)
+    q = load_checkpoint(result.model_path)
+    hetero = evaluate_loaded(q, paragon, splits, device=device, embedding_cache=_CACHE)["metrics"]
+    homo = evaluate_loaded(q, q, splits, device=device, embedding_cache=_CACHE)["metrics"]
+    history = result.history
+    speeds = [h["images_per_second"] for h in history[1:]] or [h["images_per_second"] for h in history]
+    row = {"protocol": job["protocol"], "method": job["method"], "model": job["model"], "seed": job["seed"],
+           "epochs": cfg.train.epochs, "query_model": q.meta.model_id, "gallery_model": paragon.meta.model_id,
+           "recall_at_1": hetero["recall_at_1"], "map_at_r": hetero["map_at_r"],
+           "homo_recall_at_1": homo["recall_at_1"], "homo_map_at_r": homo["map_at_r"],
+           "query_mflops": q.meta.flops / 1e6, "gallery_mflops": paragon.meta.flops / 1e6,
+           "train_seconds": round(result.train_seconds, 1),
+           "train_img_per_s": round(statistics.median(speeds), 1) if speeds else None,
+           "val_hetero_curve": [h.get("val_hetero_recall_at_1") for h in history],
+           "val_homo_curve": [h.get("val_recall_at_1") for h in history], "run": cfg.name}
+    atomic_write_json(Path(job["rows_dir"]) / f"{cfg.name}.json", row)
+    return row
+
+
+def paragon_row(args, protocol: str) -> dict:
+    from hetsearch.eval.report import evaluate_loaded
+    from hetsearch.models import load_checkpoint
+
+    cfg = gallery_config(args, protocol)
+    g = load_checkpoint(cfg.run_dir / "model.pt")
+    m = evaluate_loaded(g, g, _splits(cfg), device=cfg.runtime.device, embedding_cache=_CACHE)["metrics"]
+    return {"protocol": protocol, "method": "paragon", "model": "resnet18_w16", "seed": cfg.runtime.seed,
+            "epochs": cfg.train.epochs, "query_model": g.meta.model_id, "gallery_model": g.meta.model_id,
+            "recall_at_1": m["recall_at_1"], "map_at_r": m["map_at_r"], "homo_recall_at_1": m["recall_at_1"],
+            "homo_map_at_r": m["map_at_r"], "query_mflops": g.meta.flops / 1e6, "gallery_mflops": g.meta.flops / 1e6,
+            "train_seconds": g.meta.extra.get("train_seconds"), "train_img_per_s": None}
+
+
+def build_bank_for(cfg: TrainRunConfig) -> dict:
+    """Open (building if needed) the bank a query run of `cfg` would use; returns its summary."""
+    from hetsearch.compat.bank_terms import open_bank
+    from hetsearch.models import create_model
+    from hetsearch.utils.device import resolve_device
+
+    splits = _splits(cfg)
+    m = cfg.model
+    spec = create_model(m.backbone, num_classes=len(splits.classes), embedding_dim=m.embedding_dim, head=m.head,
+                        in_chans=cfg.data.channels, image_size=cfg.data.image_size, backbone_args=m.backbone_args).spec
+    bank = open_bank(cfg.compat, model_spec=spec, train_set=splits.train, run_dir=cfg.run_dir,
+                     device=resolve_device(cfg.runtime.device), augment=cfg.train.augment, method=cfg.compat.method)
+    return bank.summary
+
+
+def probe(args, method: str, model: str = "shufflenetv2_x0_5") -> float:
+    """Training images/s of `method` alone on the device (2 short epochs; the second is timed)."""
+    import shutil
+
+    from hetsearch.train import train
+
+    name = f"ga_probe_{method.replace('+', '_')}"
+    cfg = query_config(args, "closed_set", model, method, 0, epochs=2, name=name,
+                       extra=[f"train.max_steps_per_epoch={args.probe_steps}", "runtime.eval_every=0"])
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    result = train(cfg, resume=False, splits=_splits(cfg))
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    return float(result.history[-1]["images_per_second"])
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean (and spread) over seeds per (protocol, method, model)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["method"] != "paragon":
+            groups.setdefault((r["protocol"], r["method"], r["model"]), []).append(r)
+    paragon = {r["protocol"]: r for r in rows if r["method"] == "paragon"}
+    out = []
+    for (protocol, method, model), rs in sorted(groups.items()):
+        het = [r["recall_at_1"] for r in rs]
+        homo = [r["homo_recall_at_1"] for r in rs]
+        p = paragon.get(protocol)
+        mean = statistics.mean(het)
+        out.append({"protocol": protocol, "method": method, "model": model, "seeds": len(rs),
+                    "recall_at_1_mean": mean, "recall_at_1_std": statistics.pstdev(het) if len(het) > 1 else 0.0,
+                    "homo_recall_at_1_mean": statistics.mean(homo),
+                    "map_at_r_mean": statistics.mean(r["map_at_r"] for r in rs),
+                    "gap_points": round(100 * (mean - p["recall_at_1"]), 2) if p else None,
+                    "flops_reduction": round(p["query_mflops"] / rs[0]["query_mflops"], 1) if p else None,
+                    "query_mflops": rs[0]["query_mflops"],
+                    "compatible": bool(mean > statistics.mean(homo)),
+                    "train_img_per_s": statistics.median([r["train_img_per_s"] for r in rs if r.get("train_img_per_s")] or [0])})
+    return out
+
+
+def best_methods(rows: list[dict], protocol: str, count: int = 2) -> list[str]:
+    """The `count` methods with the highest mean seed-0 heterogeneous Recall@1 over the models."""
+    per: dict[str, list[float]] = {}
+    for r in rows:
+        if r["protocol"] == protocol and r["seed"] == 0 and r["method"] not in ("paragon", "none"):
+            per.setdefault(r["method"], []).append(r["recall_at_1"])
+    return sorted(per, key=lambda m: -statistics.mean(per[m]))[:count]
+
+
+def acceptance(summary: list[dict], rows: list[dict], probes: dict) -> dict:
+    out: dict = {}
+    for protocol, limit in (("closed_set", GAP_CLOSED), ("open_set", GAP_OPEN)):
+        cands = [s for s in summary if s["protocol"] == protocol and (s["flops_reduction"] or 0) >= MIN_FLOPS_REDUCTION
+                 and s["method"] != "none"]
+        if not cands:
+            continue
+        best = max(cands, key=lambda s: s["recall_at_1_mean"])
+        out[protocol] = {"best": f"{best['model']} / {best['method']}", "seeds": best["seeds"],
+                         "recall_at_1_mean": round(best["recall_at_1_mean"], 4), "gap_points": best["gap_points"],
+                         "limit_points": -100 * limit, "within_limit": bool(best["gap_points"] >= -100 * limit),
+                         "compatible_m_qg_gt_m_qq": best["compatible"],
+                         "flops_reduction": best["flops_reduction"]}
+        by = {(s["method"], s["model"]): s for s in summary if s["protocol"] == protocol}
+        nas = by.get((best["method"], "cmpnas"))
+        hand = by.get((best["method"], "shufflenetv2_x0_5"))  # the hand-designed net at <= the searched net's FLOPs
+        if nas and hand:
+            out[protocol]["searched_net_vs_shufflenetv2"] = {
+                "cmpnas": round(nas["recall_at_1_mean"], 4), "shufflenetv2_x0_5": round(hand["recall_at_1_mean"], 4),
+                "searched_at_least_as_good": bool(nas["recall_at_1_mean"] >= hand["recall_at_1_mean"])}
+    if probes.get("none"):
+        out["throughput_vs_independent"] = {m: round(v / probes["none"], 3) for m, v in probes.items()}
+        out["throughput_ok"] = {m: bool(v / probes["none"] >= SPEED_RATIO) for m, v in probes.items()
+                                if uses_bank(m) and m != "none"}
+    return out
+
+
+def write(args, rows: list[dict], probes: dict, timings: dict, protocol: dict) -> None:
+    rows = sorted(rows, key=lambda r: (r["protocol"], r["method"] != "paragon", r.get("model", ""), r["method"], r["seed"]))
+    summary = summarise(rows)
+    checks = acceptance(summary, rows, probes)
+    paragon = {r["protocol"]: r for r in rows if r["method"] == "paragon"}
+    for r in rows:
+        p = paragon.get(r["protocol"])
+        r["gap_to_paragon_recall_at_1"] = r["recall_at_1"] - p["recall_at_1"] if p else None
+        r["compatible"] = None if r["method"] == "paragon" else bool(r["recall_at_1"] > r["homo_recall_at_1"])
+    name = "gallery_aware_quick" if args.quick else "gallery_aware"
+    columns = ["protocol", "method", "model", "seed", "epochs", "recall_at_1", "map_at_r", "homo_recall_at_1",
+               "gap_to_paragon_recall_at_1", "compatible", "query_mflops", "train_img_per_s", "train_seconds"]
+    notes = ("recall_at_1 / map_at_r: heterogeneous M(q, g) with g the protocol's gallery model (closed set: the "
+             "paragon; open set: the gallery trained on the 5 training classes), on the test protocol (closed set: "
+             "test queries vs the whole training split; open set: the 5 held-out classes' test images, each query "
+             "vs the others); homo_recall_at_1: M(q, q). train_img_per_s: median over epochs 2.. of the training "
+             f"log, with {args.jobs} trainings sharing the machine (see the probe for uncontended throughput).\n\n"
+             "Mean over seeds:\n\n")
+    from hetsearch.utils.results import markdown_table
+
+    notes += markdown_table(summary, ["protocol", "method", "model", "seeds", "recall_at_1_mean", "recall_at_1_std",
+                                      "homo_recall_at_1_mean", "map_at_r_mean", "gap_points", "flops_reduction",
+                                      "compatible"])
+    if probes:
+        notes += "\nThroughput probe (ShuffleNetV2 x0.5, one training at a time, images/s): " + ", ".join(
+            f"{m} {v:.0f}" + (f" ({v / probes['none']:.2f}x)" if probes.get("none") else "") for m, v in probes.items())
+    notes += f"\n\nChecks: {json.dumps(checks)}"
+    write_results(name, protocol=protocol, rows=rows, timings_s=timings, columns=columns,
+                  title="Gallery-aware compatibility: query models vs the gallery's own embeddings (closed and open set)",
+                  notes=notes, extra={"summary": summary, "acceptance": checks, "throughput_probe_img_per_s": probes,
+                                      "epochs": args.epochs, "seeds": args.seeds, "methods": args.methods,
+                                      "models": args.models})
+
+
+# ----------------------------------------------------------------------------- main
+
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
+    runs = Path(args.runs)
+    rows_dir = runs / ("ga_rows_quick" if args.quick else "ga_rows")
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    state_path = runs / ("ga_state_quick.json" if args.quick else "ga_state.json")
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"timings": {}, "probes": {}}
+    timings, probes = state["timings"], state["probes"]
+
+    def save_state() -> None:
+        atomic_write_json(state_path, state)
+
+    def load_rows() -> list[dict]:
+        rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
+        wanted = [r for r in rows if r["protocol"] in args.protocols and r["epochs"] == args.epochs]
+        return wanted
+
+    protocols_info = {p: gallery_config(args, p).data for p in args.protocols}
+    protocol_desc = {"protocols": args.protocols, "epochs": args.epochs, "seeds": args.seeds,
+                     "data": {p: vars(d) for p, d in protocols_info.items()}}
+
+    paragons: dict[str, dict] = {}
+
+    def report() -> None:
+        rows = load_rows()
+        for p in args.protocols:
+            if p not in paragons and (gallery_config(args, p).run_dir / "model.pt").is_file():
+                paragons[p] = paragon_row(args, p)
+        timings["this_call_wall"] = round(time.perf_counter() - started, 1)
+        write(args, [*paragons.values(), *rows], probes, timings, protocol_desc)
+
+    if args.report_only:
+        report()
+        return
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or 1))
+    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=__import__("multiprocessing").get_context("spawn")) \
+        if args.jobs > 1 else None
+
+    def run_all(fn, items: list) -> list:
+        """fn over items, in the pool when there is one; `on_done` per finished item."""
+        if pool is None:
+            out = []
+            for item in items:
+                out.append(fn(item))
+                yield out[-1]
+            return
+        futures = {pool.submit(fn, item) for item in items}
+        while futures:
+            done, futures = wait(futures, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
+
+    # 1. galleries (in parallel when possible)
+    t = time.perf_counter()
+    for info in run_all(train_gallery, [gallery_config(args, p) for p in args.protocols]):
+        timings[f"train_{info['name']}"] = round(info["train_seconds"], 1)
+        print(f"[gallery_aware] gallery {info['name']} ready ({info['train_seconds']:.0f} s of training)", flush=True)
+    timings["galleries_wall"] = round(time.perf_counter() - t, 1)
+    save_state()
+
+    # 2. banks (in this process: one build per gallery, before any query model needs it)
+    bank_methods = [m for m in args.methods if uses_bank(m)]
+    if bank_methods:
+        for protocol in args.protocols:
+            t = time.perf_counter()
+            summary = build_bank_for(query_config(args, protocol, args.models[0], bank_methods[0], 0))
+            timings[f"bank_{protocol}"] = round(time.perf_counter() - t, 1)
+            state.setdefault("banks", {})[protocol] = summary
+            print(f"[gallery_aware] bank {protocol}: {summary}", flush=True)
+        save_state()
+
+    # 3. throughput probe (alone on the device)
+    if "closed_set" in args.protocols:
+        for method in args.methods:
+            if method not in probes:
+                probes[method] = probe(args, method)
+                print(f"[gallery_aware] probe {method}: {probes[method]:.0f} img/s", flush=True)
+                save_state()
+
+    # 4. query models: seed 0 for every method, then the other seeds for the best two methods per protocol
+    def jobs_for(seed: int, methods_of: dict[str, list[str]]) -> list[dict]:
+        jobs = []
+        for model in args.models:
+            for method_index in range(max(len(v) for v in methods_of.values())):
+                for protocol in args.protocols:
+                    methods = methods_of[protocol]
+                    if method_index >= len(methods):
+                        continue
+                    method = methods[method_index]
+                    cfg = query_config(args, protocol, model, method, seed)
+                    if (rows_dir / f"{cfg.name}.json").is_file():
+                        continue
+                    jobs.append({"cfg": cfg, "protocol": protocol, "model": model, "method": method, "seed": seed,
+                                 "rows_dir": str(rows_dir)})
+        return jobs
+
+    def train_jobs(jobs: list[dict]) -> None:
+        for row in run_all(train_and_score, jobs):
+            print(f"[gallery_aware] {row['run']}: M(q,g) {row['recall_at_1']:.4f}, M(q,q) {row['homo_recall_at_1']:.4f}, "
+                  f"{row['train_img_per_s']} img/s", flush=True)
+            report()
+
+    t = time.perf_counter()
+    train_jobs(jobs_for(args.seeds[0], {p: list(args.methods) for p in args.protocols}))
+    timings["seed0_wall"] = round(time.perf_counter() - t + timings.get("seed0_wall", 0.0), 1)
+    save_state()
+    rows = load_rows()
+    best = {p: best_methods(rows, p) for p in args.protocols}
+    state["best_methods"] = best
+    for seed in args.seeds[1:]:
+        t = time.perf_counter()
+        train_jobs(jobs_for(seed, best))
+        timings[f"seed{seed}_wall"] = round(time.perf_counter() - t + timings.get(f"seed{seed}_wall", 0.0), 1)
+        save_state()
+    report()
+    if pool is not None:
+        pool.shutdown()
+    name = "gallery_aware_quick" if args.quick else "gallery_aware"
+    print(open(_shared.ROOT / "docs" / "results" / f"{name}.md").read())
+
+
+if __name__ == "__main__":
+    main()
