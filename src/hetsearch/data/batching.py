@@ -1,7 +1,9 @@
 """Mini-batches sliced from in-memory tensors, optionally sharded for DDP.
 
-Data sets live in memory as tensors (possibly already on the GPU), so a DataLoader with worker
-processes would only add copies; a permutation and index slicing is all that is needed.
+Data sets that fit in memory live there as tensors (possibly already on the GPU), so a DataLoader
+with worker processes would only add copies; a permutation and index slicing is all that is
+needed. A streamed training split (`hetsearch.data.loader.StreamedImages`) takes the same
+permutation and decodes each batch's files in DataLoader workers instead.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def count_batches(num_items: int, batch_size: int, drop_last: bool = True, world
 
 
 def iterate_batches(
-    images: torch.Tensor,
+    images,
     labels: torch.Tensor,
     batch_size: int,
     generator: torch.Generator | None,
@@ -38,7 +40,7 @@ def iterate_batches(
     without it, it is padded by wrapping around, as ``DistributedSampler`` does, so a few items
     may appear on two ranks, and the last batch may be short.
     """
-    n = int(images.shape[0])
+    n = len(images)
     if labels.shape[0] != n:
         raise ValueError(f"iterate_batches: {n} images but {labels.shape[0]} labels")
     if batch_size < 1:
@@ -56,6 +58,8 @@ def iterate_batches(
             pad = world_size - n % world_size
             order = torch.cat([order, order.repeat(math.ceil(pad / n))[:pad]])
         order = order[rank::world_size]
+    if hasattr(images, "batches"):  # streamed from disk (hetsearch.data.loader.StreamedImages)
+        return images.batches(labels, order, batch_size, drop_last)
     return _batches(images, labels, order, batch_size, drop_last)
 
 

@@ -182,24 +182,30 @@ class FileSet:
         return {name: c for name, c in zip(self.classes, counts) if c}
 
     def materialize(self, *, num_workers: Optional[int] = 0, what: str = "") -> ImageSet:
-        """Decode every file into an in-memory ImageSet, applying ``decode.on_bad_image``."""
+        """Decode every file into an in-memory ImageSet, applying ``decode.on_bad_image``.
+
+        The pixels are written into one preallocated tensor (peak memory = the decoded set, not
+        twice it); with ``num_workers`` > 0 files are decoded in DataLoader worker processes.
+        """
         workers = default_workers() if num_workers is None else num_workers
+        spec = self.decode
+        if len(self) == 0:
+            return ImageSet(images=torch.zeros((0, spec.channels, spec.image_size, spec.image_size), dtype=torch.uint8),
+                            labels=self.labels.clone(), classes=list(self.classes), sources=[])
+        out = torch.empty((len(self), spec.channels, spec.image_size, spec.image_size), dtype=torch.uint8)
         keep = np.zeros(len(self), dtype=bool)
-        parts: list[torch.Tensor] = []
-        errors: list[str] = []
-        start = 0
-        chunk = 256
-        for images, ok, chunk_errors in iterate_decoded(self.paths, self.decode, num_workers=workers, chunk=chunk):
+        start = filled = 0
+        for images, ok, chunk_errors in iterate_decoded(self.paths, spec, num_workers=workers, chunk=256):
             n = int(ok.shape[0])
-            keep[start:start + n] = ok.numpy()
-            start += n
-            parts.append(images)
             if chunk_errors:
-                if self.decode.on_bad_image == "fail":
+                if spec.on_bad_image == "fail":
                     raise DataError(f"{chunk_errors[0]} (set data.on_bad_image=skip to skip unreadable files)")
                 for message in chunk_errors:
                     log.warning("skipping %s", message)
-                errors.extend(chunk_errors)
+            keep[start:start + n] = ok.numpy()
+            out[filled:filled + len(images)] = images
+            filled += len(images)
+            start += n
         skipped = [p for p, k in zip(self.paths, keep) if not k]
         if skipped:
             log.warning("%s: skipped %d unreadable image file(s)", what or "data", len(skipped))
@@ -207,5 +213,5 @@ class FileSet:
             raise DataError(f"{what or 'data'}: no readable images among {len(self)} file(s) "
                             f"(skipped {len(skipped)} unreadable file(s))")
         index = torch.from_numpy(np.nonzero(keep)[0])
-        return ImageSet(images=torch.cat(parts), labels=self.labels[index], classes=list(self.classes),
+        return ImageSet(images=out[:filled] if skipped else out, labels=self.labels[index], classes=list(self.classes),
                         sources=[self.paths[i] for i in index.tolist()], skipped=skipped)

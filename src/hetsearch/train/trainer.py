@@ -25,6 +25,7 @@ from hetsearch.compat import build_compat_term
 from hetsearch.compat.base import apply_term, prepare_batch
 from hetsearch.config import TrainRunConfig, dump_yaml, from_dict, to_dict
 from hetsearch.data import BatchAugment, Splits, iterate_batches, make_splits
+from hetsearch.data.loader import training_images
 from hetsearch.errors import CheckpointError, ConfigError
 from hetsearch.models import EmbeddingModel, ModelMeta, create_model, save_checkpoint
 from hetsearch.train.distributed import DistContext, all_reduce_mean, barrier, init_distributed
@@ -147,7 +148,8 @@ class Trainer:
         aug = cfg.train.augment
         augment = BatchAugment(crop_padding=aug.crop_padding, hflip=aug.hflip,
                                erase_prob=aug.erase_prob, erase_area=tuple(aug.erase_area))
-        images, labels = self.splits.train.images.to(self.device), self.splits.train.labels.to(self.device)
+        # a device tensor, or the training split streamed from disk (data.storage; hetsearch.data.loader)
+        images, labels = training_images(self.splits.train, self.device, cfg.data.num_workers)
 
         for epoch in range(start_epoch, cfg.train.epochs):
             epoch_start = time.perf_counter()
