@@ -24,6 +24,8 @@ from hetsearch.models import load_checkpoint
 from hetsearch.serve.app import create_app
 
 pytestmark = pytest.mark.browser
+WARNING = "query model q is not trained to be compatible with gallery model g; searching anyway because of " \
+          "--allow-incompatible"
 
 CHROMIUM = os.environ.get("HETSEARCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -48,7 +50,8 @@ def live_server(tmp_path_factory):
     paths = write_image_folder(root / "imgs", n=24)
     build_index(root / "idx", load_checkpoint(models.gallery), folder_items(root / "imgs", 1, 16))
     query = load_checkpoint(models.query)
-    app = create_app(open_index(root / "idx", query_meta=query.meta), TorchEncoder(query.model, query.meta))
+    app = create_app(open_index(root / "idx", query_meta=query.meta), TorchEncoder(query.model, query.meta),
+                     warnings=[WARNING])
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -107,12 +110,62 @@ def test_web_page_search_end_to_end(live_server, tmp_path):
             page.wait_for_selector("#results li.card >> nth=5")
             assert "dropped.png" in page.text_content("#query-caption")
 
-            # a file that is not an image: a clear message, no results
+            assert "round trip" in page.text_content("#timings")
+
+            # the --allow-incompatible warning stays on screen after searches
+            assert page.is_visible("#warnings") and "--allow-incompatible" in page.text_content("#warnings")
+
+            # a file that is not an image: a clear message, no results, no timings, no broken-image icon
             page.set_input_files("#file-input", str(not_an_image))
             page.wait_for_selector("#status.error")
             assert "415" in page.text_content("#status") and "not an image" in page.text_content("#status")
             assert page.locator("#results li.card").count() == 0
+            assert page.text_content("#timings") == ""
+            page.wait_for_function("document.getElementById('query-image').hidden")
+            assert "cannot show this file as an image" in page.text_content("#query-caption")
+            assert "--allow-incompatible" in page.text_content("#warnings")
+
+            # a 422 (k out of range) reads as a sentence, not FastAPI's JSON
+            page.fill("#k-input", "0")
+            page.set_input_files("#file-input", str(live_server["paths"][2]))
+            page.wait_for_selector("#status.error")
+            status = page.text_content("#status")
+            assert status.startswith("422 (invalid request): k:") and "greater than or equal to 1" in status, status
+            assert "[{" not in status and "type" not in status
+            assert page.text_content("#timings") == "" and page.locator("#results li.card").count() == 0
+            page.fill("#k-input", "3")
+            page.dispatch_event("#k-input", "change")
+            page.wait_for_selector("#results li.card >> nth=2")
+            assert not page.locator("#status.error").count()
         finally:
             browser.close()
     assert (artifacts / "web_search.png").stat().st_size > 5000
-    assert not [e for e in console_errors if "415" not in e], console_errors
+    # only the expected 4xx answers, no Content-Security-Policy violation or script error
+    assert not [e for e in console_errors if "Failed to load resource" not in e], console_errors
+    assert all(("415" in e or "422" in e) for e in console_errors), console_errors
+
+
+def test_api_docs_render_offline_under_the_csp(live_server):
+    """/docs: Swagger UI from the fastapi-offline package; Chromium loads nothing from outside the
+    server and logs no error (a CSP violation would be one)."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            console_errors, outside = [], []
+            page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+            page.on("request", lambda request: outside.append(request.url)
+                    if not request.url.startswith(live_server["url"]) and not request.url.startswith("data:")
+                    else None)
+            page.goto(live_server["url"] + "docs")
+            page.wait_for_selector(".opblock >> nth=3", timeout=20000)
+            paths = page.locator(".opblock-summary-path").all_text_contents()
+            assert {"/search", "/items/{item_id}", "/health"} <= {p.replace("\u200b", "") for p in paths}, paths
+            assert "hetsearch" in page.text_content(".title")
+        finally:
+            browser.close()
+    assert outside == [] and console_errors == [], (outside, console_errors)

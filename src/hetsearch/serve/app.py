@@ -8,7 +8,7 @@ Endpoints (schema at ``/openapi.json``, interactive docs at ``/docs``):
   thumbnails stored in the index (never read from a path, so no path traversal is possible).
 * ``GET /health``: query model (id, FLOPs, runtime), gallery model id, item count.
 * ``GET /``: the web page (``serve/static``); ``GET /docs``: Swagger UI, served from the
-  ``swagger-ui-bundle`` package (no CDN: the page works offline).
+  ``fastapi-offline`` package (no CDN: the page works offline).
 
 Uploads are bounded (``max_upload_bytes``, checked before the body is parsed) and must decode as
 8-bit images within the pixel limits of `hetsearch.index.images` (sides, aspect ratio, pixels;
@@ -154,11 +154,14 @@ class SecurityHeaders:
 
 
 def swagger_ui_folder() -> Path | None:
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:  # pragma: no cover - a pinned dependency
+    """Swagger UI's files as shipped in the fastapi-offline package (used for its assets only)."""
+    import importlib.resources
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi_offline") is None:  # pragma: no cover - a pinned dependency
         return None
-    return Path(str(swagger_ui_path))
+    folder = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 class BodySizeLimit:
@@ -282,7 +285,7 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
     @app.get("/docs", include_in_schema=False)
     def docs() -> Response:
         if swagger is None:  # pragma: no cover
-            raise HTTPException(404, "API docs need the swagger-ui-bundle package; the schema is at /openapi.json")
+            raise HTTPException(404, "API docs need the fastapi-offline package; the schema is at /openapi.json")
         return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
 
     @app.get("/health", response_model=Health, summary="Service status, models and index size")

@@ -14,6 +14,45 @@ function setStatus(text, isError = false) {
   statusLine.classList.toggle("error", isError);
 }
 
+// Server warnings (e.g. --allow-incompatible) stay on screen for the whole session.
+function showWarnings(warnings) {
+  const box = $("warnings");
+  box.replaceChildren(...warnings.map((text) => {
+    const p = document.createElement("p");
+    p.textContent = `warning: ${text}`;
+    return p;
+  }));
+  box.hidden = warnings.length === 0;
+}
+
+const STATUS_TEXT = {
+  400: "the image could not be read",
+  404: "not found",
+  413: "too large",
+  415: "not a supported image",
+  422: "invalid request",
+};
+
+// One readable line from an error answer: {"detail": "text"} or FastAPI's validation list.
+function errorMessage(status, body) {
+  const prefix = `${status}${STATUS_TEXT[status] ? ` (${STATUS_TEXT[status]})` : ""}`;
+  const detail = body && body.detail;
+  if (typeof detail === "string" && detail) return `${prefix}: ${detail}`;
+  if (Array.isArray(detail) && detail.length) {
+    const parts = detail.map((d) => {
+      const where = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "body").join(".") : "";
+      return where ? `${where}: ${d.msg}` : String(d.msg || "invalid value");
+    });
+    return `${prefix}: ${parts.join("; ")}`;
+  }
+  return `${prefix}: the server answered without details`;
+}
+
+function clearResults() {
+  $("results").replaceChildren();
+  $("timings").textContent = "";
+}
+
 async function loadHealth() {
   try {
     const response = await fetch("/health");
@@ -25,7 +64,7 @@ async function loadHealth() {
     $("gallery-model").textContent = health.gallery_model.model_id;
     $("gallery-items").textContent = `${health.items} items (${health.index.index_type} index)`;
     kInput.max = health.max_k;
-    if (health.warnings.length) setStatus(health.warnings.join(" "), true);
+    showWarnings(health.warnings || []);
   } catch (err) {
     setStatus(`cannot reach the server: ${err}`, true);
   }
@@ -62,19 +101,24 @@ async function search() {
   form.append("file", currentFile, currentFile.name || "query");
   form.append("k", String(kInput.value || 10));
   setStatus("searching…");
+  $("timings").textContent = "";
   const started = performance.now();
-  let response, body;
+  let response, body = null;
   try {
     response = await fetch("/search", { method: "POST", body: form });
-    body = await response.json();
   } catch (err) {
     setStatus(`request failed: ${err}`, true);
+    clearResults();
     return;
   }
-  if (!response.ok) {
-    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    setStatus(`${response.status}: ${detail}`, true);
-    $("results").replaceChildren();
+  try {
+    body = await response.json();
+  } catch (err) {
+    body = null;  // e.g. a proxy's HTML error page
+  }
+  if (!response.ok || !body) {
+    setStatus(errorMessage(response.status, body), true);
+    clearResults();
     return;
   }
   const elapsed = performance.now() - started;
@@ -90,11 +134,21 @@ function useFile(file) {
   currentFile = file;
   if (queryUrl) URL.revokeObjectURL(queryUrl);
   queryUrl = URL.createObjectURL(file);
-  $("query-image").src = queryUrl;
+  const preview = $("query-image");
+  preview.hidden = false;
+  preview.src = queryUrl;
   $("query-caption").textContent = `${file.name} (${file.size} bytes)`;
   $("query-figure").hidden = false;
   search();
 }
+
+// A file the browser cannot display (not an image, or a format it lacks): say so, no broken icon.
+$("query-image").addEventListener("error", () => {
+  if (!currentFile) return;
+  $("query-image").hidden = true;
+  $("query-caption").textContent = `${currentFile.name} (${currentFile.size} bytes): the browser cannot ` +
+    "show this file as an image";
+});
 
 fileInput.addEventListener("change", () => useFile(fileInput.files[0]));
 kInput.addEventListener("change", search);

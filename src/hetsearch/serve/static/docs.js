@@ -1,4 +1,4 @@
-// Swagger UI for /openapi.json, from the swagger-ui-bundle package served by this server (no CDN).
+// Swagger UI for /openapi.json, from the fastapi-offline package served by this server (no CDN).
 "use strict";
 window.ui = SwaggerUIBundle({
   url: "/openapi.json",
