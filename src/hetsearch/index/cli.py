@@ -121,7 +121,10 @@ def add(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
         on_bad_image: str = typer.Option("fail", help="fail | skip unreadable image files"),
         batch_size: int = typer.Option(256, help="images per embedding batch"),
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars")):
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+        allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
+                                              help="add items whose source is already in the index again "
+                                                   "(default: skip them)")):
     from hetsearch.index.gallery import add_items, read_manifest
     from hetsearch.index.storage import recover
     from hetsearch.models import load_checkpoint
@@ -137,7 +140,11 @@ def add(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
     gallery = load_checkpoint(gallery_model)
     items = _load_items(gallery, images, csv, dataset, data_root, limit, on_bad_image, progress)
     manifest, new_ids = add_items(index, gallery, items, batch_size=batch_size, device=resolve_device(device),
-                                  progress=progress)
+                                  progress=progress, allow_duplicates=allow_duplicates)
+    duplicates = manifest["history"][-1].get("duplicates", 0)
+    if duplicates:
+        err_console.print(f"[yellow]warning:[/yellow] skipped {duplicates} item(s) already in the index (same "
+                          "source); --allow-duplicates adds them again")
     console.print(f"added {len(new_ids)} items (ids {new_ids[0]}..{new_ids[-1]}); now {_summary(manifest, index)}")
 
 
@@ -145,10 +152,16 @@ def add(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
                    "Example: hetsearch index remove --index indexes/fmnist 12 13 --source photos/cat.jpg")
 def remove(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
            ids: Optional[List[int]] = typer.Argument(None, help="item ids"),
-           source: Optional[List[str]] = typer.Option(None, "--source", help="an item source (path); repeatable")):
+           source: Optional[List[str]] = typer.Option(None, "--source", help="an item source: a path (relative or "
+                                                      "absolute) or a data-set item; repeatable"),
+           strict: bool = typer.Option(False, "--strict", help="remove nothing when any id/source is unknown")):
     from hetsearch.index.gallery import remove_items
 
-    manifest, removed = remove_items(index, ids or [], source or [])
+    manifest, removed = remove_items(index, ids or [], source or [], strict=strict)
+    not_found = manifest["history"][-1].get("not_found") or []
+    if not_found:
+        err_console.print(f"[yellow]warning:[/yellow] no items with id/source {escape(', '.join(not_found))} "
+                          "(not removed; the others were)")
     console.print(f"removed {len(removed)} items; now {_summary(manifest, index)}")
 
 
@@ -169,12 +182,23 @@ def rebuild(index: Path = typer.Option(..., "--index", "-i", help="index folder"
     console.print(f"rebuilt {_summary(manifest, index)}")
 
 
-@index_app.command("info", help="Show an index's manifest.\n\nExample: hetsearch index info indexes/fmnist")
-def info(index: Path = typer.Argument(..., help="index folder"),
+def _index_folder(positional: Optional[Path], option: Optional[Path]) -> Path:
+    if positional is not None and option is not None and positional != option:
+        raise HetsearchError(f"give the index folder once (got {positional} and --index {option})")
+    folder = option or positional
+    if folder is None:
+        raise HetsearchError("give the index folder: --index DIR")
+    return folder
+
+
+@index_app.command("info", help="Show an index's manifest.\n\nExample: hetsearch index info --index indexes/fmnist")
+def info(index_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="index folder (or --index)"),
+         index: Optional[Path] = typer.Option(None, "--index", "-i", help="index folder"),
          as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON")):
     from hetsearch.index.gallery import read_manifest
     from hetsearch.index.storage import recover
 
+    index = _index_folder(index_arg, index)
     recover(index)
     manifest = read_manifest(index)
     if as_json:
@@ -185,6 +209,72 @@ def info(index: Path = typer.Argument(..., help="index folder"),
                 "index_params", "item_count", "image_shape", "created_at", "updated_at", "revision"):
         table.add_row(key, Text(str(manifest.get(key))))
     console.print(table)
+
+
+@index_app.command("check", help="Verify every file of an index against its manifest (sizes, checksums, "
+                   "shapes, counts); one line per problem naming the file and what to do. Exit code 1 when "
+                   "any.\n\nExample: hetsearch index check --index indexes/fmnist")
+def check(index_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="index folder (or --index)"),
+          index: Optional[Path] = typer.Option(None, "--index", "-i", help="index folder")):
+    from hetsearch.index.check import check_folder
+    from hetsearch.index.gallery import read_manifest
+    from hetsearch.index.storage import recover
+
+    index = _index_folder(index_arg, index)
+    recover(index)
+    manifest = read_manifest(index)
+    problems = check_folder(index, manifest, deep=True)
+    for problem in problems:
+        err_console.print(f"[red]damaged:[/red] {escape(problem.line(index))}", soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    checksums = "checksums match" if manifest.get("files") else "no checksums recorded (older index)"
+    console.print(escape(f"{index}: ok ({manifest['item_count']} items, every file consistent with the manifest, "
+                         f"{checksums})"))
+
+
+def verify(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
+           query_model: Path = typer.Option(..., "--query-model", "-q",
+                                            help="query model: checkpoint (.pt) or an exported .onnx / TorchScript file"),
+           runtime: str = typer.Option("auto", help="auto | torch | onnx | torchscript"),
+           warn_only: bool = typer.Option(False, "--warn-only", help="print a warning instead of failing"),
+           as_json: bool = typer.Option(False, "--json", help="print the measurement as JSON")):
+    from hetsearch.export.runtime import load_query_encoder
+    from hetsearch.index.gallery import open_index
+    from hetsearch.index.verify import enforce, verify_query_model
+
+    encoder = load_query_encoder(query_model, runtime=runtime)
+    gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=True)
+    result = verify_query_model(gallery, encoder)
+    if as_json:
+        print(json.dumps({"query_model": encoder.meta.model_id, "gallery_model": gallery.gallery_model_id,
+                          **result.to_dict()}, indent=2))
+    message = enforce(result, encoder.meta.model_id, gallery.gallery_model_id, refuse=not warn_only)
+    if message:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+    elif not as_json:
+        console.print(escape(result.summary(encoder.meta.model_id, gallery.gallery_model_id)), soft_wrap=True)
+
+
+VERIFY_HELP = ("measure the query model against a stored sample of the gallery before searching: off | warn | "
+               "refuse (refuse when it is near chance; see `hetsearch verify`)")
+
+
+def check_verify_option(value: str) -> str:
+    if value not in ("off", "warn", "refuse"):
+        raise HetsearchError(f"--verify: got {value!r}, expected off, warn or refuse")
+    return value
+
+
+def run_verification(gallery, encoder, mode: str) -> list[str]:
+    """The optional start-up check of `query` and `serve`; returns warnings."""
+    if check_verify_option(mode) == "off":
+        return []
+    from hetsearch.index.verify import enforce, verify_query_model
+
+    message = enforce(verify_query_model(gallery, encoder), encoder.meta.model_id, gallery.gallery_model_id,
+                      refuse=mode == "refuse")
+    return [message] if message else []
 
 
 def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
@@ -198,7 +288,8 @@ def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
                                                   help="search even with a query model not trained for this "
                                                        "index's gallery model (experiments only)"),
           nprobe: Optional[int] = typer.Option(None, help="ivf index: lists visited per query"),
-          ef_search: Optional[int] = typer.Option(None, help="hnsw index: efSearch")):
+          ef_search: Optional[int] = typer.Option(None, help="hnsw index: efSearch"),
+          verify_mode: str = typer.Option("off", "--verify", help=VERIFY_HELP)):
     from hetsearch.export.runtime import load_query_encoder
     from hetsearch.index.gallery import open_index
     from hetsearch.index.images import read_image_file
@@ -206,7 +297,7 @@ def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
     encoder = load_query_encoder(query_model, runtime=runtime)
     gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
                          search_params={"nprobe": nprobe, "efSearch": ef_search})
-    for message in gallery.warnings:
+    for message in gallery.warnings + run_verification(gallery, encoder, verify_mode):
         err_console.print(f"[yellow]warning:[/yellow] {escape(message)}")
     c, size, _ = encoder.input_shape
     import numpy as np
@@ -247,3 +338,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(index_app, name="index")
     app.command("query", help="Search an index with query images and print the top-k items.\n\n"
                 "Example: hetsearch query --index indexes/fmnist --query-model runs/q/model.pt shoe.png")(query)
+    app.command("verify", help="Measure a query model against the index's gallery model on a stored sample "
+                "of the gallery (M(q, g) vs the recorded M(g, g)); fails when it is near chance, whatever the "
+                "model's metadata declares.\n\nExample: hetsearch verify --index indexes/fmnist --query-model "
+                "runs/q/model.onnx")(verify)
