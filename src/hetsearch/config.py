@@ -19,6 +19,18 @@ from hetsearch.data.config import DataConfig
 from hetsearch.errors import ConfigError
 
 
+def _check_number(section: str, name: str, value, *, low: float, low_ok: bool = True, high: float | None = None,
+                  high_ok: bool = True, what: str) -> None:
+    """ConfigError naming ``section.name`` unless low <(=) value <(=) high."""
+    if value is None:
+        return
+    bad = value < low if low_ok else value <= low
+    if high is not None:
+        bad = bad or (value > high if high_ok else value >= high)
+    if bad:
+        raise ConfigError(f"{section}.{name}: got {value!r}, expected {what}")
+
+
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18"
@@ -32,6 +44,11 @@ class ModelConfig:
     mean: Optional[list[float]] = None    # input normalisation per channel (None: the backbone's pretrained config)
     std: Optional[list[float]] = None
     pretrained_file: Optional[str] = None  # local timm/torchvision weights for the backbone (never downloaded)
+
+    def validate(self) -> None:
+        _check_number("model", "embedding_dim", self.embedding_dim, low=1, what="a positive integer")
+        _check_number("model", "head_scale", self.head_scale, low=0, low_ok=False, what="a positive number")
+        _check_number("model", "projection_dim", self.projection_dim, low=1, what="a positive integer")
 
 
 @dataclass
@@ -55,6 +72,17 @@ class OptimConfig:
     task_loss: str = "classification"  # classification | none (label-free: only the compatibility term)
     max_steps_per_epoch: Optional[int] = None  # cap for quick runs and tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        _check_number("train", "epochs", self.epochs, low=1, what="a positive integer")
+        _check_number("train", "batch_size", self.batch_size, low=1, what="a positive integer")
+        _check_number("train", "lr", self.lr, low=0, low_ok=False, what="a positive learning rate, e.g. 0.1")
+        _check_number("train", "momentum", self.momentum, low=0, high=1, high_ok=False, what="a value in [0, 1)")
+        _check_number("train", "weight_decay", self.weight_decay, low=0, what="a value >= 0")
+        _check_number("train", "warmup_epochs", self.warmup_epochs, low=0, what="a value >= 0")
+        _check_number("train", "label_smoothing", self.label_smoothing, low=0, high=1, high_ok=False,
+                      what="a value in [0, 1)")
+        _check_number("train", "max_steps_per_epoch", self.max_steps_per_epoch, low=1, what="a positive integer")
 
 
 @dataclass
