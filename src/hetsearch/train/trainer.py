@@ -129,7 +129,16 @@ class Trainer:
         start_epoch, train_seconds, history = 0, 0.0, []
 
         if resume and last_path.exists():
-            state = torch.load(last_path, map_location="cpu", weights_only=True)
+            try:  # weights_only: a crafted file cannot run code; a damaged or foreign one is one clear line
+                state = torch.load(last_path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise CheckpointError(f"{last_path}: cannot resume from it, not a readable training checkpoint "
+                                      f"({type(exc).__name__}: {reason}); move it away to start the run over") from None
+            needed = ("config", "model", "optimizer", "scheduler", "epoch", "train_seconds", "history", "torch_rng")
+            if not isinstance(state, dict) or any(key not in state for key in needed):
+                raise CheckpointError(f"{last_path}: cannot resume from it, not a hetsearch training checkpoint "
+                                      f"(expected the keys {', '.join(needed)}); move it away to start the run over")
             self._check_resumable(state["config"])
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
