@@ -90,8 +90,10 @@ def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors vary by corruption
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    except Exception as exc:  # pickle/zip errors vary by corruption; torch's messages run to many lines
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path}: not a readable hetsearch checkpoint ({exc.__class__.__name__}: {reason}); "
+                              "expected a model.pt written by `hetsearch train`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a hetsearch model checkpoint (expected format {FORMAT!r})")
     return payload
