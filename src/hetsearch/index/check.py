@@ -221,27 +221,43 @@ def _check_sqlite(folder: Path, manifest: dict) -> Optional[str]:
     return None
 
 
-def check_folder(folder: Path, manifest: dict, *, deep: bool = False) -> list[Problem]:
-    """Every problem of the data files of an index whose manifest passed `validate_manifest`."""
+def check_folder(folder: Path, manifest: dict, *, deep: bool = False, display: Optional[Path] = None) -> list[Problem]:
+    """Every problem of the data files of an index whose manifest passed `validate_manifest`.
+    ``display``: the index folder to name in remedies (writers check a copy in a temporary folder)."""
     folder = Path(folder)
+    shown = Path(display) if display is not None else folder
     problems: list[Problem] = []
 
     def add(name: str, message: Optional[str]) -> None:
         if message:
-            problems.append(Problem(name, message, remedy(name, folder, manifest)))
+            problems.append(Problem(name, message, remedy(name, shown, manifest)))
 
     missing = [name for name in DATA_FILES if not (folder / name).is_file()]
     for name in missing:
         add(name, "file is missing")
     n, dim = manifest["item_count"], manifest["embedding_dim"]
+    counts = set()
+    for name in (IDS_NAME, VECTORS_NAME, THUMBNAILS_NAME):
+        try:
+            shape = npy_header(folder / name)[1]
+            counts.add(shape[0] if shape else None)
+        except (ValueError, OSError, SyntaxError, EOFError):
+            counts.add(None)
+    if len(counts) == 1 and None not in counts and counts != {n}:  # the data agree with each other, not with it
+        found = counts.pop()
+        problems.append(Problem(MANIFEST_NAME, f"item_count is {n}, but ids.npy, vectors.npy and thumbnails.npy "
+                                               f"hold {found} items", remedy(MANIFEST_NAME, shown, None)))
+        manifest = {**manifest, "item_count": found}
+        n = found
     records = manifest.get("files") or {}
     for name in DATA_FILES:
         if name in missing:
             continue
         record = records.get(name)
-        if record is not None and (folder / name).stat().st_size != record["bytes"]:
-            add(name, f"is {(folder / name).stat().st_size} bytes, the manifest recorded {record['bytes']} "
-                      "at the last write")
+        size = (folder / name).stat().st_size
+        if record is not None and size != record["bytes"]:
+            add(name, f"{'is truncated' if size < record['bytes'] else 'has changed'} ({size} bytes, the manifest "
+                      f"recorded {record['bytes']} at the last write)")
             continue
         if name == IDS_NAME:
             add(name, _check_npy(folder, name, "item ids", np.dtype(np.int64), (n,)))

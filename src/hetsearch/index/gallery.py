@@ -153,7 +153,7 @@ def _write_manifest(folder: Path, manifest: dict, labels: Sequence[Optional[str]
 
 def _checked(folder: Path, tmp: Path, manifest: dict, *, skip: tuple[str, ...] = ()) -> None:
     """Refuse to update an index whose files are damaged (one line naming the file)."""
-    raise_first(folder, [p for p in check_folder(tmp, manifest) if p.file not in skip])
+    raise_first(folder, [p for p in check_folder(tmp, manifest, display=folder) if p.file not in skip])
 
 
 def _existing_sources(path: Path) -> set[str]:

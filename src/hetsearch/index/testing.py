@@ -83,3 +83,61 @@ def write_image_folder(root: str | Path, n: int = 24, size: int = 16, seed: int 
         Image.fromarray(img[:, :, 0]).save(path)
         paths.append(path)
     return paths
+
+
+# ---------------------------------------------------------------- damaged index folders (tests, bench/hardening.py)
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    import json
+
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _drop_items_table(folder: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(folder / "metadata.sqlite")
+    conn.execute("DROP TABLE items")
+    conn.commit()
+    conn.close()
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+# name -> (damage(folder), the file the error must name, detected at open (False: only by `index check`))
+DAMAGES = {
+    "manifest without gallery_model": (lambda f: _edit_manifest(f, lambda m: m.pop("gallery_model")),
+                                       "manifest.json", True),
+    "manifest embedding_dim 64": (lambda f: _edit_manifest(f, lambda m: m.update(embedding_dim=64)),
+                                  "manifest.json", True),
+    "manifest index_type bogus": (lambda f: _edit_manifest(f, lambda m: m.update(index_type="bogus")),
+                                  "manifest.json", True),
+    "manifest item_count wrong": (lambda f: _edit_manifest(f, lambda m: m.update(item_count=m["item_count"] + 3)),
+                                  "manifest.json", True),
+    "manifest not JSON": (lambda f: _truncate(f / "manifest.json", 0.3), "manifest.json", True),
+    "items table missing": (_drop_items_table, "metadata.sqlite", True),
+    "metadata not SQLite": (lambda f: (f / "metadata.sqlite").write_bytes(b"garbage" * 100), "metadata.sqlite", True),
+    "thumbnails.npy truncated": (lambda f: _truncate(f / "thumbnails.npy"), "thumbnails.npy", True),
+    "ids.npy holding objects": (lambda f: np.save(f / "ids.npy", np.array([object()] * 3, dtype=object),
+                                                  allow_pickle=True), "ids.npy", True),
+    "ids.npy float64": (lambda f: np.save(f / "ids.npy", np.load(f / "ids.npy").astype(np.float64)), "ids.npy", True),
+    "vectors.npy truncated": (lambda f: _truncate(f / "vectors.npy"), "vectors.npy", True),
+    "vectors.npy wrong dimension": (lambda f: np.save(f / "vectors.npy", np.zeros((len(np.load(f / "ids.npy")), 3),
+                                                                                  np.float32)), "vectors.npy", True),
+    "index.faiss truncated": (lambda f: _truncate(f / "index.faiss"), "index.faiss", True),
+    "index.faiss missing": (lambda f: (f / "index.faiss").unlink(), "index.faiss", True),
+    "thumbnails.npy one byte changed": (lambda f: _flip_a_byte(f / "thumbnails.npy"), "thumbnails.npy", False),
+}
