@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hetsearch.errors import HetsearchError
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except HetsearchError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        # one line however long (no wrapping), the message's own brackets not read as markup
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
 
 
