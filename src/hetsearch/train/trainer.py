@@ -62,6 +62,12 @@ class Trainer:
         self.dist: DistContext = init_distributed(self.device)
         self.run_dir = cfg.run_dir
         self.splits = splits if splits is not None else make_splits(cfg.data)
+        per_rank = len(self.splits.train) // self.dist.world_size
+        if 1 < per_rank < cfg.train.batch_size:  # a small catalogue: one batch per epoch, not an error
+            if self.dist.is_main:
+                print(f"[{cfg.name}] train.batch_size={cfg.train.batch_size} is larger than the training split "
+                      f"({per_rank} images per process): training with batches of {per_rank}", flush=True)
+            cfg.train.batch_size = per_rank
         if cfg.runtime.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError(f"runtime.amp: got {cfg.runtime.amp!r}, expected auto, off, bf16 or fp16")
 
