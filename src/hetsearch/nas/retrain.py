@@ -46,8 +46,6 @@ class _SupernetInitTrainer(Trainer):
         self.supernet_path, self.arch = Path(supernet_path), arch
 
     def _build_model(self):
-        import torch
-
         from hetsearch.models import load_checkpoint
         from hetsearch.nas.supernet import standalone_from_supernet
 
@@ -56,9 +54,8 @@ class _SupernetInitTrainer(Trainer):
         state = inherited.state_dict()
         if model.classifier.weight.shape != state["classifier.weight"].shape:
             state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        # load_state_dict copies into the parameters: the memory format set by the base stays
         model.load_state_dict(state, strict=False)
-        if self.cfg.runtime.channels_last:
-            model.to(memory_format=torch.channels_last)
         return model.to(self.device)
 
 

@@ -28,6 +28,7 @@ from hetsearch.data import BatchAugment, Splits, iterate_batches, make_splits
 from hetsearch.data.loader import training_images
 from hetsearch.errors import CheckpointError, ConfigError
 from hetsearch.models import EmbeddingModel, ModelMeta, create_model, save_checkpoint
+from hetsearch.models.memory_format import to_channels_last
 from hetsearch.train.distributed import DistContext, all_reduce_mean, barrier, init_distributed
 from hetsearch.train.schedule import build_optimizer, warmup_cosine
 from hetsearch.utils.device import resolve_device, seed_everything
@@ -82,7 +83,7 @@ class Trainer:
                              pretrained_file=m.pretrained_file)
         model.to(self.device)
         if self.cfg.runtime.channels_last:
-            model.to(memory_format=torch.channels_last)
+            to_channels_last(model)
         return model
 
     def _steps_per_epoch(self) -> int:

@@ -1,0 +1,82 @@
+"""Channels-last only where oneDNN is safe (models/memory_format.py; docs/architecture.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import torch
+from torch import nn
+
+from hetsearch.models import create_model
+from hetsearch.models.memory_format import is_unsafe_in_channels_last, to_channels_last
+
+
+def narrow_resnet() -> nn.Module:
+    # width 4: shortcut 1x1 stride-2 convolutions with 4, 8 and 16 input channels
+    return create_model("resnet18", num_classes=3, embedding_dim=16, in_chans=1, image_size=16,
+                        backbone_args={"width": 4})
+
+
+def test_only_strided_pointwise_convs_off_the_channel_block_are_unsafe():
+    assert is_unsafe_in_channels_last(nn.Conv2d(4, 8, 1, stride=2))
+    assert is_unsafe_in_channels_last(nn.Conv2d(24, 48, 1, stride=2))
+    assert not is_unsafe_in_channels_last(nn.Conv2d(16, 32, 1, stride=2))
+    assert not is_unsafe_in_channels_last(nn.Conv2d(4, 8, 1, stride=1))
+    assert not is_unsafe_in_channels_last(nn.Conv2d(4, 8, 3, stride=2))
+    assert not is_unsafe_in_channels_last(nn.Linear(4, 8))
+
+
+def test_unsafe_convs_stay_nchw_the_rest_goes_channels_last_and_outputs_agree():
+    torch.manual_seed(0)
+    model = narrow_resnet().eval()
+    x = torch.rand(4, 1, 16, 16)
+    expected = model(x)
+    params_before = [id(p) for p in model.parameters()]
+    kept = to_channels_last(model)
+    assert kept == ["backbone.layer2.0.downsample.0", "backbone.layer3.0.downsample.0"]
+    assert to_channels_last(model) == kept  # idempotent ...
+    assert len(model.backbone.layer2[0].downsample[0]._forward_pre_hooks) == 1  # ... one hook
+    assert [id(p) for p in model.parameters()] == params_before
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1):
+            assert module.weight.is_contiguous(memory_format=torch.channels_last), name
+    for name in kept:
+        assert model.get_submodule(name).weight.stride() == (4 if "layer2" in name else 8, 1, 1, 1)
+    out = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+_PROBE = """
+import torch
+from hetsearch.models.memory_format import to_channels_last
+from tests.test_memory_format import narrow_resnet
+torch.manual_seed(0)
+model = narrow_resnet().train()
+to_channels_last(model)
+x = torch.rand(8, 1, 16, 16).contiguous(memory_format=torch.channels_last)
+model.classifier_input(model(x, normalize=False)).sum().backward()
+"""
+
+
+def test_avx2_kernels_never_see_a_strided_pointwise_conv_off_the_block_in_channels_last():
+    """The oneDNN primitives a training step runs, with the AVX2 kernels forced (as on AVX2-only CPUs).
+
+    Asserting on the primitives, not on a crash: the overrun corrupts memory without always crashing.
+    """
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ONEDNN_VERBOSE="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    strided_pointwise = []
+    for line in proc.stdout.splitlines():
+        if ",exec," not in line or ",convolution," not in line or "backward_weights" not in line:
+            continue
+        shape = re.search(r"ic(\d+)oc\d+_ih\d+oh\d+kh1sh2", line)
+        if shape:
+            strided_pointwise.append((int(shape.group(1)), "src:f32::blocked:acdb" in line))
+    # the shortcuts with 4, 8 (NCHW) and 16 (channels-last) input channels all ran
+    assert sorted(strided_pointwise) == [(4, False), (8, False), (16, True)], strided_pointwise
