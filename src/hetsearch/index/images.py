@@ -142,8 +142,9 @@ def _bounded_fit(img: Image.Image, channels: int, image_size: int, resize: str) 
 
 def decode_image_bytes(data: bytes, channels: int, image_size: int, resize: str = "center_crop", *,
                        name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
-                       budget: PixelBudget | None = None) -> np.ndarray:
-    """uint8 (C, H, W) from encoded image bytes; raises ImageRejected with a clear message."""
+                       budget: PixelBudget | None = None, info: dict | None = None) -> np.ndarray:
+    """uint8 (C, H, W) from encoded image bytes; raises ImageRejected with a clear message.
+    ``info``, when given, receives ``pixels``: the decoded size (after JPEG draft scaling)."""
     if not data:
         raise ImageRejected(f"{name}: empty file (0 bytes); expected an encoded image (PNG, JPEG, ...)", 400)
     try:
@@ -154,6 +155,8 @@ def decode_image_bytes(data: bytes, channels: int, image_size: int, resize: str 
                 if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the input
                     img.draft(img.mode, (image_size, image_size))
                 width, height = img.size
+                if info is not None:
+                    info["pixels"] = width * height
                 with budget.reserve(width * height) if budget is not None else contextlib.nullcontext():
                     img.load()  # a truncated file fails here
                     return _bounded_fit(img, channels, image_size, resize)

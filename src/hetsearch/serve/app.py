@@ -38,12 +38,14 @@ from hetsearch.export.runtime import QueryEncoder
 from hetsearch.index.gallery import GalleryIndex
 from hetsearch.index.faiss_index import set_omp_threads
 from hetsearch.index.images import DEFAULT_MAX_PIXELS, ImageRejected, PixelBudget, decode_image_bytes, encode_png
+from hetsearch.serve.memory import release_freed_memory_promptly, trim
 from hetsearch.serve.reload import LiveIndex
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DRAIN_LIMIT_BYTES = 256 * 1024 * 1024  # an oversized body up to this size is read and dropped before
 # answering 413, so the client sees the answer instead of a reset connection
+TRIM_ABOVE_PIXELS = 4_000_000  # after decoding more, hand free heap memory back to the system
 MAX_ITEM_ID = 2**63 - 1  # item ids are SQLite / FAISS int64
 ITEM_ID_PATTERN = r"^(0|[1-9][0-9]{0,18})$"  # decimal digits only: no sign, no decimal point, no exponent
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -270,6 +272,7 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
     app.state.live_index = live
     budget = PixelBudget(decode_budget_pixels or max_pixels)
     app.state.pixel_budget = budget
+    release_freed_memory_promptly()  # decoded images' buffers go back to the system when freed
     channels, image_size, _ = encoder.input_shape
     resize = encoder.resize
     start_warnings = list(warnings or []) + list(first.warnings)
@@ -316,11 +319,15 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
         gallery = live.current  # this request uses one version of the index from start to end
         read_done = time.perf_counter()
         name = f"upload {filename[:100]!r}" if filename else "upload"
+        decoded_size: dict = {}
         try:
             image = decode_image_bytes(data, channels, image_size, resize, name=name, max_pixels=max_pixels,
-                                       budget=budget)
+                                       budget=budget, info=decoded_size)
         except ImageRejected as exc:
             raise HTTPException(exc.status_code, str(exc)) from None
+        finally:
+            if decoded_size.get("pixels", 0) > TRIM_ABOVE_PIXELS:
+                trim()
         decoded = time.perf_counter()
         embedding = encoder.embed(image[None])
         embedded = time.perf_counter()
