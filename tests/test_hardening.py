@@ -278,3 +278,28 @@ def run_under_load(app, writer, clients: int = 3) -> dict:
         server.should_exit = True
         thread.join(timeout=10)
     return counts
+
+
+def test_damaged_model_metadata_is_one_clean_error(tmp_path):
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    from hetsearch.errors import CheckpointError
+    from hetsearch.export.runtime import ExportError, META_KEY, load_query_encoder
+    from hetsearch.models.checkpoint import FORMAT
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])])
+    for value, match in (("{not json", "not valid JSON"), (json.dumps({"model_id": "x"}), "not a hetsearch model")):
+        model = helper.make_model(graph)
+        helper.set_model_props(model, {META_KEY: value})
+        onnx.save(model, tmp_path / "bad.onnx")
+        with pytest.raises(ExportError, match=f"bad.onnx: .*{match}"):
+            load_query_encoder(tmp_path / "bad.onnx")
+    torch.save({"format": FORMAT, "state_dict": {}, "meta": {"model_id": "x", "spec": {"nope": 1}}},
+               tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad.pt: model metadata is not a hetsearch model record") as info:
+        load_query_encoder(tmp_path / "bad.pt")
+    assert "\n" not in str(info.value)

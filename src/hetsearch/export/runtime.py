@@ -64,6 +64,17 @@ class QueryEncoder:
                 "input": "x".join(map(str, self.input_shape))}
 
 
+def _meta_from_json(text, path) -> ModelMeta:
+    """The contract metadata embedded in an export; ExportError naming the file when it is damaged."""
+    try:
+        return ModelMeta.from_dict(json.loads(text))
+    except (ValueError, TypeError) as exc:
+        raise ExportError(f"{path}: its hetsearch contract metadata is not valid JSON ({exc}); export it again "
+                          "with `hetsearch export`") from None
+    except CheckpointError as exc:
+        raise ExportError(f"{path}: {exc}; export it again with `hetsearch export`") from None
+
+
 def _as_uint8(images) -> np.ndarray:
     if isinstance(images, torch.Tensor):
         images = images.cpu().numpy()
@@ -110,7 +121,7 @@ class OnnxEncoder(QueryEncoder):
         if META_KEY not in props:
             raise ExportError(f"{path}: ONNX model without hetsearch contract metadata (metadata_props "
                               f"{META_KEY!r}); export it with `hetsearch export --format onnx`")
-        super().__init__(ModelMeta.from_dict(json.loads(props[META_KEY])), Path(path))
+        super().__init__(_meta_from_json(props[META_KEY], path), Path(path))
         self.input_name = self.session.get_inputs()[0].name
 
     def embed(self, images) -> np.ndarray:
@@ -137,7 +148,7 @@ def load_torchscript(path: Path) -> TorchScriptEncoder:
     if not extra[TORCHSCRIPT_META_FILE]:
         raise ExportError(f"{path}: TorchScript file without hetsearch contract metadata "
                           f"({TORCHSCRIPT_META_FILE}); export it with `hetsearch export --format torchscript`")
-    meta = ModelMeta.from_dict(json.loads(extra[TORCHSCRIPT_META_FILE]))
+    meta = _meta_from_json(extra[TORCHSCRIPT_META_FILE], path)
     return TorchScriptEncoder(module, meta, Path(path))
 
 

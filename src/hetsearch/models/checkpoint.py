@@ -41,9 +41,14 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelMeta":
-        d = dict(d)
-        d["spec"] = ModelSpec(**d["spec"])
-        return cls(**d)
+        """Raises CheckpointError (no path: callers add it) when ``d`` is not a model record."""
+        try:
+            d = dict(d)
+            d["spec"] = ModelSpec(**d["spec"])
+            return cls(**d)
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"model metadata is not a hetsearch model record ({type(exc).__name__}: "
+                                  f"{(str(exc).splitlines() or [''])[0][:200]})") from None
 
 
 @dataclass
@@ -96,6 +101,12 @@ def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
                               "expected a model.pt written by `hetsearch train`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a hetsearch model checkpoint (expected format {FORMAT!r})")
+    try:
+        ModelMeta.from_dict(payload.get("meta"))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if not isinstance(payload.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: checkpoint without weights (state_dict)")
     return payload
 
 
