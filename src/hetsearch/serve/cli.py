@@ -16,7 +16,7 @@ def serve(index: Path = typer.Option(..., "--index", "-i", help="index folder (h
           query_model: Path = typer.Option(..., "--query-model", "-q",
                                            help="query model: checkpoint (.pt) or an exported .onnx / TorchScript file"),
           host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 for every interface)"),
-          port: int = typer.Option(8000, help="TCP port"),
+          port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
           runtime: str = typer.Option("auto", help="auto (by file type) | torch | onnx (ONNX Runtime; a .pt is "
                                                    "exported at start, with the parity check) | torchscript"),
           threads: int = typer.Option(1, min=1, help="intra-op threads of the query net and FAISS per request"),
@@ -25,7 +25,7 @@ def serve(index: Path = typer.Option(..., "--index", "-i", help="index folder (h
                                                        "model (experiments only; prints a warning)"),
           nprobe: Optional[int] = typer.Option(None, help="ivf index: lists visited per query"),
           ef_search: Optional[int] = typer.Option(None, help="hnsw index: efSearch"),
-          max_upload_mb: float = typer.Option(10.0, help="largest accepted upload in MiB"),
+          max_upload_mb: float = typer.Option(10.0, min=0.001, max=1024, help="largest accepted upload in MiB"),
           max_k: int = typer.Option(100, min=1, help="largest k a client may ask for"),
           access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="log every request"),
           log_level: str = typer.Option("info", help="uvicorn log level"),
