@@ -84,3 +84,22 @@ def test_streamed_bad_file_fails_with_its_name_or_is_dropped(tmp_path: Path) -> 
     seen = sum(len(y) for _, y in iterate_batches(streamed, labels, 4, torch.Generator().manual_seed(0),
                                                    drop_last=False))
     assert seen == len(files) - 1
+
+
+def test_index_build_from_a_disk_backed_gallery(tmp_path: Path) -> None:
+    import numpy as np
+
+    from hetsearch.index import build_index, folder_items, load_vectors
+    from hetsearch.index.testing import make_tiny_models, write_image_folder
+    from hetsearch.models import load_checkpoint
+
+    models = make_tiny_models(tmp_path / "models")
+    write_image_folder(tmp_path / "imgs", n=12)
+    gallery = load_checkpoint(models.gallery)
+    in_memory = folder_items(tmp_path / "imgs", 1, 16)
+    on_disk = folder_items(tmp_path / "imgs", 1, 16, stream_above_gb=1e-6)
+    assert torch.equal(in_memory.images, on_disk.images)
+    build_index(tmp_path / "a", gallery, in_memory)
+    build_index(tmp_path / "b", gallery, on_disk)
+    np.testing.assert_array_equal(load_vectors(tmp_path / "a")[1], load_vectors(tmp_path / "b")[1])
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "thumbnails.npy"), np.load(tmp_path / "b" / "thumbnails.npy"))

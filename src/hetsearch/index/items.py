@@ -10,7 +10,9 @@ Sources:
   to the CSV's folder, and the extra columns become the item's user fields.
 
 Files are decoded with the data layer's `DecodeSpec` (channels, size, resize mode, background of
-the gallery model's training data), in parallel worker processes for large galleries.
+the gallery model's training data), in parallel worker processes for large galleries; a gallery
+whose decoded pixels exceed 2 GB is decoded into a disk-backed (memory-mapped) array instead of
+RAM, from which the index build embeds batch by batch and writes the thumbnails.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from hetsearch.data.fileset import IMAGE_EXTENSIONS, DecodeSpec, iterate_decoded
@@ -92,17 +95,41 @@ def dataset_items(spec: str, channels: int, image_size: int, *, root: Optional[s
                         origin={"kind": "dataset", "spec": spec, "root": root, "limit": limit, "layout": raw.layout})
 
 
-def _decode_all(paths: list[Path], spec: DecodeSpec, progress: bool, num_workers: Optional[int] = None):
+STREAM_ABOVE_GB = 2.0  # decoded galleries larger than this go to a disk-backed array, not RAM
+
+
+def _pixel_buffer(n: int, spec: DecodeSpec, stream_above_gb: float) -> torch.Tensor:
+    """uint8 (n, C, H, W): in memory, or backed by an unlinked temporary .npy file (memory-mapped)
+    when the decoded gallery exceeds ``stream_above_gb``: the OS pages it in and out, so a gallery
+    larger than RAM can be embedded and its thumbnails written batch by batch."""
+    shape = (n, spec.channels, spec.image_size, spec.image_size)
+    if n * spec.item_bytes <= stream_above_gb * 1e9:
+        return torch.empty(shape, dtype=torch.uint8)
+    import os
+    import tempfile
+
+    handle, name = tempfile.mkstemp(suffix=".npy", prefix="hetsearch-gallery-")
+    os.close(handle)
+    array = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=shape)
+    os.unlink(name)  # the mapping keeps the file alive; nothing is left behind
+    log.info("decoding %d images into a disk-backed array (%.1f GB)", n, n * spec.item_bytes / 1e9)
+    return torch.from_numpy(array)
+
+
+def _decode_all(paths: list[Path], spec: DecodeSpec, progress: bool, num_workers: Optional[int] = None,
+                stream_above_gb: float = STREAM_ABOVE_GB):
+    """Decode ``paths`` into one uint8 tensor (see `_pixel_buffer`), in worker processes for large sets."""
     from hetsearch.data.fileset import default_workers
 
     workers = (default_workers() if num_workers is None else num_workers) if len(paths) >= 2048 else 0
-    parts, kept, skipped = [], [], []
+    out = _pixel_buffer(len(paths), spec, stream_above_gb)
+    kept, skipped = [], []
     chunks = iterate_decoded([str(p) for p in paths], spec, num_workers=workers, chunk=256)
     if progress:
         from rich.progress import track
 
         chunks = track(chunks, description="decoding", total=(len(paths) + 255) // 256)
-    start = 0
+    start = filled = 0
     for images, ok, errors in chunks:
         n = int(ok.shape[0])
         if errors:
@@ -112,11 +139,12 @@ def _decode_all(paths: list[Path], spec: DecodeSpec, progress: bool, num_workers
                 log.warning("skipping %s", message)
         for path, good in zip(paths[start:start + n], ok.tolist()):
             (kept if good else skipped).append(path if good else str(path))
-        parts.append(images)
+        out[filled:filled + len(images)] = images
+        filled += len(images)
         start += n
     if not kept:
         raise DataError(f"no readable images among {len(paths)} file(s) ({len(skipped)} skipped)")
-    return torch.cat(parts), kept, skipped
+    return out[:filled], kept, skipped
 
 
 def _spec(channels: int, image_size: int, resize: str, background, on_bad_image: str) -> DecodeSpec:
@@ -128,7 +156,7 @@ def _spec(channels: int, image_size: int, resize: str, background, on_bad_image:
 
 def folder_items(root: str | Path, channels: int, image_size: int, resize: str = "center_crop", *,
                  on_bad_image: str = "fail", progress: bool = False, background="white",
-                 num_workers: Optional[int] = None) -> GalleryItems:
+                 num_workers: Optional[int] = None, stream_above_gb: float = STREAM_ABOVE_GB) -> GalleryItems:
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (--images expects a folder of image files)")
@@ -137,7 +165,7 @@ def folder_items(root: str | Path, channels: int, image_size: int, resize: str =
     if not paths:
         raise DataError(f"{root}: no image files (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})")
     spec = _spec(channels, image_size, resize, background, on_bad_image)
-    images, kept, skipped = _decode_all(paths, spec, progress, num_workers)
+    images, kept, skipped = _decode_all(paths, spec, progress, num_workers, stream_above_gb)
     labels = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in kept]
     return GalleryItems(images=images, sources=[str(p) for p in kept], labels=labels, skipped=skipped,
                         origin={"kind": "images", "root": str(root)})
@@ -145,7 +173,7 @@ def folder_items(root: str | Path, channels: int, image_size: int, resize: str =
 
 def csv_items(csv_file: str | Path, channels: int, image_size: int, resize: str = "center_crop", *,
               on_bad_image: str = "fail", progress: bool = False, background="white",
-              num_workers: Optional[int] = None) -> GalleryItems:
+              num_workers: Optional[int] = None, stream_above_gb: float = STREAM_ABOVE_GB) -> GalleryItems:
     from hetsearch.data.files import read_csv_rows
 
     csv_file = Path(csv_file).expanduser().absolute()
@@ -162,7 +190,7 @@ def csv_items(csv_file: str | Path, channels: int, image_size: int, resize: str 
     if not entries:
         raise DataError(f"{csv_file}: no rows after the header")
     spec = _spec(channels, image_size, resize, background, on_bad_image)
-    images, kept, skipped = _decode_all([e[0] for e in entries], spec, progress, num_workers)
+    images, kept, skipped = _decode_all([e[0] for e in entries], spec, progress, num_workers, stream_above_gb)
     kept_set = {str(p) for p in kept}
     entries = [e for e in entries if str(e[0]) in kept_set]
     return GalleryItems(images=images, sources=[str(e[0]) for e in entries], labels=[e[1] for e in entries],
