@@ -75,8 +75,9 @@ def test_unlabelled_layout(tmp_path: Path) -> None:
         Image.new("RGB", (9, 9), (i * 50, 0, 0)).save(root / f"{i}.png")
     raw = load_raw(DataConfig(source="image_folder", root=str(root), channels=3, image_size=8))
     assert raw.layout == "ROOT/*" and not raw.labelled and raw.splits["all"].labels.tolist() == [-1] * 3
-    with pytest.raises(DataError, match="unlabelled images.*ROOT/CLASS"):
-        make_splits(DataConfig(source="image_folder", root=str(root), channels=3, image_size=8))
+    splits = make_splits(DataConfig(source="image_folder", root=str(root), channels=3, image_size=8))
+    assert splits.protocol["protocol"] == "unlabelled" and len(splits.train) == 3 and splits.classes == []
+    assert len(splits.val) == len(splits.query) == len(splits.gallery) == 0
 
 
 def test_official_train_test_split_is_used_and_open_set_detected(tmp_path: Path, capsys) -> None:

@@ -164,13 +164,31 @@ def _storage(cfg: DataConfig, raw: RawData, pools: list) -> str:
     return "stream" if total > float(cfg.stream_above_gb) * 1e9 else "memory"
 
 
+def _unlabelled_splits(cfg: DataConfig, raw: RawData) -> Splits:
+    """Unlabelled images (``ROOT/*``): everything is training data for label-free training; there
+    are no classes, so no validation, query or gallery split (score with ``evaluate --queries``)."""
+    pool = _cap(raw.splits["all"], cfg.max_train_items, _generator(cfg.seed, "max_train_items"))
+    storage = _storage(cfg, raw, [pool])
+    train = materialize(pool, cfg, f"{raw.root} [all]") if storage == "memory" else pool
+    empty = materialize(pool.subset(slice(0, 0)), cfg) if isinstance(pool, FileSet) else pool.subset(slice(0, 0))
+    protocol = {"protocol": "unlabelled", "protocol_requested": cfg.protocol, "source": cfg.source, "root": raw.root,
+                "layout": raw.layout, "official_splits": False, "seed": cfg.seed, "num_classes": 0,
+                "train": f"all {len(train)} unlabelled images", "val": "none (no labels)", "query": "none",
+                "gallery": "none", "storage": storage, "exclude_self": False,
+                "counts": {"train": len(train), "val": 0, "query": 0, "gallery": 0},
+                "skipped_images": len(getattr(train, "skipped", []))}
+    say(f"{cfg.source} {raw.root}: layout {raw.layout}: {len(train)} unlabelled images, for label-free training "
+        f"only; {'streamed from disk' if storage == 'stream' else 'in memory'}")
+    return Splits(train=train, val=empty, query=empty, gallery=empty, classes=[], train_classes=[], test_classes=[],
+                  exclude_self=False, protocol=protocol, skipped=list(getattr(train, "skipped", [])))
+
+
 def make_splits(cfg: DataConfig, raw: RawData | None = None) -> Splits:
     """Load the configured data set and build train / val / query / gallery (see module doc)."""
     cfg.validate()
     raw = raw if raw is not None else load_raw(cfg)
     if not raw.labelled:
-        raise DataError(f"{raw.root}: unlabelled images (layout {raw.layout}); training and evaluation here need "
-                        "class labels: ROOT/CLASS/*, ROOT/{train,test}/CLASS/* or ROOT/{train,query,gallery}/CLASS/*")
+        return _unlabelled_splits(cfg, raw)
     classes = list(raw.classes)
     num_classes = len(classes)
     parts = raw.splits

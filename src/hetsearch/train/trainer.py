@@ -63,6 +63,11 @@ class Trainer:
         self.dist: DistContext = init_distributed(self.device)
         self.run_dir = cfg.run_dir
         self.splits = splits if splits is not None else make_splits(cfg.data)
+        if self.splits.protocol.get("protocol") == "unlabelled" and \
+                getattr(cfg.train, "task_loss", "classification") == "classification":
+            raise ConfigError(f"data.root={cfg.data.root}: unlabelled images (layout ROOT/*) have no classes to train "
+                              "a classifier on; use ROOT/CLASS/* folders, or label-free training "
+                              "(train.task_loss=none with a gallery-aware compatibility method)")
         per_rank = len(self.splits.train) // self.dist.world_size
         if 1 < per_rank < cfg.train.batch_size:  # a small catalogue: one batch per epoch, not an error
             if self.dist.is_main:
