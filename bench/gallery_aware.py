@@ -65,15 +65,19 @@ def parse_args() -> argparse.Namespace:
                                                  "method, the others only the two best methods per protocol")
     p.add_argument("--methods", default=None, help=f"comma-separated compat methods (default {','.join(DEFAULT_METHODS)})")
     p.add_argument("--models", default=None, help=f"comma-separated query models (default {','.join(DEFAULT_MODELS)})")
+    p.add_argument("--seed-models", default=None, help="models that get the extra seeds (default: all --models)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS), help="closed_set,open_set (default both)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (data.root)")
     p.add_argument("--jobs", type=int, default=None, help="query models trained at once (default: 1 on CPU, "
-                                                          "min(12, cores - 2) on cuda)")
+                                                          "min(8, cores - 2) on cuda)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per training process (default: 1 "
                                                              "with --jobs > 1, else torch's default)")
     p.add_argument("--probe-steps", type=int, default=None, help="steps per throughput-probe epoch (default 60)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every query model (e.g. compat.gallery_aware.temperature=0.07)")
+                   help="config override for every query model (e.g. compat.gallery_aware.temperature=0.07); "
+                        "a single method takes its own as METHOD@KEY=VALUE&KEY=VALUE in --methods")
+    p.add_argument("--bn-recalibration", type=int, default=20,
+                   help="train.bn_recalibration_batches of every query model (default 20; 0: off)")
     p.add_argument("--runs", default=None, help="runs folder (default runs/bench, quick runs/bench_ga_quick)")
     p.add_argument("--report-only", action="store_true", help="rewrite the results from finished runs only")
     args = p.parse_args()
@@ -84,6 +88,7 @@ def parse_args() -> argparse.Namespace:
     args.methods = args.methods.split(",") if args.methods else list(QUICK["methods"] if q else DEFAULT_METHODS)
     args.models = args.models.split(",") if args.models else list(QUICK["models"] if q else DEFAULT_MODELS)
     args.protocols = args.protocols.split(",")
+    args.seed_models = args.seed_models.split(",") if args.seed_models else list(args.models)
     args.probe_steps = args.probe_steps or (QUICK["probe_steps"] if q else 60)
     bad = sorted(set(args.models) - set(DEFAULT_MODELS)) + sorted(set(args.protocols) - set(PROTOCOLS))
     if bad:
@@ -91,7 +96,7 @@ def parse_args() -> argparse.Namespace:
     import torch
 
     cuda = (args.device or "").startswith("cuda") or (args.device is None and torch.cuda.is_available())
-    args.jobs = args.jobs or (min(12, max(1, (os.cpu_count() or 2) - 2)) if cuda else 1)
+    args.jobs = args.jobs or (min(8, max(1, (os.cpu_count() or 2) - 2)) if cuda else 1)
     args.threads = args.threads or (1 if args.jobs > 1 else None)
     # quick: its own folder (the other benches' quick galleries use other caps)
     args.runs = args.runs or (f"{_shared.BENCH_RUNS}_ga_quick" if q else _shared.BENCH_RUNS)
@@ -136,8 +141,23 @@ def model_overrides(model: str) -> tuple[str, list[str]]:
     return f"query_{model}.yaml", []
 
 
+def split_method(method: str) -> tuple[str, list[str]]:
+    """"contrastive@compat.gallery_aware.temperature=0.1&compat.weight=2" -> (compat.method, overrides)."""
+    name, _, variant = method.partition("@")
+    return name, [item for item in variant.split("&") if item]
+
+
+def method_slug(method: str) -> str:
+    """A method as it appears in run names: "+" -> "_", a variant's overrides -> a short digest."""
+    import hashlib
+
+    name, variant = split_method(method)
+    slug = name.replace("+", "_")
+    return f"{slug}_v{hashlib.sha256('&'.join(variant).encode()).hexdigest()[:8]}" if variant else slug
+
+
 def run_name(protocol: str, model: str, method: str, seed: int, epochs: int) -> str:
-    return f"ga_{protocol}_{model}_{method.replace('+', '_')}_s{seed}_e{epochs}"
+    return f"ga_{protocol}_{model}_{method_slug(method)}_s{seed}_e{epochs}"
 
 
 def query_config(args, protocol: str, model: str, method: str, seed: int, epochs: int | None = None,
@@ -145,14 +165,16 @@ def query_config(args, protocol: str, model: str, method: str, seed: int, epochs
     epochs = epochs or args.epochs
     config, overrides = model_overrides(model)
     gallery = Path(args.runs) / gallery_name(protocol) / "model.pt"
+    compat_method, variant = split_method(method)
     return load_config(TrainRunConfig, _shared.CONFIGS / config, [
         *common_overrides(args, protocol), f"name={name or run_name(protocol, model, method, seed, epochs)}",
-        f"train.epochs={epochs}", f"compat.method={method}", f"compat.gallery_model={gallery}",
-        f"runtime.seed={seed}", *overrides, *args.set, *extra])
+        f"train.epochs={epochs}", f"compat.method={compat_method}", f"compat.gallery_model={gallery}",
+        f"runtime.seed={seed}", f"train.bn_recalibration_batches={args.bn_recalibration}", *overrides, *args.set,
+        *variant, *extra])
 
 
 def uses_bank(method: str) -> bool:
-    return any(part in BANK_METHODS for part in method.split("+"))
+    return any(part in BANK_METHODS for part in split_method(method)[0].split("+"))
 
 
 # ----------------------------------------------------------------------------- work (in worker processes too)
@@ -241,7 +263,7 @@ def probe(args, method: str, model: str = "shufflenetv2_x0_5") -> float:
 
     from hetsearch.train import train
 
-    name = f"ga_probe_{method.replace('+', '_')}"
+    name = f"ga_probe_{method_slug(method)}"
     cfg = query_config(args, "closed_set", model, method, 0, epochs=2, name=name,
                        extra=[f"train.max_steps_per_epoch={args.probe_steps}", "runtime.eval_every=0"])
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
@@ -430,9 +452,9 @@ def main() -> None:
                 save_state()
 
     # 4. query models: seed 0 for every method, then the other seeds for the best two methods per protocol
-    def jobs_for(seed: int, methods_of: dict[str, list[str]]) -> list[dict]:
+    def jobs_for(seed: int, methods_of: dict[str, list[str]], models: list[str]) -> list[dict]:
         jobs = []
-        for model in args.models:
+        for model in models:
             for method_index in range(max(len(v) for v in methods_of.values())):
                 for protocol in args.protocols:
                     methods = methods_of[protocol]
@@ -453,7 +475,7 @@ def main() -> None:
             report()
 
     t = time.perf_counter()
-    train_jobs(jobs_for(args.seeds[0], {p: list(args.methods) for p in args.protocols}))
+    train_jobs(jobs_for(args.seeds[0], {p: list(args.methods) for p in args.protocols}, args.models))
     timings["seed0_wall"] = round(time.perf_counter() - t + timings.get("seed0_wall", 0.0), 1)
     save_state()
     rows = load_rows()
@@ -461,7 +483,7 @@ def main() -> None:
     state["best_methods"] = best
     for seed in args.seeds[1:]:
         t = time.perf_counter()
-        train_jobs(jobs_for(seed, best))
+        train_jobs(jobs_for(seed, best, [m for m in args.models if m in args.seed_models]))
         timings[f"seed{seed}_wall"] = round(time.perf_counter() - t + timings.get(f"seed{seed}_wall", 0.0), 1)
         save_state()
     report()

@@ -136,3 +136,12 @@ def test_a_gallery_index_of_the_same_images_serves_as_a_one_view_bank(tmp_path):
     more = image_set(12)
     with pytest.raises(CompatibilityError, match="not in the index"):
         bank_from_index(tmp_path / "idx", g.model_id, more, ItemViews())
+
+
+def test_tabulated_view_parameters_equal_the_hash():
+    images = image_set(12).images
+    idx, v = torch.arange(12).repeat(3), torch.arange(3).repeat_interleave(12)
+    hashed = ItemViews(seed=5, crop_padding=3)(images.repeat(3, 1, 1, 1), idx, v)
+    tabled = ItemViews(seed=5, crop_padding=3)
+    tabled.tabulate(12, 3, "cpu")
+    assert torch.equal(tabled(images.repeat(3, 1, 1, 1), idx, v), hashed)

@@ -208,3 +208,29 @@ def test_the_supernet_trains_with_a_non_bct_method(tmp_path, tiny_train_override
     supernet = load_checkpoint(result.model_path)
     assert supernet.meta.compatible_with == gallery_id
     assert all(h["compat_relational_loss"] >= 0 and h["compat_contrastive_loss"] > 0 for h in result.history)
+
+
+def test_bn_recalibration_replaces_lagging_running_statistics():
+    from hetsearch.train.bn_recalibration import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=3, embedding_dim=8, in_chans=1, image_size=16,
+                         backbone_args={"width": 4})
+    images = torch.randint(0, 256, (64, 1, 16, 16), dtype=torch.uint8)
+    head_bn = model.embedding_head.norm
+    head_bn.running_mean.fill_(5.0)  # stale statistics, as after a large weight update
+    model.eval()
+    recalibrate_batchnorm(model, images, batches=4, batch_size=64, seed=0)
+    assert not model.training and head_bn.momentum == 0.1
+    assert head_bn.running_mean.abs().max() < 5.0
+    # with one batch, the running mean is that batch's mean of the head's input (train-mode forward)
+    recalibrate_batchnorm(model, images, batches=1, batch_size=64, seed=0)
+    import copy
+
+    probe = copy.deepcopy(model).train()
+    seen = []
+    probe.embedding_head.norm.register_forward_hook(lambda mod, inputs, out: seen.append(inputs[0]))
+    idx = torch.randint(0, 64, (64,), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        probe(images[idx].float() / 255, normalize=False)
+    assert torch.allclose(head_bn.running_mean, seen[0].mean(0), atol=1e-5)

@@ -70,6 +70,8 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     task_loss: str = "classification"  # classification | none (label-free: only the compatibility term)
+    bn_recalibration_batches: int = 0  # after each epoch, recompute BatchNorm statistics over this many
+                                       # augmented training batches (0: off; hetsearch.train.bn_recalibration)
     max_steps_per_epoch: Optional[int] = None  # cap for quick runs and tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

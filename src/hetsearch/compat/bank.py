@@ -110,6 +110,9 @@ class GalleryBank:
         """A uniformly drawn view of each image (uint8) and the view ids (on the images' device)."""
         view_ids = torch.randint(0, self.num_views, (len(indices),), generator=generator, device=generator.device)
         view_ids = view_ids.to(images.device)
+        table = getattr(self.views, "_table", None)
+        if table is None or table[1].device != images.device or table[1].shape[:2] != (self.num_items, self.num_views):
+            self.views.tabulate(self.num_items, self.num_views, images.device)
         return self.views(images, indices, view_ids), view_ids
 
     @property

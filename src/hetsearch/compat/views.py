@@ -50,6 +50,27 @@ class ItemViews:
         return {"view_seed": self.seed, "crop_padding": self.crop_padding, "hflip": self.hflip,
                 "family": "crop+flip/v1"}
 
+    def params(self, indices: torch.Tensor, view_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row offset, column offset, flip) of each (item, view): the definition of the views."""
+        p = self.crop_padding
+        augmented = view_ids > 0
+        if p > 0:
+            dy = torch.where(augmented, view_hash(self.seed, indices, view_ids, 1) % (2 * p + 1), p)
+            dx = torch.where(augmented, view_hash(self.seed, indices, view_ids, 2) % (2 * p + 1), p)
+        else:
+            dy = dx = torch.zeros_like(indices)
+        flips = augmented & (view_hash(self.seed, indices, view_ids, 3) % 2 == 1) if self.hflip \
+            else torch.zeros_like(indices, dtype=torch.bool)
+        return dy, dx, flips
+
+    def tabulate(self, num_items: int, num_views: int, device: torch.device | str) -> None:
+        """Precompute the parameters of every (item, view) on `device` (a few bytes each), so that
+        a training step gathers them instead of hashing (fewer kernels per step on a GPU)."""
+        items = torch.arange(num_items, device=device).repeat_interleave(num_views)
+        views = torch.arange(num_views, device=device).repeat(num_items)
+        dy, dx, flips = self.params(items, views)
+        self._table = (num_views, torch.stack([dy, dx, flips.long()], 1).to(torch.int16).view(num_items, num_views, 3))
+
     def __call__(self, images: torch.Tensor, indices: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4:
             raise ValueError(f"ItemViews expects (N, C, H, W), got shape {tuple(images.shape)}")
@@ -61,14 +82,12 @@ class ItemViews:
             raise ValueError(f"ItemViews: {n} images need {n} indices and view ids, got "
                              f"{tuple(indices.shape)} and {tuple(view_ids.shape)}")
         p = self.crop_padding
-        augmented = view_ids > 0
-        if p > 0:
-            dy = torch.where(augmented, view_hash(self.seed, indices, view_ids, 1) % (2 * p + 1), p)
-            dx = torch.where(augmented, view_hash(self.seed, indices, view_ids, 2) % (2 * p + 1), p)
+        table = getattr(self, "_table", None)
+        if table is not None and table[1].device == device:
+            row = table[1][indices, view_ids].long()
+            dy, dx, flips = row[:, 0], row[:, 1], row[:, 2].bool()
         else:
-            dy = dx = torch.zeros(n, dtype=torch.int64, device=device)
-        flips = augmented & (view_hash(self.seed, indices, view_ids, 3) % 2 == 1) if self.hflip \
-            else torch.zeros(n, dtype=torch.bool, device=device)
+            dy, dx, flips = self.params(indices, view_ids)
         padded = F.pad(images, (p, p, p, p)) if p > 0 else images
         rows = dy.unsqueeze(1) + torch.arange(h, device=device)
         col_base = torch.arange(w, device=device).expand(n, w)

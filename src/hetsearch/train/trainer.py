@@ -30,6 +30,7 @@ from hetsearch.errors import CheckpointError, ConfigError
 from hetsearch.models import EmbeddingModel, ModelMeta, create_model, save_checkpoint
 from hetsearch.models.memory_format import to_channels_last
 from hetsearch.train.distributed import DistContext, all_reduce_mean, barrier, init_distributed
+from hetsearch.train.bn_recalibration import recalibrate_batchnorm
 from hetsearch.train.schedule import build_optimizer, warmup_cosine
 from hetsearch.utils.device import resolve_device, seed_everything
 from hetsearch.utils.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text
@@ -176,6 +177,10 @@ class Trainer:
             epoch_start = time.perf_counter()
             stats = self._train_epoch(train_model, model, compat_term, optimizer, scheduler, augment,
                                       images, labels, epoch, steps_per_epoch)
+            if cfg.train.bn_recalibration_batches:
+                recalibrate_batchnorm(model, images, batches=cfg.train.bn_recalibration_batches,
+                                      batch_size=cfg.train.batch_size, seed=cfg.runtime.seed * 100_003 + epoch,
+                                      augment=augment)
             epoch_seconds = time.perf_counter() - epoch_start
             train_seconds += epoch_seconds
             record = {"epoch": epoch + 1, **stats, "epoch_seconds": round(epoch_seconds, 2),
