@@ -234,7 +234,7 @@ def run_attacks(client, cases) -> tuple[list[dict], int, int]:
         sent += 1
         rows.append({"case": name, "status": status,
                      "expected": "/".join(sorted(("no answer" if a is None else str(a)) for a in accepted)),
-                     "ok": status in accepted and healthy, "ms": round((time.perf_counter() - started) * 1e3, 1),
+                     "ok": status in accepted and healthy, "ms": int(round((time.perf_counter() - started) * 1e3)),
                      "detail": detail if status != 200 else ""})
     return rows, sent, server_5xx
 
@@ -506,8 +506,8 @@ def main() -> None:
                 "reload": "3 client threads search + fetch an item in a loop while the index gets add, remove, "
                           "rebuild hnsw, rebuild flat, remove; a request is dropped on a transport error or an "
                           "unexpected status",
-                "clean error": "exit code 2 (index check: 1), no traceback, every stderr line an 'error:'/'damaged:' "
-                               "line naming the file"}
+                "clean error": "exit code 2 (index check: 1), no traceback, stderr ends with one unwrapped "
+                               "'error:' line (index check: one 'damaged:' line per problem) naming the file"}
     payload = {"command": command_line(), "machine": machine_info(), "protocol": protocol, **figures,
                "rows": rows, "bursts": bursts, "damaged": damaged, "bad_cli": bad_cli,
                "fuzz": fuzz.to_dict(), "reload": reload, "timings_s": timings}

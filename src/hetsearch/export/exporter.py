@@ -132,7 +132,7 @@ def parity_sample(loaded: LoadedModel, *, n_queries: int = 64, n_gallery: int = 
         from hetsearch.index.gallery import THUMBNAILS_NAME, load_vectors
 
         _, vectors = load_vectors(index_dir)
-        thumbs = np.load(Path(index_dir) / THUMBNAILS_NAME, mmap_mode="r")
+        thumbs = np.load(Path(index_dir) / THUMBNAILS_NAME, mmap_mode="r", allow_pickle=False)
         if tuple(thumbs.shape[1:]) != shape:
             raise ExportError(f"{index_dir}: index images are {tuple(thumbs.shape[1:])}, the model takes {shape}")
         q = np.sort(rng.choice(len(thumbs), min(n_queries, len(thumbs)), replace=False))

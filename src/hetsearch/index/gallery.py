@@ -586,5 +586,7 @@ def load_vectors(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     folder = Path(path)
     recover(folder)
     with read_lock(folder.absolute()):
-        read_manifest(folder)
-        return np.load(folder / IDS_NAME), np.load(folder / VECTORS_NAME)
+        manifest = read_manifest(folder)
+        raise_first(folder, [p for p in check_folder(folder, manifest) if p.file in (IDS_NAME, VECTORS_NAME,
+                                                                                  THUMBNAILS_NAME)])
+        return np.load(folder / IDS_NAME, allow_pickle=False), np.load(folder / VECTORS_NAME, allow_pickle=False)
