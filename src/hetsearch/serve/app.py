@@ -38,7 +38,7 @@ from hetsearch.export.runtime import QueryEncoder
 from hetsearch.index.gallery import GalleryIndex
 from hetsearch.index.faiss_index import set_omp_threads
 from hetsearch.index.images import DEFAULT_MAX_PIXELS, ImageRejected, PixelBudget, decode_image_bytes, encode_png
-from hetsearch.serve.memory import release_freed_memory_promptly, trim
+from hetsearch.serve.memory import trim
 from hetsearch.serve.reload import LiveIndex
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -272,7 +272,6 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
     app.state.live_index = live
     budget = PixelBudget(decode_budget_pixels or max_pixels)
     app.state.pixel_budget = budget
-    release_freed_memory_promptly()  # decoded images' buffers go back to the system when freed
     channels, image_size, _ = encoder.input_shape
     resize = encoder.resize
     start_warnings = list(warnings or []) + list(first.warnings)

@@ -58,6 +58,9 @@ def run_server(index_dir: str | Path, query_model: str | Path, *, host: str = "1
     # Requests hop between the event loop and the worker threads; a short GIL switch interval
     # (default 5 ms) keeps those hops from adding milliseconds of latency under load.
     sys.setswitchinterval(0.0005)
+    from hetsearch.serve.memory import release_freed_memory_promptly
+
+    release_freed_memory_promptly()  # process-wide: decoded images' buffers go back to the system when freed
 
     from hetsearch.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
     from hetsearch.serve.reload import LiveIndex
