@@ -389,9 +389,12 @@ def main() -> None:
         wanted = [r for r in rows if r["protocol"] in args.protocols and r["epochs"] == args.epochs]
         return wanted
 
-    protocols_info = {p: gallery_config(args, p).data for p in args.protocols}
-    protocol_desc = {"protocols": args.protocols, "epochs": args.epochs, "seeds": args.seeds,
-                     "data": {p: vars(d) for p, d in protocols_info.items()}}
+    protocol_desc = {"protocols": ", ".join(args.protocols), "query_epochs": args.epochs,
+                     "seeds": ", ".join(map(str, args.seeds)),
+                     "caps": (f"{QUICK['max_train_items']} training / {QUICK['max_test_items']} test items"
+                              if args.quick else "none (Fashion-MNIST 60k / 10k)"),
+                     "open_set": "gallery and query models trained on 5 classes, scored on the other 5",
+                     "bn_recalibration_batches": args.bn_recalibration}
 
     paragons: dict[str, dict] = {}
 
@@ -418,11 +421,19 @@ def main() -> None:
                 out.append(fn(item))
                 yield out[-1]
             return
-        futures = {pool.submit(fn, item) for item in items}
-        while futures:
-            done, futures = wait(futures, return_when=FIRST_COMPLETED)
+        futures = {pool.submit(fn, item): item for item in items}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
-                yield f.result()
+                try:
+                    yield f.result()
+                except Exception as exc:  # one failed run must not stop the others
+                    item = futures[f]
+                    name = getattr(item.get("cfg") if isinstance(item, dict) else item, "name", "?")
+                    print(f"[gallery_aware] FAILED {name}: {type(exc).__name__}: {exc}", flush=True)
+                    state.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"
+                    save_state()
 
     # 1. galleries (in parallel when possible)
     t = time.perf_counter()

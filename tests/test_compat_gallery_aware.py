@@ -234,3 +234,17 @@ def test_bn_recalibration_replaces_lagging_running_statistics():
     with torch.no_grad():
         probe(images[idx].float() / 255, normalize=False)
     assert torch.allclose(head_bn.running_mean, seen[0].mean(0), atol=1e-5)
+
+
+def test_hard_negatives_are_the_gallerys_nearest_other_images():
+    bank, refs = hand_bank(), refs_for()
+    near = bank.neighbors(3, "cpu")
+    rows = bank.tensor("cpu")[:, 0].float()
+    sims = rows @ rows.t()
+    sims.fill_diagonal_(float("-inf"))
+    assert torch.equal(near, sims.topk(3, dim=1).indices)
+    term = ContrastiveTerm(bank, True, temperature=0.05, negatives=8, hard_negatives=3)
+    plain = ContrastiveTerm(bank, True, temperature=0.05, negatives=8)
+    q = torch.randn(8, D)
+    assert term(q, None, None, refs=refs).item() > plain(q, None, None, refs=refs).item()  # more negatives
+    assert term(positives(bank, refs), None, None, refs=refs).item() < 0.05

@@ -107,6 +107,7 @@ class GalleryAwareConfig:
 
     temperature: float = 0.05        # contrastive: τ of the InfoNCE softmax
     negatives: int = 4096            # contrastive: sampled bank rows per step (0: in-batch; -1: the full bank)
+    hard_negatives: int = 0          # contrastive: + the gallery embeddings of each image's h nearest training images
     anchors: int = 2048              # relational: sampled bank anchors per step
     relational_temperature: float = 0.05  # relational: τ of both similarity distributions
 

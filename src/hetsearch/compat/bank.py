@@ -115,6 +115,35 @@ class GalleryBank:
             self.views.tabulate(self.num_items, self.num_views, images.device)
         return self.views(images, indices, view_ids), view_ids
 
+    def neighbors(self, k: int, device: torch.device | str) -> torch.Tensor:
+        """(N, k) int64: each item's k nearest other items by the gallery embeddings of view 0 (the
+        gallery's own neighbourhoods), on `device`; computed once, cached in the bank folder."""
+        name = f"neighbors_k{int(k)}"
+        key = f"{name}@{torch.device(device)}"
+        if key in self._tensors:
+            return self._tensors[key]
+        path = self.path / f"{name}.npy" if self.path is not None and self.source == "gallery_model" else None
+        table = None
+        if path is not None and path.is_file():
+            try:
+                table = np.load(path)
+                table = table if table.shape == (self.num_items, k) else None
+            except (OSError, ValueError):
+                table = None
+        if table is None:
+            rows = self.tensor(device)[:, 0].float()
+            out = []
+            for start in range(0, self.num_items, 2048):
+                sims = rows[start:start + 2048] @ rows.t()
+                own = torch.arange(start, start + len(sims), device=sims.device)
+                sims[torch.arange(len(sims), device=sims.device), own] = float("-inf")
+                out.append(sims.topk(min(k, self.num_items - 1), dim=1).indices.cpu())
+            table = torch.cat(out).numpy().astype(np.int64)
+            if path is not None:
+                _atomic_save_npy(path, table)
+        self._tensors[key] = torch.from_numpy(np.asarray(table, dtype=np.int64)).to(device)
+        return self._tensors[key]
+
     @property
     def summary(self) -> dict:
         return {"source": self.source, "path": str(self.path) if self.path else None, "items": self.num_items,

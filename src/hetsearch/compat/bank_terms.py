@@ -86,8 +86,10 @@ class BankTerm(nn.Module):
             raise CompatibilityError(f"compat.method={self.method}: the term needs the batch's item indices "
                                      "(it is trained through hetsearch.train.Trainer, which passes them)")
         bank = self.bank.tensor(embeddings.device)
-        q = F.normalize(embeddings.float(), dim=1)
-        return self.loss(q, refs, bank)
+        # in float32 even under AMP: similarities near 1 divided by a small temperature need the bits
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            q = F.normalize(embeddings.float(), dim=1)
+            return self.loss(q, refs, bank)
 
     def positives(self, refs: BatchRefs, bank: torch.Tensor) -> torch.Tensor:
         return bank[refs.indices, refs.views].float()

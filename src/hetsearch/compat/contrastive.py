@@ -12,7 +12,10 @@ ranks. `compat.gallery_aware.negatives`:
   masked out). Cost B x M x D per step; 4096 negatives cost a few percent of a light model's step.
 - 0: in-batch: the other images' positives in the batch are the negatives (B - 1 of them).
 - -1: the full bank (view 0 of every image): the naive version, a B x N softmax per step.
-`compat.gallery_aware.temperature` is τ.
+`compat.gallery_aware.temperature` is τ. `compat.gallery_aware.hard_negatives` h > 0 adds, for
+each query, the gallery embeddings of its image's h nearest training images (the gallery's own
+neighbours, `GalleryBank.neighbors`, computed once): the query must find its own gallery embedding
+among its nearest look-alikes, the instance-level precision a Recall@1 against the gallery needs.
 """
 
 from __future__ import annotations
@@ -28,19 +31,22 @@ from hetsearch.errors import ConfigError
 class ContrastiveTerm(BankTerm):
     salt = 11
 
-    def __init__(self, bank, match_views: bool, temperature: float, negatives: int):
+    def __init__(self, bank, match_views: bool, temperature: float, negatives: int, hard_negatives: int = 0):
         if not temperature > 0:
             raise ConfigError(f"compat.gallery_aware.temperature: expected > 0, got {temperature}")
         if negatives < -1:
             raise ConfigError(f"compat.gallery_aware.negatives: expected -1 (full bank), 0 (in-batch) or a "
                               f"positive count, got {negatives}")
-        super().__init__("contrastive", bank, match_views, {"temperature": temperature, "negatives": negatives})
-        self.temperature, self.negatives = float(temperature), int(negatives)
+        if hard_negatives < 0:
+            raise ConfigError(f"compat.gallery_aware.hard_negatives: expected >= 0, got {hard_negatives}")
+        super().__init__("contrastive", bank, match_views, {"temperature": temperature, "negatives": negatives,
+                                                            "hard_negatives": hard_negatives})
+        self.temperature, self.negatives, self.hard_negatives = float(temperature), int(negatives), int(hard_negatives)
 
     @classmethod
     def from_config(cls, cfg, bank) -> "ContrastiveTerm":
         ga = cfg.gallery_aware
-        return cls(bank, cfg.bank.match_views, ga.temperature, ga.negatives)
+        return cls(bank, cfg.bank.match_views, ga.temperature, ga.negatives, ga.hard_negatives)
 
     def loss(self, q: torch.Tensor, refs: BatchRefs, bank: torch.Tensor) -> torch.Tensor:
         pos = self.positives(refs, bank)
@@ -53,7 +59,11 @@ class ContrastiveTerm(BankTerm):
             neg, items = self.sample(refs, bank, self.negatives)
         pos_logit = (q * pos).sum(1, keepdim=True)
         neg_logits = (q @ neg.t()).masked_fill(items.unsqueeze(0) == refs.indices.unsqueeze(1), float("-inf"))
-        logits = torch.cat([pos_logit, neg_logits], dim=1) / self.temperature
+        parts = [pos_logit, neg_logits]
+        if self.hard_negatives:
+            near = self.bank.neighbors(self.hard_negatives, bank.device)[refs.indices]  # (B, h)
+            parts.append(torch.einsum("bd,bhd->bh", q, bank[near, 0].float()))
+        logits = torch.cat(parts, dim=1) / self.temperature
         return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.int64, device=q.device))
 
 
