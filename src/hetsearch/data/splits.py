@@ -268,7 +268,9 @@ def make_splits(cfg: DataConfig, raw: RawData | None = None) -> Splits:
         val_desc = f"official val split ({len(val)} items)"
     else:
         train_idx, val_idx = stratified_split(train_pool.labels, float(cfg.val_fraction), _generator(cfg.seed, "val"))
-        train, val = train_pool.subset(train_idx), train_pool.subset(val_idx)
+        # no validation items: the training split is the pool itself (no copy of its pixels)
+        train = train_pool if len(val_idx) == 0 else train_pool.subset(train_idx)
+        val = train_pool.subset(val_idx)
         val_desc = f"stratified {cfg.val_fraction:g} of the training split ({len(val)} items)"
     if len(val) and not scorable(val.labels):
         what = "the official val split" if official_val is not None else f"data.val_fraction={cfg.val_fraction:g}"
