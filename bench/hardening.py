@@ -24,13 +24,11 @@ import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from hetsearch.index import add_items, build_index, folder_items, rebuild_index, remove_items  # noqa: E402
-from hetsearch.index.testing import DAMAGES, make_tiny_models, write_image_folder  # noqa: E402
+from hetsearch.index.testing import DAMAGES, make_tiny_models, raw_png, write_image_folder  # noqa: E402
 from hetsearch.models import load_checkpoint  # noqa: E402
 from hetsearch.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 from hetsearch.utils.results import command_line, machine_info, markdown_table  # noqa: E402
@@ -48,23 +46,6 @@ RSS_LIMIT_GB = 2.5
 
 
 # ---------------------------------------------------------------- payloads
-
-
-def raw_png(width: int, height: int, bit_depth: int = 8, colour_type: int = 0) -> bytes:
-    channels = {0: 1, 2: 3, 6: 4}[colour_type]
-    row = b"\0" * (1 + width * channels * bit_depth // 8)
-    compressor, parts, left = zlib.compressobj(9), [], height
-    while left:
-        rows = min(left, 65536)
-        parts.append(compressor.compress(row * rows))
-        left -= rows
-    parts.append(compressor.flush())
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
 
 
 def encoded(array: np.ndarray, fmt: str, **kwargs) -> bytes:

@@ -19,7 +19,7 @@ import pytest
 
 from hetsearch.export.runtime import TorchEncoder
 from hetsearch.index import build_index, folder_items, open_index
-from hetsearch.index.testing import make_tiny_models, write_image_folder
+from hetsearch.index.testing import make_tiny_models, raw_png, write_image_folder
 from hetsearch.models import load_checkpoint
 from hetsearch.serve.app import create_app
 
@@ -125,6 +125,20 @@ def test_web_page_search_end_to_end(live_server, tmp_path):
             assert "cannot show this file as an image" in page.text_content("#query-caption")
             assert "--allow-incompatible" in page.text_content("#warnings")
 
+            # 413 (pixel bomb) and 400 (truncated file): one readable line each, results and timings cleared
+            bomb, truncated = tmp_path / "bomb.png", tmp_path / "truncated.png"
+            bomb.write_bytes(raw_png(1, 1_000_000))
+            truncated.write_bytes(live_server["paths"][3].read_bytes()[:60])
+            for path, status, words in ((bomb, "413 (too large)", "each side may be at most"),
+                                        (truncated, "400 (the image could not be read)", "truncated")):
+                page.set_input_files("#file-input", str(live_server["paths"][1]))
+                page.wait_for_selector("#results li.card >> nth=5")
+                page.set_input_files("#file-input", str(path))
+                page.wait_for_selector("#status.error")
+                text = page.text_content("#status")
+                assert text.startswith(status) and words in text, text
+                assert page.locator("#results li.card").count() == 0 and page.text_content("#timings") == ""
+
             # a 422 (k out of range) reads as a sentence, not FastAPI's JSON
             page.fill("#k-input", "0")
             page.set_input_files("#file-input", str(live_server["paths"][2]))
@@ -142,7 +156,7 @@ def test_web_page_search_end_to_end(live_server, tmp_path):
     assert (artifacts / "web_search.png").stat().st_size > 5000
     # only the expected 4xx answers, no Content-Security-Policy violation or script error
     assert not [e for e in console_errors if "Failed to load resource" not in e], console_errors
-    assert all(("415" in e or "422" in e) for e in console_errors), console_errors
+    assert all(any(code in e for code in ("400", "413", "415", "422")) for e in console_errors), console_errors
 
 
 def test_api_docs_render_offline_under_the_csp(live_server):

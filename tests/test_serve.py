@@ -20,7 +20,7 @@ from PIL import Image
 
 from hetsearch.export.runtime import TorchEncoder, load_query_encoder
 from hetsearch.index import build_index, folder_items, open_index
-from hetsearch.index.testing import make_tiny_models, write_image_folder
+from hetsearch.index.testing import make_tiny_models, raw_png, write_image_folder
 from hetsearch.models import load_checkpoint
 from hetsearch.serve.app import create_app
 
@@ -165,28 +165,6 @@ def test_web_page_and_static_files(service):
     assert 'id="file-input"' in page.text and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/../app.py").status_code == 404
-
-
-def raw_png(width: int, height: int, bit_depth: int = 8, colour_type: int = 0) -> bytes:
-    """A PNG of zeros written chunk by chunk (any size, any bit depth, a few KB compressed)."""
-    import struct
-    import zlib
-
-    channels = {0: 1, 2: 3, 6: 4}[colour_type]
-    row = b"\0" * (1 + width * channels * bit_depth // 8)
-    compressor = zlib.compressobj(9)
-    parts, left = [], height
-    while left:
-        rows = min(left, 65536)
-        parts.append(compressor.compress(row * rows))
-        left -= rows
-    parts.append(compressor.flush())
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
 
 
 def malformed_uploads(valid_png: bytes) -> dict[str, tuple[bytes, int]]:

@@ -85,6 +85,28 @@ def write_image_folder(root: str | Path, n: int = 24, size: int = 16, seed: int 
     return paths
 
 
+def raw_png(width: int, height: int, bit_depth: int = 8, colour_type: int = 0) -> bytes:
+    """A PNG of zeros written chunk by chunk: any size (a 1 x 39,000,000 pixel bomb is 76 KB), bit
+    depth 8 or 16, colour type 0 (grey), 2 (RGB) or 6 (RGBA); Pillow never holds it in memory."""
+    import struct
+    import zlib
+
+    channels = {0: 1, 2: 3, 6: 4}[colour_type]
+    row = b"\0" * (1 + width * channels * bit_depth // 8)
+    compressor, parts, left = zlib.compressobj(9), [], height
+    while left:
+        rows = min(left, 65536)
+        parts.append(compressor.compress(row * rows))
+        left -= rows
+    parts.append(compressor.flush())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
 # ---------------------------------------------------------------- damaged index folders (tests, bench/hardening.py)
 
 
