@@ -116,7 +116,7 @@ def test_malicious_checkpoint_on_resume_and_png_as_model_are_one_line(built, tmp
 
     run_dir = tmp_path / "runs" / "run"
     run_dir.mkdir(parents=True)
-    (run_dir / "checkpoint_last.pt").write_bytes(pickle.dumps({"x": Evil()}))
+    (run_dir / "checkpoint_last.pt").write_bytes(pickle.dumps({"x": Evil()}, protocol=2))
     code, out, err = run_cli(["train", "configs/fashion_mnist/gallery.yaml", *tiny_train_overrides, "name=run",
                               "--resume"], capsys)
     assert code == 2 and "checkpoint_last.pt" in err and "Traceback" not in err and "pwned" not in out + err, err
