@@ -181,13 +181,15 @@ def _check_npy(folder: Path, name: str, kind: str, dtype: np.dtype, shape: tuple
     return None
 
 
-def _check_faiss(folder: Path, manifest: dict) -> Optional[str]:
+def _check_faiss(folder: Path, manifest: dict, loaded: Optional[dict] = None) -> Optional[str]:
     import faiss
 
     from hetsearch.index import faiss_index
 
     try:
         index = faiss_index.read_index(folder / FAISS_NAME)
+        if loaded is not None:
+            loaded[FAISS_NAME] = index
     except (RuntimeError, MemoryError, ValueError) as exc:
         return f"unreadable FAISS index ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})"
     if index.d != manifest["embedding_dim"]:
@@ -221,9 +223,12 @@ def _check_sqlite(folder: Path, manifest: dict) -> Optional[str]:
     return None
 
 
-def check_folder(folder: Path, manifest: dict, *, deep: bool = False, display: Optional[Path] = None) -> list[Problem]:
+def check_folder(folder: Path, manifest: dict, *, deep: bool = False, display: Optional[Path] = None,
+                 loaded: Optional[dict] = None) -> list[Problem]:
     """Every problem of the data files of an index whose manifest passed `validate_manifest`.
-    ``display``: the index folder to name in remedies (writers check a copy in a temporary folder)."""
+    ``display``: the index folder to name in remedies (writers check a copy in a temporary folder).
+    ``loaded``: receives the FAISS index read for the check (``loaded["index.faiss"]``), so that an
+    open does not read it twice."""
     folder = Path(folder)
     shown = Path(display) if display is not None else folder
     problems: list[Problem] = []
@@ -254,21 +259,21 @@ def check_folder(folder: Path, manifest: dict, *, deep: bool = False, display: O
         if name in missing:
             continue
         record = records.get(name)
-        size = (folder / name).stat().st_size
-        if record is not None and size != record["bytes"]:
-            add(name, f"{'is truncated' if size < record['bytes'] else 'has changed'} ({size} bytes, the manifest "
-                      f"recorded {record['bytes']} at the last write)")
-            continue
         if name == IDS_NAME:
-            add(name, _check_npy(folder, name, "item ids", np.dtype(np.int64), (n,)))
+            message = _check_npy(folder, name, "item ids", np.dtype(np.int64), (n,))
         elif name == VECTORS_NAME:
-            add(name, _check_npy(folder, name, "gallery embeddings", np.dtype(np.float32), (n, dim)))
+            message = _check_npy(folder, name, "gallery embeddings", np.dtype(np.float32), (n, dim))
         elif name == THUMBNAILS_NAME:
-            add(name, _check_npy(folder, name, "thumbnails", np.dtype(np.uint8), (n, *manifest["image_shape"])))
+            message = _check_npy(folder, name, "thumbnails", np.dtype(np.uint8), (n, *manifest["image_shape"]))
         elif name == FAISS_NAME:
-            add(name, _check_faiss(folder, manifest))
-        elif name == METADATA_NAME:
-            add(name, _check_sqlite(folder, manifest))
+            message = _check_faiss(folder, manifest, loaded)
+        else:
+            message = _check_sqlite(folder, manifest)
+        size = (folder / name).stat().st_size
+        if message is None and record is not None and size != record["bytes"]:
+            message = (f"{'is truncated' if size < record['bytes'] else 'has changed'} ({size} bytes, the manifest "
+                       f"recorded {record['bytes']} at the last write)")
+        add(name, message)
         if deep and record is not None and record.get("sha256") and not any(p.file == name for p in problems):
             if sha256_of(folder / name) != record["sha256"]:
                 add(name, "content differs from the checksum the manifest recorded at the last write")

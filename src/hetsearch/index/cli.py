@@ -230,7 +230,7 @@ def check(index_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]", help
         raise typer.Exit(1)
     checksums = "checksums match" if manifest.get("files") else "no checksums recorded (older index)"
     console.print(escape(f"{index}: ok ({manifest['item_count']} items, every file consistent with the manifest, "
-                         f"{checksums})"))
+                         f"{checksums})"), soft_wrap=True)
 
 
 def verify(index: Path = typer.Option(..., "--index", "-i", help="index folder"),

@@ -465,9 +465,10 @@ class GalleryIndex:
             manifest = read_manifest(folder)
             warnings = check_query_model(manifest, query_meta, allow_incompatible=allow_incompatible) \
                 if query_meta is not None else []
-            raise_first(folder, check_folder(folder, manifest))
+            loaded: dict = {}
+            raise_first(folder, check_folder(folder, manifest, loaded=loaded))
             try:
-                index = faiss_index.read_index(folder / FAISS_NAME)
+                index = loaded[FAISS_NAME] if FAISS_NAME in loaded else faiss_index.read_index(folder / FAISS_NAME)
                 disk = sqlite3.connect(f"file:{(folder / METADATA_NAME).absolute()}?mode=ro", uri=True)
                 db = sqlite3.connect(":memory:", check_same_thread=False)
                 try:
