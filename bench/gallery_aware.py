@@ -8,8 +8,9 @@ From nothing, in order (each step reuses what a previous call finished):
   2. their gallery embedding banks (compat.bank, K views per training image);
   3. a throughput probe: every method on ShuffleNetV2 x0.5, one after another, alone on the
      device (images/s of training, and the ratio to independent training);
-  4. query models: --methods x --models x protocols at --epochs, seed 0; then the two best methods
-     per protocol (mean heterogeneous Recall@1 over the models) with the other --seeds.
+  4. query models at --epochs: the first of --models with every --method (seed 0) on both
+     protocols, then its other --seeds for the two best methods per protocol (by that seed-0
+     heterogeneous Recall@1); then the other models the same way (--seed-models: which get seeds).
      Query models use the gallery's data protocol (open set: the 5 training classes) and are
      scored on its test protocol (open set: the 5 held-out classes, queries = their test images,
      gallery = the rest of those test images).
@@ -43,13 +44,15 @@ from hetsearch.utils.io import atomic_write_json
 from hetsearch.utils.results import write_results
 
 PROTOCOLS = ("closed_set", "open_set")
-DEFAULT_METHODS = ("none", "bct", "l2", "bank_l2", "contrastive", "relational", "contrastive+relational",
-                   "bct+contrastive")
+# "contrastive@train.task_loss=none": label-free (no classification loss, no label used)
+DEFAULT_METHODS = ("none", "bct", "l2", "bank_l2", "contrastive", "contrastive+relational", "bct+contrastive",
+                   "contrastive@train.task_loss=none")
 BANK_METHODS = ("bank_l2", "contrastive", "relational")
 DEFAULT_MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small", "cmpnas")
 CMPNAS_LABEL = "cmpnas_1.9mf"
 QUICK = {"gallery_epochs": 3, "epochs": 3, "max_train_items": 10000, "max_test_items": 2000,
-         "probe_steps": 8, "methods": ("none", "bct", "contrastive", "relational", "contrastive+relational"),
+         "probe_steps": 8, "methods": ("none", "bct", "bank_l2", "contrastive", "contrastive+relational",
+                                       "bct+contrastive", "contrastive@train.task_loss=none"),
          "models": ("shufflenetv2_x0_5",), "seeds": (0,)}
 GAP_CLOSED, GAP_OPEN, SPEED_RATIO, MIN_FLOPS_REDUCTION = 0.015, 0.05, 0.8, 30.0
 
@@ -192,8 +195,18 @@ def _splits(cfg: TrainRunConfig):
     return _SPLITS[key]
 
 
+def _fast_cudnn(cfg: TrainRunConfig) -> None:
+    """Fixed batch shapes: let cuDNN pick its fastest kernels once (GPU runs only)."""
+    import torch
+
+    if str(cfg.runtime.device).startswith("cuda") or (cfg.runtime.device == "auto" and torch.cuda.is_available()):
+        torch.backends.cudnn.benchmark = True
+
+
 def train_gallery(cfg: TrainRunConfig) -> dict:
     from hetsearch.train import train
+
+    _fast_cudnn(cfg)
 
     result = train(cfg, resume=True, splits=_splits(cfg))
     return {"name": cfg.name, "train_seconds": result.train_seconds}
@@ -206,6 +219,7 @@ def train_and_score(job: dict) -> dict:
     from hetsearch.train import train
 
     cfg: TrainRunConfig = job["cfg"]
+    _fast_cudnn(cfg)
     splits = _splits(cfg)
     result = train(cfg, resume=True, splits=splits)
     device = cfg.runtime.device
@@ -378,8 +392,12 @@ def main() -> None:
     rows_dir = runs / ("ga_rows_quick" if args.quick else "ga_rows")
     rows_dir.mkdir(parents=True, exist_ok=True)
     state_path = runs / ("ga_state_quick.json" if args.quick else "ga_state.json")
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"timings": {}, "probes": {}}
-    timings, probes = state["timings"], state["probes"]
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    timings: dict = {}
+    # throughput probes depend on the query-model settings: kept per settings, reused only for the same
+    settings = json.dumps({"bn": args.bn_recalibration, "set": args.set, "steps": args.probe_steps,
+                           "device": args.device, "threads": args.threads})
+    probes = state.setdefault("probes_by_settings", {}).setdefault(settings, {})
 
     def save_state() -> None:
         atomic_write_json(state_path, state)
@@ -485,17 +503,28 @@ def main() -> None:
                   f"{row['train_img_per_s']} img/s", flush=True)
             report()
 
-    t = time.perf_counter()
-    train_jobs(jobs_for(args.seeds[0], {p: list(args.methods) for p in args.protocols}, args.models))
-    timings["seed0_wall"] = round(time.perf_counter() - t + timings.get("seed0_wall", 0.0), 1)
-    save_state()
-    rows = load_rows()
-    best = {p: best_methods(rows, p) for p in args.protocols}
-    state["best_methods"] = best
-    for seed in args.seeds[1:]:
+    # in phases, so that a run cut short has the most telling results first: the first model with
+    # every method (seed 0), then its other seeds for the two best methods per protocol (chosen on
+    # that model's seed-0 results, then kept), then the other models the same way
+    seed_models = [m for m in args.models if m in args.seed_models]
+    groups = [args.models[:1], args.models[1:]]
+    best = state.get("best_methods", {})
+    for number, group in enumerate(groups):
+        if not group:
+            continue
         t = time.perf_counter()
-        train_jobs(jobs_for(seed, best, [m for m in args.models if m in args.seed_models]))
-        timings[f"seed{seed}_wall"] = round(time.perf_counter() - t + timings.get(f"seed{seed}_wall", 0.0), 1)
+        train_jobs(jobs_for(args.seeds[0], {p: list(args.methods) for p in args.protocols}, group))
+        timings[f"seed0_wall_{number}"] = round(time.perf_counter() - t, 1)
+        rows = load_rows()
+        for p in args.protocols:
+            if not best.get(p):
+                best[p] = best_methods(rows, p)
+        state["best_methods"] = best
+        save_state()
+        t = time.perf_counter()
+        for seed in args.seeds[1:]:
+            train_jobs(jobs_for(seed, best, [m for m in group if m in seed_models]))
+        timings[f"other_seeds_wall_{number}"] = round(time.perf_counter() - t, 1)
         save_state()
     report()
     if pool is not None:
