@@ -31,9 +31,10 @@ QUICK = ["data.max_train_items=10000", "data.max_test_items=2000"]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gallery", required=True, help="gallery model checkpoint (its training data protocol is used)")
-    p.add_argument("--methods", default="bank_l2,contrastive@compat.gallery_aware.negatives=-1",
+    p.add_argument("--methods", default="bank_l2,contrastive@compat.gallery_aware.negatives=-1"
+                                        "&compat.gallery_aware.temperature=0.05",
                    help="comma-separated methods, METHOD@KEY=VALUE&... for options (default: bank_l2 and the "
-                        "naive full-bank contrastive)")
+                        "issue's naive contrastive: the full bank, τ 0.05)")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--quick", action="store_true", help="10k training images (matches the bench's quick gallery)")
