@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--runs", default="runs/bench_ga_quick", help="runs folder (its banks/ are reused)")
     args = p.parse_args()
 
-    from hetsearch.data import BatchAugment
+    from hetsearch.data.augment import BatchAugment
     from hetsearch.eval import embed
     from hetsearch.train.bn_recalibration import recalibrate_batchnorm
     from hetsearch.train.trainer import Trainer

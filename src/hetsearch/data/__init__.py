@@ -2,9 +2,15 @@
 memory or streamed from disk, fed as (augmented) batches to training.
 
 Images are uint8 tensors (N, C, H, W); see docs/architecture.md.
+
+Training augmentation (`hetsearch.data.augment`) is not imported here: the index and the server
+import `hetsearch.data.*` modules and must not load training code (docs/architecture.md, "Layers").
+Import `BatchAugment` from `hetsearch.data.augment`; `hetsearch.data.BatchAugment` still resolves,
+through the module `__getattr__` below, for the importers that predate the split.
 """
 
-from hetsearch.data.augment import BatchAugment
+import importlib
+
 from hetsearch.data.batching import count_batches, iterate_batches
 from hetsearch.data.config import DataConfig
 from hetsearch.data.fashion_mnist import FASHION_MNIST_CLASSES
@@ -34,3 +40,10 @@ __all__ = [
     "make_splits",
     "stratified_split",
 ]
+
+
+def __getattr__(name: str):
+    # Backward-compatible name only (train/trainer.py and old scripts): not used to hide a cycle.
+    if name == "BatchAugment":
+        return importlib.import_module("hetsearch.data.augment").BatchAugment
+    raise AttributeError(f"module 'hetsearch.data' has no attribute {name!r}")

@@ -147,7 +147,7 @@ def evaluate_folders(query_model: str | Path, gallery_model: str | Path, queries
     """M(query model, gallery model) with queries from a labelled folder ``queries/CLASS/*`` and the
     gallery from ``gallery/CLASS/*`` embedded by the gallery model. Labels match by class name; the
     same folder on both sides excludes each query from its own results."""
-    from hetsearch.compat.contract import check_pair
+    from hetsearch.models.contract import check_pair
     from hetsearch.models import load_checkpoint
     from hetsearch.utils.device import resolve_device
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hetsearch.compat.contract import check_pair
+from hetsearch.models.contract import check_pair
 from hetsearch.config import apply_overrides, from_dict
 from hetsearch.data import DataConfig, Splits, make_splits
 from hetsearch.models import LoadedModel, load_checkpoint

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from hetsearch.compat.contract import check_pair
+from hetsearch.models.contract import check_pair
 from hetsearch.errors import CompatibilityError, HetsearchError
 from hetsearch.index import faiss_index
 from hetsearch.index.check import (FAISS_NAME, IDS_NAME, METADATA_NAME, THUMBNAILS_NAME, VECTORS_NAME,

@@ -1,0 +1,39 @@
+"""Layering: the server loads no training code (docs/architecture.md, "Layers").
+
+Each check runs in a fresh interpreter, so modules imported by other tests cannot hide an import.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# modules the serving path must never load: training, search, compatibility losses, augmentation
+FORBIDDEN = ("hetsearch.train", "hetsearch.nas", "hetsearch.compat", "hetsearch.data.augment")
+
+
+def _loaded_modules(module: str) -> list[str]:
+    code = (f"import json, sys; import {module}; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('hetsearch'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", ["hetsearch.serve.app", "hetsearch.serve.server"])
+def test_serving_loads_no_training_code(module):
+    loaded = _loaded_modules(module)
+    assert module in loaded
+    bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+    assert bad == [], f"importing {module} loads {bad}"
+
+
+def test_old_import_paths_still_resolve():
+    from hetsearch.compat.contract import check_pair as old_check
+    from hetsearch.data import BatchAugment
+    from hetsearch.data.augment import BatchAugment as direct
+    from hetsearch.models.contract import check_pair
+
+    assert old_check is check_pair and BatchAugment is direct
