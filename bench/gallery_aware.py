@@ -315,11 +315,13 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def best_methods(rows: list[dict], protocol: str, count: int = 2) -> list[str]:
-    """The `count` methods with the highest mean seed-0 heterogeneous Recall@1 over the models."""
+def best_methods(rows: list[dict], protocol: str, methods: list[str], model: str, seed: int,
+                 count: int = 2) -> list[str]:
+    """The `count` of `methods` with the highest heterogeneous Recall@1 of `model` at `seed`."""
     per: dict[str, list[float]] = {}
     for r in rows:
-        if r["protocol"] == protocol and r["seed"] == 0 and r["method"] not in ("paragon", "none"):
+        if (r["protocol"] == protocol and r["seed"] == seed and r["model"] == model and r["method"] in methods
+                and r["method"] not in ("paragon", "none")):
             per.setdefault(r["method"], []).append(r["recall_at_1"])
     return sorted(per, key=lambda m: -statistics.mean(per[m]))[:count]
 
@@ -406,8 +408,9 @@ def main() -> None:
 
     def load_rows() -> list[dict]:
         rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
-        wanted = [r for r in rows if r["protocol"] in args.protocols and r["epochs"] == args.epochs]
-        return wanted
+        # this call's grid only (rows of other calls stay in the folder for calls that ask for them)
+        return [r for r in rows if r["protocol"] in args.protocols and r["epochs"] == args.epochs
+                and r["method"] in args.methods and r["model"] in args.models and r["seed"] in args.seeds]
 
     protocol_desc = {"protocols": ", ".join(args.protocols), "query_epochs": args.epochs,
                      "seeds": ", ".join(map(str, args.seeds)),
@@ -510,17 +513,16 @@ def main() -> None:
     # that model's seed-0 results, then kept), then the other models the same way
     seed_models = [m for m in args.models if m in args.seed_models]
     groups = [args.models[:1], args.models[1:]]
-    best = state.get("best_methods", {})
+    best: dict[str, list[str]] = {}
     for number, group in enumerate(groups):
         if not group:
             continue
         t = time.perf_counter()
         train_jobs(jobs_for(args.seeds[0], {p: list(args.methods) for p in args.protocols}, group))
         timings[f"seed0_wall_{number}"] = round(time.perf_counter() - t, 1)
-        rows = load_rows()
-        for p in args.protocols:
-            if not best.get(p):
-                best[p] = best_methods(rows, p)
+        if not best:  # chosen once, on the first model's first-seed results
+            rows = load_rows()
+            best = {p: best_methods(rows, p, args.methods, args.models[0], args.seeds[0]) for p in args.protocols}
         state["best_methods"] = best
         save_state()
         t = time.perf_counter()
