@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from hetsearch.errors import ConfigError
+from hetsearch.utils.typed_config import from_dict
 
 PROTOCOLS = ("auto", "closed_set", "open_set")
 GALLERIES = ("auto", "train", "test_rest")
@@ -119,7 +120,6 @@ class DataConfig:
     # ------------------------------------------------------------------ checks
     def source_options(self) -> Any:
         """The data set's typed options (its ``Options`` dataclass) built from ``self.options``."""
-        from hetsearch.config import from_dict
         from hetsearch.data.registry import get_dataset
 
         dataset = get_dataset(self.source)
