@@ -360,9 +360,9 @@ def test_augment_random_erasing_is_one_rectangle_per_erased_sample() -> None:
         # a filled rectangle (up to the rare noise value 0) covering at most 20% (+ rounding)
         assert box.float().mean() > 0.97 and box.numel() <= 0.2 * 400 * 1.25
     with pytest.raises(ValueError, match="erase_prob"):
-        BatchAugment(erase_prob=1.5)
+        BatchAugment(crop_padding=2, erase_prob=1.5)
     with pytest.raises(ValueError, match="erase_area"):
-        BatchAugment(erase_area=(0.3, 0.1))
+        BatchAugment(crop_padding=2, erase_area=(0.3, 0.1))
 
 
 # ---------------------------------------------------------------- batching

@@ -23,7 +23,8 @@ class BatchAugment:
 
     Args:
         crop_padding: pad each side with this many zero pixels, then crop back to the original
-            size at a random per-sample offset (0 disables cropping).
+            size at a random per-sample offset (0 disables cropping). No default here: the one
+            default is the config's (`hetsearch.config.AugmentConfig.crop_padding`).
         hflip: flip each sample horizontally with probability 1/2.
         erase_prob: probability that a sample gets one random rectangle replaced by noise
             (0 disables random erasing).
@@ -31,7 +32,7 @@ class BatchAugment:
             ratio is log-uniform in [0.3, 1/0.3].
     """
 
-    def __init__(self, crop_padding: int = 4, hflip: bool = True, erase_prob: float = 0.0,
+    def __init__(self, crop_padding: int, hflip: bool = True, erase_prob: float = 0.0,
                  erase_area: tuple[float, float] = (0.02, 0.25)) -> None:
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")

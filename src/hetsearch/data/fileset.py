@@ -177,10 +177,6 @@ class FileSet:
         return FileSet(paths=[self.paths[i] for i in positions], labels=self.labels[index], classes=list(self.classes),
                        decode=self.decode)
 
-    def class_counts(self) -> dict[str, int]:
-        counts = torch.bincount(self.labels[self.labels >= 0], minlength=len(self.classes)).tolist()
-        return {name: c for name, c in zip(self.classes, counts) if c}
-
     def materialize(self, *, num_workers: Optional[int] = 0, what: str = "") -> ImageSet:
         """Decode every file into an in-memory ImageSet, applying ``decode.on_bad_image``.
 

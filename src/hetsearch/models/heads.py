@@ -78,9 +78,6 @@ class CosineClassifier(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return logits_with_margin(self.cosine(embeddings), labels, self.head, self.scale, self.margin)
 
-    def spec(self) -> dict:
-        return {"head": self.head, "head_scale": self.scale, "head_margin": self.margin}
-
 
 def logits_with_margin(cosine: torch.Tensor, labels: torch.Tensor | None, head: str, scale: float,
                        margin: float) -> torch.Tensor:
