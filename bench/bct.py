@@ -13,7 +13,9 @@ Open set (the pseudo-classifier path): a gallery model trained on half of the cl
   test split, gallery = the rest of the test split), also split into the classes the query model
   learned through pseudo-classifier rows and the classes no model was trained on.
 
-Writes docs/results/bct.{json,md} (or bct_quick.* with --quick); grids in runs/bench[_quick]/grid_*.
+Writes docs/results/bct.{json,md} (or bct_quick.* with --quick) through the shared results writer;
+runs and grids in runs/bench[_quick]/ under the current folder, like every bench: run it from the
+repository root.
 
     python bench/bct.py                  # full: paragon 15 epochs, light models 6 epochs (shared recipe)
     python bench/bct.py --epochs 10      # light models 10 epochs
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -35,8 +36,7 @@ import torch
 from hetsearch.compat.grid import run_grid
 from hetsearch.data import Splits, make_splits
 from hetsearch.train import train
-from hetsearch.utils.io import atomic_write_json, atomic_write_text
-from hetsearch.utils.results import command_line, machine_info, markdown_table
+from hetsearch.utils.results import markdown_table, write_results
 
 METHODS = ("none", "bct", "bct_mean", "l2", "distill")
 LABELS = {"none": "independent", "bct": "bct", "bct_mean": "bct_mean", "l2": "l2", "distill": "distill"}
@@ -279,7 +279,6 @@ def markdown(payload: dict, paragon: str) -> str:
 
 def main() -> None:
     args = parse_args()
-    os.chdir(_shared.ROOT)  # runs/ and docs/results/ are relative to the repository root
     bench = Bench(args)
     started = time.perf_counter()
     splits, grid, paragon = bench.closed_set()
@@ -288,13 +287,12 @@ def main() -> None:
 
     def write(open_set) -> str:
         bench.timings["total"] = round(time.perf_counter() - started, 1)
-        payload = {"command": command_line(), "machine": machine_info(), "protocol": splits.protocol,
-                   "rows": rows, "timings_s": bench.timings, "quick": args.quick, "light_epochs": bench.epochs,
-                   "acceptance": acceptance(rows, paragon, chance_recall_at_1(splits)), "open_set": open_set}
-        atomic_write_json(Path("docs/results") / f"{name}.json", payload)
-        text = markdown(payload, paragon)
-        atomic_write_text(Path("docs/results") / f"{name}.md", text)
-        return text
+        extra = {"quick": args.quick, "light_epochs": bench.epochs,
+                 "acceptance": acceptance(rows, paragon, chance_recall_at_1(splits)), "open_set": open_set}
+        _, md_path = write_results(name, protocol=splits.protocol, rows=rows, timings_s=bench.timings, extra=extra,
+                                   results_dir=_shared.ROOT / "docs" / "results",
+                                   markdown=lambda payload: markdown(payload, paragon))
+        return md_path.read_text()
 
     # the closed-set results are written first, so a long open-set part never puts them at risk
     text = write(None)

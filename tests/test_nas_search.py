@@ -122,3 +122,35 @@ def test_random_candidates_fill_the_population_under_a_budget_far_below_typical_
     cfg = SearchConfig(population=10, generations=2, parents=3, mutations=3, crossovers=3, max_cost=1.0, seed=1)
     result = search(SPACE, mflops, fake_evaluate, REWARD, cfg, log=None)
     assert len(result.records) == 20 and all(r["cost"] <= 1.0 for r in result.records)
+
+
+def test_best_json_is_written_once_complete_by_the_search(tmp_path, monkeypatch):
+    """best.json is the file later stages wait for (the pipeline's retrain): it is written once,
+    atomically, with the caller's extra fields (the runner's backbone_args) already in it; if
+    computing them fails, no best.json exists (nothing half-done for the retrain to reject)."""
+    import importlib
+
+    search_module = importlib.import_module("hetsearch.nas.search")  # the package exports a function `search`
+
+    cfg = SearchConfig(**{**CFG, "generations": 2})
+
+    def failing_extras(best):
+        raise RuntimeError("stopped while computing the extra fields")
+
+    with pytest.raises(RuntimeError):
+        search(SPACE, mflops, fake_evaluate, REWARD, cfg, out_dir=tmp_path, log=None, best_extras=failing_extras)
+    assert not (tmp_path / BEST_JSON).exists() and not (tmp_path / BEST_YAML).exists()
+
+    writes = []
+    real_write = search_module.atomic_write_json
+    monkeypatch.setattr(search_module, "atomic_write_json",
+                        lambda path, data: (writes.append(path.name), real_write(path, data)))
+    extras = lambda best: {"backbone_args": {"arch": best["arch"]}, "mflops": mflops(Architecture.from_id(best["arch"]))}
+    result = search(SPACE, mflops, fake_evaluate, REWARD, cfg, out_dir=tmp_path, log=None, best_extras=extras)
+    assert writes.count(BEST_JSON) == 1
+    best = json.loads((tmp_path / BEST_JSON).read_text())
+    assert best["arch"] == result.best["arch"] and best["backbone_args"] == {"arch": result.best["arch"]}
+    assert best["mflops"] == pytest.approx(result.best["cost"])
+    import yaml
+
+    assert yaml.safe_load((tmp_path / BEST_YAML).read_text()) == best

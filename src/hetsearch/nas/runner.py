@@ -9,6 +9,7 @@ on its validation split), the search, the reward and the evaluator. Outputs go t
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from hetsearch.errors import ConfigError
 from hetsearch.nas.evaluator import CandidateEvaluator, EvaluatorConfig
 from hetsearch.nas.rewards import RewardConfig, make_reward
 from hetsearch.nas.search import BEST_JSON, SearchConfig, SearchResult, search
+from hetsearch.nas.space import Architecture
 from hetsearch.nas.supernet import standalone_args
 from hetsearch.utils.io import atomic_write_json, atomic_write_text
 
@@ -47,8 +49,6 @@ def cost_predictor(cfg: SearchRunConfig, evaluator: CandidateEvaluator) -> Calla
         return lambda arch: evaluator.cost.flops(arch) / 1e6
     if not cfg.latency_table:
         raise ConfigError("search.cost latency_ms needs latency_table: <json from `hetsearch nas latency-table`>")
-    import json
-
     from hetsearch.nas.cost import LatencyTable
 
     table = LatencyTable.from_dict(json.loads(Path(cfg.latency_table).read_text()))
@@ -78,20 +78,17 @@ def run_search(cfg: SearchRunConfig, splits: Splits | None = None, resume: bool 
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.run_dir / "config.yaml", dump_yaml(cfg))
     setup_seconds = time.perf_counter() - started
+
+    def retrain_fields(best: dict) -> dict:
+        """What a retrain needs, in best.json itself: the winner's standalone backbone args and
+        where it came from."""
+        return {"backbone_args": standalone_args(supernet.meta.spec.backbone_args, best["arch"]),
+                "supernet_path": str(cfg.supernet), "gallery_model_path": str(cfg.gallery_model),
+                "mflops": evaluator.cost.flops(Architecture.from_id(best["arch"])) / 1e6}
+
     result = search(space, cost_predictor(cfg, evaluator), evaluator, make_reward(cfg.reward), cfg.search,
-                    out_dir=cfg.run_dir, resume=resume, log=log, meta=meta)
-    # what a retrain needs: the standalone backbone args of the winner, and where it came from
-    import json
-
+                    out_dir=cfg.run_dir, resume=resume, log=log, meta=meta, best_extras=retrain_fields)
     best = json.loads((cfg.run_dir / BEST_JSON).read_text())
-    best["backbone_args"] = standalone_args(supernet.meta.spec.backbone_args, best["arch"])
-    best["supernet_path"] = str(cfg.supernet)
-    best["gallery_model_path"] = str(cfg.gallery_model)
-    best["mflops"] = evaluator.cost.flops(result.best_arch) / 1e6
-    atomic_write_json(cfg.run_dir / BEST_JSON, best)
-    import yaml
-
-    atomic_write_text(cfg.run_dir / "best.yaml", yaml.safe_dump(best, sort_keys=False))
     atomic_write_json(cfg.run_dir / "search_summary.json", {
         "best": best["arch"], "reward": best["reward"], "mflops": best["mflops"],
         "evaluations": len(result.records), "search_seconds": round(result.seconds, 2),

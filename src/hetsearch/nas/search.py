@@ -101,12 +101,15 @@ class Searcher:
     def __init__(self, space: SearchSpace, cost: Callable[[Architecture], float],
                  evaluate: Callable[[Architecture], dict], reward: Callable[[dict], float], cfg: SearchConfig,
                  out_dir: str | Path | None = None, log: Callable[[str], None] | None = print,
-                 meta: dict | None = None):
+                 meta: dict | None = None, best_extras: Callable[[dict], dict] | None = None):
         cfg.validate()
         self.space, self.cost, self.evaluate, self.reward, self.cfg = space, cost, evaluate, reward, cfg
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.log = log or (lambda message: None)
         self.meta = meta or {}
+        # more fields for best.json (e.g. the runner's backbone_args), computed from the winner's
+        # record before the file is written: best.json has one writer and is written once
+        self.best_extras = best_extras
         self.records: list[dict] = []
         self.by_id: dict[str, dict] = {}
         self.generation = 0
@@ -252,15 +255,20 @@ class Searcher:
         result = SearchResult(best=self.top(1)[0], records=self.records, generations_done=self.generation,
                               seconds=self.seconds, out_dir=self.out_dir, top=[r["arch"] for r in self.top()])
         if self.out_dir is not None:
-            write_best(self.out_dir, result, self.cfg, self.meta)
+            write_best(self.out_dir, result, self.cfg, self.meta, self.best_extras)
         return result
 
 
-def write_best(out_dir: Path, result: SearchResult, cfg: SearchConfig, meta: dict) -> dict:
+def write_best(out_dir: Path, result: SearchResult, cfg: SearchConfig, meta: dict,
+               extras: Callable[[dict], dict] | None = None) -> dict:
+    """Write `best.yaml`, then `best.json` (the file later stages wait for), each atomically and
+    complete: `extras(best)` adds its fields first, so no second writer rewrites the file."""
     best = {"arch": result.best["arch"], **{k: v for k, v in result.best.items() if k != "arch"},
             "strategy": cfg.strategy, "evaluations": len(result.records), "generations": result.generations_done,
             "search_seconds": round(result.seconds, 2), "budget": {"cost": cfg.cost, "max": cfg.max_cost, "min": cfg.min_cost},
             "top": result.top, "inputs": meta}
+    if extras is not None:
+        best.update(extras(best))
     atomic_write_text(out_dir / BEST_YAML, yaml.safe_dump(best, sort_keys=False))
     atomic_write_json(out_dir / BEST_JSON, best)
     return best
@@ -268,5 +276,6 @@ def write_best(out_dir: Path, result: SearchResult, cfg: SearchConfig, meta: dic
 
 def search(space: SearchSpace, cost: Callable[[Architecture], float], evaluate: Callable[[Architecture], dict],
            reward: Callable[[dict], float], cfg: SearchConfig, out_dir: str | Path | None = None,
-           resume: bool = True, log: Callable[[str], None] | None = print, meta: dict | None = None) -> SearchResult:
-    return Searcher(space, cost, evaluate, reward, cfg, out_dir, log, meta).run(resume=resume)
+           resume: bool = True, log: Callable[[str], None] | None = print, meta: dict | None = None,
+           best_extras: Callable[[dict], dict] | None = None) -> SearchResult:
+    return Searcher(space, cost, evaluate, reward, cfg, out_dir, log, meta, best_extras).run(resume=resume)

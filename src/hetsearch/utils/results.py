@@ -12,7 +12,7 @@ import platform
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -52,10 +52,12 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(name: str, *, protocol: dict, rows: list[dict], timings_s: dict, columns: Sequence[str],
-                  title: str, notes: str = "", extra: dict | None = None,
-                  results_dir: str | Path = "docs/results") -> tuple[Path, Path]:
-    """Write docs/results/NAME.json and NAME.md (the table made from the JSON rows)."""
+def write_results(name: str, *, protocol: dict, rows: list[dict], timings_s: dict, columns: Sequence[str] = (),
+                  title: str = "", notes: str = "", extra: dict | None = None,
+                  results_dir: str | Path = "docs/results",
+                  markdown: Callable[[dict], str] | None = None) -> tuple[Path, Path]:
+    """Write docs/results/NAME.json and NAME.md (the table made from the JSON rows; or, for a bench
+    with its own report, ``markdown(payload)``, given the JSON payload)."""
     for i, row in enumerate(rows):
         missing = [k for k in REQUIRED_ROW_KEYS if k not in row]
         if missing:
@@ -65,6 +67,9 @@ def write_results(name: str, *, protocol: dict, rows: list[dict], timings_s: dic
     results_dir = Path(results_dir)
     json_path, md_path = results_dir / f"{name}.json", results_dir / f"{name}.md"
     atomic_write_json(json_path, payload)
+    if markdown is not None:
+        atomic_write_text(md_path, markdown(payload))
+        return json_path, md_path
     md = [f"# {title}", "", f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}", "",
           "Protocol: " + "; ".join(f"{k}: {v}" for k, v in protocol.items()), "",
           markdown_table(rows, columns)]
