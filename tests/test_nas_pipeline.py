@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -45,6 +46,65 @@ def test_evaluator_measures_homo_and_hetero_on_validation_split_and_caches(tiny_
                                EvaluatorConfig(calib_batches=2, calib_batch_size=32, val_items=50))(arch)
     assert again["homo_recall_at_1"] == result["homo_recall_at_1"]
     assert again["hetero_recall_at_1"] == result["hetero_recall_at_1"]
+
+
+def _unit(degrees: list[float]) -> np.ndarray:
+    rad = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+    return np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32)
+
+
+def test_evaluator_metrics_match_a_hand_computation(tiny_splits, monkeypatch):
+    """M(a, a) and M(a, g) on 6 validation items with 2-d embeddings whose rankings are worked out
+    by hand (angles in degrees; similarity = cosine, each item excluded from its own results):
+
+    labels             0    0    0    1    1    1
+    candidate a        0   10  100   90   93  200
+    gallery model g    5   70  180  300  120  270
+
+    homogeneous nearest neighbours: 0->1 ok, 1->0 ok, 2->4 no, 3->4 ok, 4->3 ok, 5->2 no: R@1 = 4/6.
+      MAP@R (R = 2): top-2 relevance [1,0] [1,0] [0,0] [1,0] [1,0] [0,1] -> AP 1/2 1/2 0 1/2 1/2 1/4;
+      mean 2.25/6 = 0.375.
+    heterogeneous (query a_i, gallery g_j, j != i): 0->g3 no, 1->g0 ok, 2->g4 no, 3->g1 no, 4->g1 no,
+      5->g2 no: R@1 = 1/6. Top-2 relevance [0,1] [1,0] [0,1] [0,1] [0,0] [0,1] -> AP 1/4 1/2 1/4 1/4
+      0 1/4; MAP@R = 1.5/6 = 0.25.
+    """
+    torch.manual_seed(0)
+    supernet = create_model("cmpnas_supernet", num_classes=10, embedding_dim=2,
+                            backbone_args={"stage_layers": [1, 1, 1, 1], "widths": [0.5, 1.0]})
+    gallery = create_model("resnet18", num_classes=10, embedding_dim=2, backbone_args={"width": 4})
+    evaluator = CandidateEvaluator(supernet, gallery, tiny_splits.train, tiny_splits.val,
+                                   EvaluatorConfig(calib_batches=1, calib_batch_size=8, val_items=6))
+    arch = supernet.backbone.space.sample(torch.Generator().manual_seed(0))
+    monkeypatch.setattr(evaluator, "val_labels", np.array([0, 0, 0, 1, 1, 1]))
+    monkeypatch.setattr(evaluator, "gallery_val", _unit([5, 70, 180, 300, 120, 270]))
+    monkeypatch.setattr(evaluator, "embed_val", lambda a: _unit([0, 10, 100, 90, 93, 200]))
+    result = evaluator(arch)
+    assert result["homo_recall_at_1"] == pytest.approx(4 / 6)
+    assert result["homo_map_at_r"] == pytest.approx(0.375)
+    assert result["hetero_recall_at_1"] == pytest.approx(1 / 6)
+    assert result["hetero_map_at_r"] == pytest.approx(0.25)
+    assert result["mflops"] == pytest.approx(evaluator.cost.flops(arch) / 1e6)
+
+
+def test_bn_recalibration_is_the_exact_average_over_the_calibration_batches():
+    """recalibrate_bn: running mean = mean of the batch means, running var = mean of the unbiased
+    batch variances (cumulative average: every batch weighs the same), computed by hand here."""
+    from hetsearch.nas.evaluator import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3)).eval()
+    model[1].running_mean.fill_(5.0)   # stale statistics that must not leak into the result
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    batches = [torch.rand(4, 1, 6, 6), torch.rand(2, 1, 6, 6) * 3]
+    recalibrate_bn(model, batches)
+    with torch.no_grad():
+        feats = [model[0](x) for x in batches]
+    means = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats])
+    variances = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in feats])
+    torch.testing.assert_close(model[1].running_mean, means.mean(0))
+    torch.testing.assert_close(model[1].running_var, variances.mean(0))
+    assert not model.training and model[1].momentum == 0.1   # mode and momentum restored
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())   # weights untouched
 
 
 @pytest.mark.slow
