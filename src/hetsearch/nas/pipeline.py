@@ -25,7 +25,7 @@ from pathlib import Path
 from hetsearch.config import apply_overrides, from_dict, read_yaml, to_dict
 from hetsearch.errors import ConfigError
 from hetsearch.nas.retrain import INITS
-from hetsearch.pipeline import PipelineContext, Stage, StageConfig
+from hetsearch.stages import PipelineContext, Stage, StageConfig
 
 
 @dataclass
