@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from hetsearch.eval._modules import eval_mode, model_device, on_device
+from hetsearch.models.cost import count_flops, count_params  # noqa: F401  (defined below eval: checkpoints use them)
+from hetsearch.utils.torch_modules import eval_mode, on_device
 
 __all__ = ["count_flops", "count_params", "measure_latency"]
 
@@ -29,24 +29,6 @@ def _input_shape_without_batch(input_shape: Sequence[int]) -> tuple[int, ...]:
     if len(shape) == 3:
         return shape
     raise ValueError(f"input_shape must be (C, H, W) or (N, C, H, W), got {tuple(input_shape)}")
-
-
-def count_flops(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28)) -> int:
-    """FLOPs (= 2 x MACs) of one forward pass at ``input_shape`` (use batch 1 to report per-image
-    cost, as hetsearch does). The model runs once in eval mode on a zero input on its own
-    device; its train/eval mode is restored."""
-    shape = tuple(int(s) for s in input_shape)
-    device = model_device(model)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    counter = FlopCounterMode(display=False)
-    with eval_mode(model), torch.inference_mode(), counter:
-        model(torch.zeros(shape, device=device, dtype=dtype))
-    return int(counter.get_total_flops())
-
-
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameter elements (shared parameters counted once)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def measure_latency(

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from hetsearch.errors import CheckpointError
+from hetsearch.models.cost import count_flops, count_params
 from hetsearch.models.embedding_model import EmbeddingModel, ModelSpec
 from hetsearch.utils.io import atomic_torch_save
 
@@ -76,8 +77,6 @@ def make_model_id(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> str:
 def save_checkpoint(path: str | Path, model: EmbeddingModel, *, classes: list[str],
                     compatible_with: str | None = None, compatibility: str = "none",
                     config: dict | None = None, extra: dict | None = None) -> ModelMeta:
-    from hetsearch.eval.cost import count_flops, count_params
-
     model = getattr(model, "module", model)  # unwrap DDP
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = ModelMeta(
