@@ -102,3 +102,15 @@ def test_warmup_then_cosine_schedule():
         sched.step()
     assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 0.05
+
+
+def test_independent_model_with_a_missing_gallery_trains_without_m_q_g(tiny_train_overrides, tmp_path, capsys):
+    """compat.gallery_model only monitors an independent model: a missing file is a warning, not a
+    crash after the first epoch (the quick pipeline once died there)."""
+    missing = tmp_path / "no" / "model.pt"
+    cfg = _cfg(tiny_train_overrides, "name=independent", "compat.method=none", f"compat.gallery_model={missing}",
+               "runtime.eval_every=1")
+    train(cfg)
+    lines = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert "val_recall_at_1" in lines[-1] and "val_hetero_recall_at_1" not in lines[-1]
+    assert capsys.readouterr().out.count(f"compat.gallery_model={missing} does not exist") == 1

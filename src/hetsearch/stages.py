@@ -63,7 +63,8 @@ class PipelineContext:
         data["name"] = stage.name or data.get("name") or path.stem
         data["data"] = to_dict(self.cfg.data)
         data["runtime"] = to_dict(self.cfg.runtime)
-        if compat_gallery and data.get("compat", {}).get("method", "none") != "none":
+        if compat_gallery and "compat" in data:
+            # independent models too: their per-epoch M(q, g) is logged against this gallery
             data["compat"]["gallery_model"] = str(self.gallery_model)
         try:
             return from_dict(TrainRunConfig, data)

@@ -304,6 +304,13 @@ class Trainer:
 
         if not self.cfg.compat.gallery_model:
             return {}
+        if self.cfg.compat.method == "none" and not Path(self.cfg.compat.gallery_model).is_file():
+            # an independent model only monitors M(q, g): a missing gallery is no reason to stop
+            if not getattr(self, "_warned_no_gallery", False) and self.dist.is_main:
+                print(f"warning: compat.gallery_model={self.cfg.compat.gallery_model} does not exist: "
+                      "no per-epoch M(q, g) for this independent model", flush=True)
+            self._warned_no_gallery = True
+            return {}
         if getattr(self, "_val_gallery_emb", None) is None:
             self._val_gallery_emb = gallery_val_embeddings(self.cfg.compat.gallery_model, self.splits.val,
                                                            query_emb.shape[1], self.device)
