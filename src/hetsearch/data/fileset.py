@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from hetsearch.data.imageset import ImageSet, Index
+from hetsearch.data.imageset import ImageSet, Index, as_positions
 from hetsearch.data.transforms import fit_pil_image
 from hetsearch.errors import DataError
 
@@ -166,13 +166,7 @@ class FileSet:
         return cached
 
     def subset(self, idx: Index) -> "FileSet":
-        if isinstance(idx, slice):
-            index = torch.arange(len(self))[idx]
-        else:
-            index = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
-            if index.dtype == torch.bool:
-                index = index.nonzero().flatten()
-            index = index.to(torch.int64).flatten().cpu()
+        index = as_positions(idx, len(self))
         positions = index.tolist()
         return FileSet(paths=[self.paths[i] for i in positions], labels=self.labels[index], classes=list(self.classes),
                        decode=self.decode)

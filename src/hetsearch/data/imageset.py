@@ -16,6 +16,16 @@ import torch
 Index = Union[torch.Tensor, np.ndarray, Sequence[int], slice]
 
 
+def as_positions(idx: Index, length: int) -> torch.Tensor:
+    """Integer positions (int64, CPU) of ``idx``: integer indices, a boolean mask or a slice."""
+    if isinstance(idx, slice):
+        return torch.arange(length)[idx]
+    index = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
+    if index.dtype == torch.bool:
+        index = index.nonzero().flatten()
+    return index.to(torch.int64).flatten().cpu()
+
+
 @dataclass
 class ImageSet:
     """Images, labels and where each item came from.
@@ -64,13 +74,7 @@ class ImageSet:
 
     def subset(self, idx: Index) -> "ImageSet":
         """The items at ``idx`` (integer indices, a boolean mask or a slice), in that order."""
-        if isinstance(idx, slice):
-            index = torch.arange(len(self))[idx]
-        else:
-            index = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
-            if index.dtype == torch.bool:
-                index = index.nonzero().flatten()
-            index = index.to(torch.int64).flatten().cpu()
+        index = as_positions(idx, len(self))
         positions = index.tolist()
         return ImageSet(
             images=self.images[index.to(self.images.device)],
