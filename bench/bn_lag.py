@@ -71,7 +71,8 @@ def main() -> None:
             recalibrate_batchnorm(fixed, trainer.splits.train.images.to(trainer.device), batches=20,
                                   batch_size=cfg.train.batch_size, seed=epoch["n"], augment=augment)
             emb = embed(fixed, trainer.splits.val.images, device=trainer.device)
-            again = hetero_val_metrics(emb, trainer._val_gallery_emb, trainer.splits.val.labels.numpy())
+            again = hetero_val_metrics(emb, trainer.validator.gallery_embeddings,
+                                       trainer.splits.val.labels.numpy())
             rows.append({"method": method, "epoch": epoch["n"], "query_model": cfg.name,
                          "gallery_model": args.gallery, "recall_at_1": out["val_hetero_recall_at_1"],
                          "map_at_r": out["val_hetero_map_at_r"],

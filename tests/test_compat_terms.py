@@ -229,18 +229,18 @@ def test_head_mismatch_is_an_error(tmp_path):
 
 def _train_query(tmp_path: Path, method: str, gallery_path: Path, splits: Splits, monkeypatch, dim: int = DIM):
     """Train a tiny query model 2 steps with the real trainer; return (result, the term it used)."""
-    import hetsearch.train.trainer as trainer_module
+    import hetsearch.train.loss as loss_module
     from hetsearch.train import train
 
     captured = {}
-    real_build = trainer_module.build_compat_term
+    real_build = loss_module.build_compat_term
 
     def capture(*args, **kwargs):
         captured["term"] = real_build(*args, **kwargs)
         captured["at_build"] = {k: v.detach().clone() for k, v in captured["term"].state_dict().items()}
         return captured["term"]
 
-    monkeypatch.setattr(trainer_module, "build_compat_term", capture)
+    monkeypatch.setattr(loss_module, "build_compat_term", capture)
     cfg = from_dict(TrainRunConfig, {
         "name": f"q_{method}", "output_dir": str(tmp_path / "runs"),
         "data": {"image_size": SIZE, "channels": 1},

@@ -16,7 +16,6 @@ from PIL import Image
 
 from hetsearch.data import (
     FASHION_MNIST_CLASSES,
-    BatchAugment,
     DataConfig,
     ImageSet,
     count_batches,
@@ -24,6 +23,7 @@ from hetsearch.data import (
     load_source,
     make_splits,
 )
+from hetsearch.data.augment import BatchAugment
 from hetsearch.data.fashion_mnist import debian_package_dir
 from hetsearch.data.idx import encode_idx, parse_idx, read_idx
 from hetsearch.errors import ConfigError, DataError

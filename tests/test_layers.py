@@ -32,8 +32,13 @@ def test_serving_loads_no_training_code(module):
 
 def test_old_import_paths_still_resolve():
     from hetsearch.compat.contract import check_pair as old_check
-    from hetsearch.data import BatchAugment
-    from hetsearch.data.augment import BatchAugment as direct
     from hetsearch.models.contract import check_pair
 
-    assert old_check is check_pair and BatchAugment is direct
+    assert old_check is check_pair
+
+
+def test_augmentation_is_imported_from_its_module_only():
+    import hetsearch.data
+
+    # the lazy `hetsearch.data.BatchAugment` is gone (issue 14): the trainer imports data.augment
+    assert not hasattr(hetsearch.data, "BatchAugment") and not hasattr(hetsearch.data, "__getattr__")

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from hetsearch.compat.bank import GalleryBank, bank_from_index, build_bank, data_fingerprint
-from hetsearch.compat.base import BatchRefs, register_compat_method
+from hetsearch.compat.base import BatchRefs, CompatibilityTerm, register_compat_method, step_generator
 from hetsearch.compat.gallery import FrozenGallery, check_same_embedding_space
 from hetsearch.compat.views import ItemViews
 from hetsearch.errors import CompatibilityError, ConfigError
@@ -64,7 +63,7 @@ def open_bank(cfg, *, model_spec, train_set, run_dir: Path | None, device, augme
     return _BANKS[cache_key]
 
 
-class BankTerm(nn.Module):
+class BankTerm(CompatibilityTerm):
     """Base: holds the bank; subclasses implement `loss(q_unit, refs, bank_tensor)`."""
 
     uses_batch_refs = True
@@ -96,8 +95,6 @@ class BankTerm(nn.Module):
 
     def sample(self, refs: BatchRefs, bank: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`count` bank rows drawn uniformly (item and view): (embeddings (M, D), item indices (M,))."""
-        from hetsearch.compat.base import step_generator
-
         gen = step_generator(bank.device, refs, self.salt)
         items = torch.randint(0, bank.shape[0], (count,), generator=gen, device=bank.device)
         views = torch.randint(0, bank.shape[1], (count,), generator=gen, device=bank.device)

@@ -1,8 +1,10 @@
 """The compatibility term a trainer adds to its classification loss.
 
-A term sees the query model's (unnormalised) embeddings, the input batch and the labels, and
-returns a scalar loss. Methods (BCT, L2, distillation, ...) register a builder by name, so the
-trainer never branches on the method.
+A term (`CompatibilityTerm`, an `nn.Module`) sees the query model's (unnormalised) embeddings,
+the input batch and the labels, and returns a scalar loss. Methods (BCT, L2, distillation, ...)
+register a builder by name, so the trainer never branches on the method. A term may own trainable
+parameters and state: the trainer's loss module (`hetsearch.train.loss`) optimises the former and
+checkpoints both (`training_state`; frozen copies of the gallery side are left out).
 
 Methods compose with "+": `compat.method: bct+l2` sums the BCT influence loss and L2 regression
 onto the gallery embedding, each part weighted by `compat.term_weights` (default 1 each), all
@@ -13,9 +15,9 @@ written once to `run_dir/compat.json`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
-
 from pathlib import Path
+from types import MappingProxyType
+from typing import Callable
 
 import torch
 from torch import nn
@@ -26,15 +28,55 @@ from hetsearch.utils.io import atomic_write_json
 SUMMARY_FILE = "compat.json"
 
 
-class CompatibilityTerm(Protocol):
-    method: str
-    gallery_model_id: str
-    summary: dict
+class CompatibilityTerm(nn.Module):
+    """Base of the compatibility terms: an `nn.Module`, so that a term may own trainable parameters
+    (a learnable temperature) and state (a queue of past embeddings).
 
-    def __call__(self, embeddings: torch.Tensor, images: torch.Tensor,
-                 labels: torch.Tensor) -> torch.Tensor: ...
+    The trainer puts the term in its loss module (`hetsearch.train.loss.TrainingLoss`): the term's
+    parameters that require a gradient are handed to the optimiser, and its state (parameters and
+    buffers) is saved in `checkpoint_last.pt` and restored on `--resume` (`training_state`).
+    Copies of the frozen gallery side (classifier rows, the gallery model) are constants rebuilt
+    from the gallery checkpoint at every start: a term names the submodules holding them in
+    `frozen_submodules`, and they are left out of the training checkpoint.
 
-    def to(self, device: torch.device) -> "CompatibilityTerm": ...
+    `forward(embeddings, images, labels)` returns the scalar loss; terms that read the gallery
+    embedding bank set `uses_batch_refs` and take `refs=BatchRefs(...)` as well (`apply_term`).
+    """
+
+    method: str = ""
+    gallery_model_id: str = ""
+    summary: dict = MappingProxyType({})
+    uses_batch_refs: bool = False       # forward takes refs= (the batch's item indices and views)
+    view_source = None                  # the bank whose stored views the batches must be (`prepare_batch`)
+    match_views: bool = True
+    frozen_submodules: tuple[str, ...] = ()  # children holding frozen gallery copies (not checkpointed)
+    last_parts = MappingProxyType({})   # composite terms: each part's unweighted value at the last call
+
+
+def _frozen_prefixes(module: nn.Module) -> tuple[str, ...]:
+    prefixes = []
+    for name, sub in module.named_modules():
+        for child in getattr(sub, "frozen_submodules", ()):
+            prefixes.append(f"{name}.{child}." if name else f"{child}.")
+    return tuple(prefixes)
+
+
+def training_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state training changes in `module` (a term, or a module holding terms): its state_dict
+    without the frozen gallery copies (`CompatibilityTerm.frozen_submodules`)."""
+    skip = _frozen_prefixes(module)
+    return {key: value for key, value in module.state_dict().items() if not key.startswith(skip)}
+
+
+def load_training_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Restore what `training_state` saved; ValueError naming the keys when they do not match."""
+    expected = set(training_state(module))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"missing keys {missing}, unexpected keys {unexpected}")
+    result = module.load_state_dict(state, strict=False)
+    if result.unexpected_keys:  # cannot happen after the check above; guards the contract
+        raise ValueError(f"unexpected keys {result.unexpected_keys}")
 
 
 @dataclass
@@ -113,7 +155,7 @@ def compat_methods() -> list[str]:
     return ["none", *sorted(_METHODS)]
 
 
-class SumOfTerms(nn.Module):
+class SumOfTerms(CompatibilityTerm):
     """Several compatibility terms against one gallery model: Σ weight_i · term_i.
 
     `last_parts` holds each part's unweighted value at the last call, for the training log.

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hetsearch.compat.base import register_compat_method
+from hetsearch.compat.base import CompatibilityTerm, register_compat_method
 from hetsearch.compat.gallery import (FrozenGallery, check_same_embedding_space, check_same_head,
                                       gallery_trained_class_names, resolved_margin)
 from hetsearch.data import ImageSet
@@ -104,8 +104,10 @@ class FrozenClassifier(nn.Module):
         return logits_with_margin(cosine, rows, self.head, self.scale, self.margin), rows
 
 
-class BCTTerm(nn.Module):
+class BCTTerm(CompatibilityTerm):
     """λ-less influence loss: cross-entropy of the frozen gallery classifier on query embeddings."""
+
+    frozen_submodules = ("classifier",)  # W_g: rebuilt from the gallery checkpoint, never checkpointed
 
     def __init__(self, classifier: FrozenClassifier, gallery_model_id: str, label_smoothing: float = 0.0,
                  pseudo_classes: list[str] | None = None, method: str = "bct"):

@@ -21,9 +21,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hetsearch.compat.base import register_compat_method
+from hetsearch.compat.base import CompatibilityTerm, register_compat_method
 from hetsearch.compat.gallery import FrozenGallery, check_same_embedding_space
 
 
@@ -35,8 +34,10 @@ def cosine_distillation_loss(query_raw: torch.Tensor, gallery_raw: torch.Tensor)
     return (1.0 - F.cosine_similarity(query_raw, gallery_raw, dim=1)).mean()
 
 
-class FeatureMatchingTerm(nn.Module):
+class FeatureMatchingTerm(CompatibilityTerm):
     """loss(φ_q(x), φ_g(x)) against a frozen gallery model run on the same images."""
+
+    frozen_submodules = ("gallery",)  # the gallery model: loaded from its checkpoint, never checkpointed
 
     def __init__(self, method: str, gallery: FrozenGallery, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         super().__init__()

@@ -5,11 +5,8 @@ Images are uint8 tensors (N, C, H, W); see docs/architecture.md.
 
 Training augmentation (`hetsearch.data.augment`) is not imported here: the index and the server
 import `hetsearch.data.*` modules and must not load training code (docs/architecture.md, "Layers").
-Import `BatchAugment` from `hetsearch.data.augment`; `hetsearch.data.BatchAugment` still resolves,
-through the module `__getattr__` below, for the importers that predate the split.
+Import `BatchAugment` from `hetsearch.data.augment`.
 """
-
-import importlib
 
 from hetsearch.data.batching import count_batches, iterate_batches
 from hetsearch.data.config import DataConfig
@@ -22,7 +19,6 @@ from hetsearch.data.splits import Splits, make_splits, stratified_split
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
-    "BatchAugment",
     "DataConfig",
     "DatasetSource",
     "DecodeSpec",
@@ -40,10 +36,3 @@ __all__ = [
     "make_splits",
     "stratified_split",
 ]
-
-
-def __getattr__(name: str):
-    # Backward-compatible name only (train/trainer.py and old scripts): not used to hide a cycle.
-    if name == "BatchAugment":
-        return importlib.import_module("hetsearch.data.augment").BatchAugment
-    raise AttributeError(f"module 'hetsearch.data' has no attribute {name!r}")

@@ -44,3 +44,13 @@ def all_reduce_mean(value: float, ctx: DistContext) -> float:
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def all_reduce_gradients(params: list[torch.nn.Parameter], ctx: DistContext) -> None:
+    """Average the gradients of parameters DDP does not manage (the loss module's) over the processes."""
+    if not ctx.enabled:
+        return
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad.div_(ctx.world_size)

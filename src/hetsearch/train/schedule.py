@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
+
+from hetsearch.errors import ConfigError
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
@@ -21,17 +24,21 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def build_optimizer(params_model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW; no weight decay on norm layers and biases (1-D tensors)."""
-    decay, no_decay = [], []
-    for param in params_model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
+def build_optimizer(modules: torch.nn.Module | Sequence[torch.nn.Module], cfg) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW over the parameters of `modules` that require a gradient (the model,
+    then the loss module: a compatibility term's own parameters), each once, in that order; no
+    weight decay on norm layers, biases and scalars (tensors of at most one dimension)."""
+    modules = [modules] if isinstance(modules, torch.nn.Module) else list(modules)
+    decay, no_decay, seen = [], [], set()
+    for module in modules:
+        for param in module.parameters():
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                (no_decay if param.ndim <= 1 else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    from hetsearch.errors import ConfigError
     raise ConfigError(f"train.optimizer: got {cfg.optimizer!r}, expected 'sgd' or 'adamw'")

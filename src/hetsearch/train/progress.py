@@ -1,0 +1,36 @@
+"""What a training run shows while it runs (rank 0, `runtime.progress`): a per-epoch progress bar
+with the running loss and images per second, and one line per finished epoch."""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+
+class EpochBar:
+    """A tqdm bar over one epoch's steps; `update` shows the running mean loss and img/s."""
+
+    def __init__(self, run_name: str, epoch: int, epochs: int, steps: int, images_per_step: int):
+        self._bar = tqdm(total=steps, desc=f"{run_name} epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                         dynamic_ncols=True)
+        self._images_per_step = images_per_step
+
+    def update(self, n: int, loss: float) -> None:
+        self._bar.update(n)
+        rate = self._bar.format_dict.get("rate") or 0.0
+        self._bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate * self._images_per_step:.0f}", refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def epoch_line(run_name: str, epochs: int, record: dict) -> str:
+    """`[name] epoch 2/10, loss 0.8123, train acc 0.7012, 930 img/s, val R@1 0.8112, ...`"""
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}",
+             f"{record['images_per_second']:.0f} img/s"]
+    if record.get("train_accuracy") is not None:
+        parts.insert(2, f"train acc {record['train_accuracy']:.4f}")
+    if "val_recall_at_1" in record:
+        parts.append(f"val R@1 {record['val_recall_at_1']:.4f}")
+    if "val_hetero_recall_at_1" in record:
+        parts.append(f"val M(q,g) R@1 {record['val_hetero_recall_at_1']:.4f}")
+    return f"[{run_name}] " + ", ".join(parts)
