@@ -195,6 +195,7 @@ def test_matched_views_resume_like_an_uninterrupted_run(tmp_path, tiny_train_ove
 
 
 def test_the_supernet_trains_with_a_non_bct_method(tmp_path, tiny_train_overrides):
+    import hetsearch.nas  # noqa: F401  (registers the cmpnas_supernet backbone)
     from hetsearch.config import TrainRunConfig, load_config
     from hetsearch.train import train
 

@@ -8,6 +8,7 @@ import torch
 import torchvision
 import pytest
 
+import hetsearch.nas  # noqa: F401  (registers the cmpnas_supernet backbone)
 from hetsearch.errors import ConfigError
 from hetsearch.models import create_model, load_checkpoint, save_checkpoint
 from hetsearch.models.embedding_model import ModelSpec

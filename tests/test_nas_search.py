@@ -154,3 +154,117 @@ def test_best_json_is_written_once_complete_by_the_search(tmp_path, monkeypatch)
     import yaml
 
     assert yaml.safe_load((tmp_path / BEST_YAML).read_text()) == best
+
+
+# ---------------------------------------------------------------------------------------------
+# registries: strategies, rewards, efficiency predictors (one clear line for an unknown name)
+
+def _one_line_listing(exc: BaseException, *names: str) -> None:
+    message = str(exc)
+    assert "\n" not in message and all(name in message for name in names), message
+
+
+def test_unknown_strategy_reward_or_cost_is_one_line_listing_the_choices():
+    from hetsearch.nas.efficiency import CostInputs, make_cost
+
+    with pytest.raises(ConfigError, match=r"^search\.strategy: got 'annealing'") as exc:
+        SearchConfig(strategy="annealing").validate()
+    _one_line_listing(exc.value, "evolution", "random")
+    with pytest.raises(ConfigError, match=r"^reward\.name: got 'r9'") as exc:
+        make_reward(RewardConfig("r9"))
+    _one_line_listing(exc.value, "r1", "r2", "r3")
+    with pytest.raises(ConfigError, match=r"^search\.cost: got 'joules'") as exc:
+        SearchConfig(cost="joules").validate()
+    _one_line_listing(exc.value, "latency_ms", "mflops")
+    with pytest.raises(ConfigError, match=r"^search\.cost: got 'joules'"):
+        make_cost("joules", CostInputs(table=TABLE))
+    with pytest.raises(ConfigError, match="latency_table"):
+        make_cost("latency_ms", CostInputs(table=TABLE))
+
+
+def test_registered_strategy_reward_and_cost_drive_the_search(monkeypatch):
+    """A new strategy / reward / efficiency predictor is one registered function or class; the
+    loop uses it by its config name (registries cleaned up by monkeypatch)."""
+    from hetsearch.nas import efficiency, rewards, strategies
+
+    monkeypatch.setattr(strategies, "_STRATEGIES", dict(strategies._STRATEGIES))
+    monkeypatch.setattr(rewards, "_REWARDS", dict(rewards._REWARDS))
+    monkeypatch.setattr(efficiency, "_COSTS", dict(efficiency._COSTS))
+
+    @strategies.register_strategy("mutants_only")
+    class MutantsOnly:
+        def __init__(self, cfg):
+            self.population = cfg.population
+
+        def propose(self, generation, parents, moves):
+            if generation == 0:
+                return [(a, "random") for a in moves.random(self.population)]
+            return [(a, "mutation") for a in moves.mutations(parents, self.population)]
+
+    @rewards.register_reward("width")
+    def width(homo_key, hetero_key, alpha):
+        return lambda record: float(record["widths"])
+
+    @efficiency.register_cost("mparams")
+    def mparams(inputs):
+        return lambda arch: inputs.table(arch).params / 1e6
+
+    with pytest.raises(ValueError, match="twice"):
+        strategies.register_strategy("evolution")(MutantsOnly)
+    cfg = SearchConfig(**{**CFG, "strategy": "mutants_only", "cost": "mparams", "max_cost": 0.2, "min_cost": None})
+    cost = efficiency.make_cost("mparams", efficiency.CostInputs(table=TABLE))
+    result = search(SPACE, cost, lambda a: {"widths": sum(a.widths)}, make_reward(RewardConfig("width")), cfg,
+                    log=None)
+    assert {r["origin"] for r in result.records if r["generation"] > 0} == {"mutation"}
+    assert all(r["cost"] <= 0.2 and r["reward"] == r["widths"] for r in result.records)
+
+
+# Candidates of the tiny seeded search `CFG` (8 x 4 evaluations), "<origin letter>:<arch id>" in
+# evaluation order, 2 per string, recorded with the code before strategies, rewards and costs
+# moved behind registries (issue 14): the same seed proposes the same candidates in the same order.
+PINNED = {
+    "evolution": [
+        "r:30-x2-70-51-x0-30-34-x0-71-50-72 r:71-33-30-30-x0-x0-30-50-x3-70-x0",
+        "r:50-50-30-31-52-71-30-70-x2-31-50 r:71-x0-32-30-51-70-30-72-70-31-31",
+        "r:31-70-30-51-70-52-70-32-71-51-50 r:x2-x0-70-x3-x0-51-50-31-51-70-x0",
+        "r:72-31-50-30-70-x0-x0-70-x1-50-50 r:50-51-32-50-50-70-x1-52-31-70-30",
+        "m:50-51-52-50-50-70-x1-52-32-70-73 m:50-50-32-31-52-71-33-70-x2-31-50",
+        "m:50-50-71-31-52-71-30-70-x2-31-50 c:50-51-32-50-50-52-x1-52-71-70-30",
+        "c:50-51-32-50-70-70-x1-52-31-70-50 c:50-50-30-31-52-52-70-32-x2-31-50",
+        "r:34-30-x1-x1-70-x1-30-31-31-x2-30 r:x2-x2-52-30-50-50-x0-50-31-x2-51",
+        "m:32-51-52-50-50-70-x1-52-32-70-50 m:50-31-52-50-50-70-x1-52-32-70-73",
+        "m:33-x2-52-51-72-50-x0-50-50-x2-51 c:x2-51-52-50-50-50-x1-52-32-70-51",
+        "c:x2-51-52-50-50-52-x0-52-31-x2-51 c:50-51-32-50-50-70-x1-52-71-70-30",
+        "r:33-x0-50-30-71-71-x1-30-70-32-33 r:33-32-70-31-70-50-33-x1-70-50-33",
+        "m:x2-51-52-50-50-70-x1-52-32-70-51 m:x2-70-52-x0-50-50-x1-52-33-70-51",
+        "m:x2-51-52-50-50-51-x1-52-32-70-51 c:33-51-52-51-50-50-x0-52-50-x2-51",
+        "c:x2-51-52-50-50-50-x0-52-32-70-51 c:x2-51-52-51-50-50-x0-50-50-x2-51",
+        "r:72-70-51-31-50-70-32-x1-30-32-50 r:x0-33-x3-x1-30-70-70-50-x1-31-x1",
+    ],
+    "random": [
+        "r:72-30-70-70-31-50-71-x0-x1-50-73 r:x3-30-30-50-x0-x2-73-30-51-x0-x1",
+        "r:70-x0-32-70-31-x2-51-31-50-51-52 r:x1-50-73-70-70-30-x1-31-30-50-30",
+        "r:70-x0-30-x0-72-31-x1-72-50-50-50 r:x0-71-x1-50-x0-30-x1-70-x0-50-x0",
+        "r:x2-71-70-50-50-31-70-72-31-50-73 r:x1-x1-x3-30-70-50-50-x1-x1-x1-30",
+        "r:x3-52-x0-50-30-x0-x0-50-30-52-x0 r:50-50-50-x0-50-x0-50-30-x0-x3-70",
+        "r:72-52-31-x0-x0-50-50-30-72-x0-32 r:32-71-51-x2-32-70-50-70-71-50-71",
+        "r:71-31-x0-50-50-51-51-30-30-70-33 r:70-71-33-x0-33-50-30-52-x0-x0-70",
+        "r:30-72-70-x1-30-x2-30-70-51-71-70 r:70-x0-72-71-70-70-30-31-71-51-70",
+        "r:33-70-x1-31-54-x1-x0-51-50-70-x1 r:71-51-x0-50-70-50-50-53-51-52-x1",
+        "r:x0-x2-50-x0-32-70-50-x0-73-x0-x0 r:70-70-31-x1-x0-52-51-x0-50-70-51",
+        "r:30-70-70-x0-30-33-70-52-50-70-x1 r:x1-x0-30-x0-51-x0-72-50-x3-71-51",
+        "r:33-70-x1-31-70-70-72-51-31-30-54 r:70-32-51-31-31-70-32-50-33-30-x2",
+        "r:30-32-30-71-71-x3-70-70-30-50-32 r:31-52-51-x1-x0-50-72-31-72-30-51",
+        "r:70-71-71-x1-51-50-x2-50-50-51-x1 r:x2-50-70-70-70-30-50-32-30-x0-30",
+        "r:50-72-71-71-50-30-70-51-50-51-30 r:50-70-72-x1-51-51-32-32-x0-x0-x1",
+        "r:30-50-31-73-33-70-32-71-30-30-50 r:71-71-31-30-71-30-50-x1-30-52-x0",
+    ],
+}
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random"])
+def test_a_seeded_search_proposes_the_pinned_candidates(strategy):
+    result = search(SPACE, mflops, fake_evaluate, REWARD, SearchConfig(**{**CFG, "strategy": strategy}), log=None)
+    got = [f"{r['origin'][0]}:{r['arch']}" for r in result.records]
+    assert got == " ".join(PINNED[strategy]).split()
+    assert [r["generation"] for r in result.records] == [g for g in range(4) for _ in range(8)]

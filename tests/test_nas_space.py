@@ -146,3 +146,53 @@ def test_latency_table_predicts_positive_latency():
     restored = LatencyTable.from_dict(table.to_dict())
     arch = space.sample(torch.Generator().manual_seed(0))
     assert restored(arch) == table(arch) > 0
+
+
+def _fresh(code: str) -> dict:
+    """Run `code` in a fresh interpreter (no module imported by other tests) and return the JSON
+    it prints last."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_searched_network_builds_and_loads_without_the_search(tmp_path):
+    """A searched architecture's model (backbone `cmpnas`) lives in `models`: building it,
+    saving it and loading the checkpoint import no `hetsearch.nas` module; the supernet backbone
+    registers only with `hetsearch.nas` and says so when it is missing."""
+    arch = "-".join(["31", "52", "x0", "70", "32", "51"])
+    code = f"""
+import json, sys
+from hetsearch.errors import ConfigError
+from hetsearch.models import create_model, load_checkpoint, save_checkpoint
+model = create_model("cmpnas", num_classes=3, backbone_args={{"arch": "{arch}", "stage_layers": [1, 2, 2, 1]}})
+save_checkpoint(r"{tmp_path / 'q.pt'}", model, classes=["a", "b", "c"])
+loaded = load_checkpoint(r"{tmp_path / 'q.pt'}")
+try:
+    create_model("cmpnas_supernet", num_classes=3)
+    error = None
+except ConfigError as exc:
+    error = str(exc)
+print(json.dumps({{"arch": loaded.model.backbone.arch.id, "error": error,
+                  "nas": sorted(m for m in sys.modules if m.startswith("hetsearch.nas"))}}))
+"""
+    result = _fresh(code)
+    assert result["arch"] == arch and result["nas"] == []
+    assert "cmpnas_supernet" in result["error"] and "hetsearch.nas" in result["error"]
+    assert "\n" not in result["error"]
+
+
+def test_standalone_net_of_models_is_the_supernets_path_class():
+    """One definition of the standalone network: the supernet cuts paths out as the `models`
+    class that the `cmpnas` backbone builds, with the same parameter names."""
+    from hetsearch.models.cmpnas import CmpNasNet
+
+    supernet = create_model("cmpnas_supernet", num_classes=10, backbone_args=SMALL)
+    arch = supernet.backbone.space.sample(torch.Generator().manual_seed(5))
+    cut = supernet.backbone.extract(arch)
+    built = create_model("cmpnas", num_classes=10, backbone_args={**SMALL, "arch": arch.id}).backbone
+    assert type(cut) is CmpNasNet and type(built) is CmpNasNet
+    assert list(cut.state_dict()) == list(built.state_dict())

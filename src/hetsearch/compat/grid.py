@@ -17,6 +17,7 @@ instead of aborting the whole grid.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 from hetsearch.data import Splits
 from hetsearch.errors import CompatibilityError
 from hetsearch.models import LoadedModel, load_checkpoint
-from hetsearch.utils.io import atomic_write_json, atomic_write_text
+from hetsearch.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 CRITERION_METRIC = "recall_at_1"
 METRICS = ("recall_at_1", "map_at_r", "map", "tar_at_far_1e-3")
@@ -264,8 +265,6 @@ def write_heatmap(result: dict, path: Path, metrics: tuple[str, ...] = ("recall_
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, format="png")
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format="png")
+    atomic_write_bytes(path, buffer.getvalue())  # fsynced, then renamed: a crash leaves the old file

@@ -183,6 +183,215 @@ def _unlabelled_splits(cfg: DataConfig, raw: RawData) -> Splits:
                   exclude_self=False, protocol=protocol, skipped=list(getattr(train, "skipped", [])))
 
 
+@dataclass
+class _Pools:
+    """The labelled pools of a run before its validation split, and the protocol decided for them
+    (train / test / gallery / official val pools: ImageSets, or FileSets until decoded)."""
+
+    protocol: str
+    train_classes: list[int]
+    test_classes: list[int]
+    train: Any
+    test: Any
+    gallery: Any = None
+    val: Any = None
+    test_desc: str = ""
+    note: str = ""
+
+    def present(self) -> list:
+        return [p for p in (self.train, self.test, self.gallery, self.val) if p is not None]
+
+
+def _pools_from_one_pool(cfg: DataConfig, raw: RawData, num_classes: int) -> _Pools:
+    """Data without official splits: a seeded split of the classes (open set) or a stratified
+    ``test_fraction`` of the items (closed set)."""
+    everything = raw.splits["all"]
+    protocol = "closed_set" if cfg.protocol == "auto" else cfg.protocol
+    if protocol == "open_set":
+        train_classes, test_classes = split_classes(
+            num_classes, float(cfg.open_set_train_fraction), _generator(cfg.seed, "open_set_classes"))
+        return _Pools(protocol, train_classes, test_classes, _restrict(everything, train_classes),
+                      _restrict(everything, test_classes), val=raw.splits.get("val"),
+                      test_desc="all items of the test classes")
+    classes = list(range(num_classes))
+    rest, held = stratified_split(everything.labels, float(cfg.test_fraction), _generator(cfg.seed, "test"))
+    return _Pools(protocol, classes, classes, everything.subset(rest), everything.subset(held),
+                  val=raw.splits.get("val"), test_desc=f"stratified {cfg.test_fraction:g} of all items")
+
+
+def _official_protocol(cfg: DataConfig, raw: RawData, seen: set[int], tested: set[int]) -> str:
+    """closed_set or open_set for official splits: ``auto`` decides by whether every test class
+    is a training class; an explicit closed set with unseen test classes is an error."""
+    unseen = sorted(tested - seen)
+    if cfg.protocol == "closed_set" and unseen:
+        raise ConfigError(
+            f"data.protocol: 'closed_set', but {len(unseen)} of the {len(tested)} test classes of {raw.root} "
+            f"never occur in its training split (e.g. {list(raw.classes)[unseen[0]]!r}); use data.protocol=open_set "
+            "(or auto) to score new classes")
+    return ("closed_set" if not unseen else "open_set") if cfg.protocol == "auto" else cfg.protocol
+
+
+def _pools_from_official_splits(cfg: DataConfig, raw: RawData, num_classes: int) -> _Pools:
+    """Official splits, used as given; an explicit open set on shared classes splits the classes
+    (training classes from the train split, test classes from the test split)."""
+    parts = raw.splits
+    test_name = "test" if "test" in parts else "query"
+    pools = _Pools("", [], [], parts["train"], parts[test_name], gallery=parts.get("gallery"), val=parts.get("val"),
+                   test_desc=f"official {test_name} split")
+    seen, tested = _present(pools.train), _present(pools.test, pools.gallery)
+    pools.protocol = _official_protocol(cfg, raw, seen, tested)
+    if pools.protocol == "open_set" and cfg.protocol == "open_set" and seen & tested:
+        pools.train_classes, pools.test_classes = split_classes(
+            num_classes, float(cfg.open_set_train_fraction), _generator(cfg.seed, "open_set_classes"))
+        pools.train, pools.test = _restrict(pools.train, pools.train_classes), _restrict(pools.test, pools.test_classes)
+        pools.gallery = _restrict(pools.gallery, pools.test_classes) if pools.gallery is not None else None
+        pools.val = _restrict(pools.val, pools.train_classes) if pools.val is not None else None
+        pools.note = "classes split into disjoint training and test classes"
+        return pools
+    pools.train_classes, pools.test_classes = sorted(seen), sorted(tested)
+    unseen, shared = len(tested - seen), len(set(pools.train_classes) & set(pools.test_classes))
+    pools.note = ("test classes are training classes" if pools.protocol == "closed_set" else
+                  f"{unseen} of {len(pools.test_classes)} test classes are new (not in training)"
+                  + (f", {shared} seen in training" if shared else ""))
+    return pools
+
+
+def _cap_pools(cfg: DataConfig, pools: _Pools) -> None:
+    """Optional caps for quick runs (stratified, seeded); an empty train or test pool is an error."""
+    pools.train = _cap(pools.train, cfg.max_train_items, _generator(cfg.seed, "max_train_items"))
+    pools.test = _cap(pools.test, cfg.max_test_items, _generator(cfg.seed, "max_test_items"))
+    if pools.gallery is not None:
+        pools.gallery = _cap(pools.gallery, cfg.max_test_items, _generator(cfg.seed, "max_gallery_items"))
+    if len(pools.train) == 0 or len(pools.test) == 0:
+        raise DataError(
+            f"data: empty split (train {len(pools.train)} items, test {len(pools.test)} items); "
+            "the data set is too small for this protocol"
+        )
+
+
+def _decode_pools(cfg: DataConfig, raw: RawData, pools: _Pools) -> tuple[str, list[str]]:
+    """Memory or stream (the training pool only); decode what is held in memory. Returns the
+    storage mode and the unreadable files skipped."""
+    storage = _storage(cfg, raw, pools.present())
+    where = raw.root
+    if storage == "memory":
+        pools.train = materialize(pools.train, cfg, f"{where} [train]")
+    pools.test = materialize(pools.test, cfg, f"{where} [{'test' if pools.gallery is None else 'query'}]")
+    if pools.gallery is not None:
+        pools.gallery = materialize(pools.gallery, cfg, f"{where} [gallery]")
+    if pools.val is not None:
+        pools.val = materialize(pools.val, cfg, f"{where} [val]")
+    skipped = [p for ims in pools.present() for p in getattr(ims, "skipped", [])]
+    return storage, skipped
+
+
+def _carve_validation(cfg: DataConfig, pools: _Pools) -> tuple[Any, Any, str]:
+    """(train, val, description): the official val split, or a stratified seeded
+    ``val_fraction`` of the training pool."""
+    if pools.val is not None:
+        return pools.train, pools.val, f"official val split ({len(pools.val)} items)"
+    train_idx, val_idx = stratified_split(pools.train.labels, float(cfg.val_fraction), _generator(cfg.seed, "val"))
+    # no validation items: the training split is the pool itself (no copy of its pixels)
+    train = pools.train if len(val_idx) == 0 else pools.train.subset(train_idx)
+    val = pools.train.subset(val_idx)
+    return train, val, f"stratified {cfg.val_fraction:g} of the training split ({len(val)} items)"
+
+
+def _validation_split(cfg: DataConfig, pools: _Pools, where: str) -> tuple[Any, ImageSet, str]:
+    """(train, val, description); a validation split that cannot be scored is skipped with a
+    warning (and a carved-out split given back to training)."""
+    train, val, val_desc = _carve_validation(cfg, pools)
+    official = pools.val is not None
+    if len(val) and not scorable(val.labels):
+        what = "the official val split" if official else f"data.val_fraction={cfg.val_fraction:g}"
+        say(f"warning: {what} gives a validation split of {len(val)} item(s) with at most one image per class, "
+            "so validation retrieval cannot be scored (a query needs another image of its class); validation is "
+            "skipped" + ("" if official else " and those items are trained on")
+            + ". To validate, raise data.val_fraction (e.g. 0.3) or add images; to silence this, set "
+            "data.val_fraction=0 or runtime.eval_every=0.")
+        if not official:
+            train = pools.train
+        val = val.subset(slice(0, 0))
+        val_desc = "none (validation skipped: at most one image per class)"
+    if isinstance(val, FileSet):
+        val = val.materialize(num_workers=0, what=f"{where} [val]")
+    if len(train) == 0:
+        raise DataError(f"data: no training items left after the validation split (data.val_fraction={cfg.val_fraction})")
+    return train, val, val_desc
+
+
+def _gallery_mode(cfg: DataConfig, pools: _Pools) -> str:
+    """train, gallery_split or test_rest (``data.gallery``; auto: an official gallery split when
+    there is one, else by protocol)."""
+    if cfg.gallery == "auto":
+        mode = "gallery_split" if pools.gallery is not None else cfg.resolved_gallery(pools.protocol)
+    else:
+        mode = cfg.gallery
+    if mode == "train" and pools.protocol == "open_set":
+        raise ConfigError("data.gallery: 'train' is invalid with the open-set protocol (the training classes never "
+                          "occur among the queries); use 'test_rest' or 'auto'")
+    return mode
+
+
+def _gallery(mode: str, pools: _Pools) -> tuple[Any, str]:
+    """The gallery set of `mode` and its description."""
+    # The gallery is the whole training split: validation items are held out from fitting only,
+    # and an index of "the training images" should hold all of them.
+    if mode == "train":
+        gallery = pools.train  # streamed: a FileSet, decoded only if an evaluation asks for its images
+        return gallery, f"whole training split, validation items included ({len(gallery)} items)"
+    if mode == "gallery_split":
+        return pools.gallery, f"official gallery split ({len(pools.gallery)} items)"
+    return pools.test, f"the test split itself ({len(pools.test)} items); each query is excluded from its own results"
+
+
+def _protocol_info(cfg: DataConfig, raw: RawData, pools: _Pools, sets: dict[str, Any], descriptions: dict[str, str],
+                   gallery_mode: str, storage: str, skipped: list[str]) -> dict[str, Any]:
+    """The JSON-ready description of the splits (`Splits.protocol`)."""
+    classes = list(raw.classes)
+    names = lambda idx: [classes[i] for i in idx]  # noqa: E731
+    train, val, query, gallery = (sets[k] for k in ("train", "val", "query", "gallery"))
+    info: dict[str, Any] = {
+        "protocol": pools.protocol,
+        "protocol_requested": cfg.protocol,
+        "source": cfg.source,
+        "root": raw.root,
+        "layout": raw.layout,
+        "official_splits": raw.official,
+        "seed": cfg.seed,
+        "num_classes": len(classes),
+        "train_classes": names(pools.train_classes),
+        "test_classes": names(pools.test_classes),
+        "train": f"training split minus validation ({len(train)} items, {len(pools.train_classes)} classes)",
+        "val": descriptions["val"],
+        "query": f"test split: {pools.test_desc} ({len(query)} items, {len(pools.test_classes)} classes)",
+        "gallery": descriptions["gallery"],
+        "gallery_mode": gallery_mode,
+        "gallery_requested": cfg.gallery,
+        "exclude_self": gallery_mode == "test_rest",
+        "storage": storage,
+        "counts": {"train": len(train), "val": len(val), "query": len(query), "gallery": len(gallery)},
+        "skipped_images": len(skipped),
+    }
+    if pools.note:
+        info["protocol_note"] = pools.note
+    if cfg.max_train_items is not None or cfg.max_test_items is not None:
+        info["caps"] = {"max_train_items": cfg.max_train_items, "max_test_items": cfg.max_test_items}
+    return info
+
+
+def _announce(cfg: DataConfig, raw: RawData, pools: _Pools, sets: dict[str, Any], gallery_mode: str,
+              storage: str) -> None:
+    """One line on stderr about what was found and decided (not for the default Fashion-MNIST
+    closed set, whose splits are the documented default)."""
+    if raw.official or cfg.source != "fashion_mnist" or pools.protocol != "closed_set":
+        say(f"{cfg.source} {raw.root}: layout {raw.layout}; {pools.protocol}"
+            + (f" ({pools.note})" if pools.note else "")
+            + f"; train {len(sets['train'])}, val {len(sets['val'])}, query {len(sets['query'])}, "
+            + f"gallery {len(sets['gallery'])} ({gallery_mode})"
+            + f"; {'streamed from disk' if storage == 'stream' else 'in memory'}")
+
+
 def make_splits(cfg: DataConfig, raw: RawData | None = None) -> Splits:
     """Load the configured data set and build train / val / query / gallery (see module doc)."""
     cfg.validate()
@@ -190,167 +399,17 @@ def make_splits(cfg: DataConfig, raw: RawData | None = None) -> Splits:
     if not raw.labelled:
         return _unlabelled_splits(cfg, raw)
     classes = list(raw.classes)
-    num_classes = len(classes)
-    parts = raw.splits
-    official_val = parts.get("val")
-    gallery_pool = None
-
-    # 1) Protocol, class groups, training pool and test split.
-    if not raw.official:
-        everything = parts["all"]
-        protocol = "closed_set" if cfg.protocol == "auto" else cfg.protocol
-        if protocol == "open_set":
-            train_classes, test_classes = split_classes(
-                num_classes, float(cfg.open_set_train_fraction), _generator(cfg.seed, "open_set_classes"))
-            train_pool, test_pool = _restrict(everything, train_classes), _restrict(everything, test_classes)
-            test_desc = "all items of the test classes"
-        else:
-            train_classes = test_classes = list(range(num_classes))
-            rest, held = stratified_split(everything.labels, float(cfg.test_fraction), _generator(cfg.seed, "test"))
-            train_pool, test_pool = everything.subset(rest), everything.subset(held)
-            test_desc = f"stratified {cfg.test_fraction:g} of all items"
-        protocol_note = ""
-    else:
-        train_pool = parts["train"]
-        test_name = "test" if "test" in parts else "query"
-        test_pool, gallery_pool = parts[test_name], parts.get("gallery")
-        seen, tested = _present(train_pool), _present(test_pool, gallery_pool)
-        unseen = sorted(tested - seen)
-        if cfg.protocol == "closed_set" and unseen:
-            raise ConfigError(
-                f"data.protocol: 'closed_set', but {len(unseen)} of the {len(tested)} test classes of {raw.root} "
-                f"never occur in its training split (e.g. {classes[unseen[0]]!r}); use data.protocol=open_set "
-                "(or auto) to score new classes")
-        protocol = ("closed_set" if not unseen else "open_set") if cfg.protocol == "auto" else cfg.protocol
-        test_desc = f"official {test_name} split"
-        if protocol == "open_set" and cfg.protocol == "open_set" and seen & tested:
-            # shared classes: split them, train classes from the train split, test classes from the test split
-            train_classes, test_classes = split_classes(
-                num_classes, float(cfg.open_set_train_fraction), _generator(cfg.seed, "open_set_classes"))
-            train_pool, test_pool = _restrict(train_pool, train_classes), _restrict(test_pool, test_classes)
-            gallery_pool = _restrict(gallery_pool, test_classes) if gallery_pool is not None else None
-            official_val = _restrict(official_val, train_classes) if official_val is not None else None
-            protocol_note = "classes split into disjoint training and test classes"
-        else:
-            train_classes, test_classes = sorted(seen), sorted(tested)
-            shared = len(set(train_classes) & set(test_classes))
-            protocol_note = ("test classes are training classes" if protocol == "closed_set" else
-                             f"{len(unseen)} of {len(test_classes)} test classes are new (not in training)"
-                             + (f", {shared} seen in training" if shared else ""))
-
-    # 2) Optional caps for quick runs (stratified, seeded).
-    train_pool = _cap(train_pool, cfg.max_train_items, _generator(cfg.seed, "max_train_items"))
-    test_pool = _cap(test_pool, cfg.max_test_items, _generator(cfg.seed, "max_test_items"))
-    if gallery_pool is not None:
-        gallery_pool = _cap(gallery_pool, cfg.max_test_items, _generator(cfg.seed, "max_gallery_items"))
-    if len(train_pool) == 0 or len(test_pool) == 0:
-        raise DataError(
-            f"data: empty split (train {len(train_pool)} items, test {len(test_pool)} items); "
-            "the data set is too small for this protocol"
-        )
-
-    # 3) Memory or stream; decode what is held in memory.
-    storage = _storage(cfg, raw, [p for p in (train_pool, test_pool, gallery_pool, official_val) if p is not None])
-    where = raw.root
-    if storage == "memory":
-        train_pool = materialize(train_pool, cfg, f"{where} [train]")
-    test_pool = materialize(test_pool, cfg, f"{where} [{'test' if gallery_pool is None else 'query'}]")
-    if gallery_pool is not None:
-        gallery_pool = materialize(gallery_pool, cfg, f"{where} [gallery]")
-    if official_val is not None:
-        official_val = materialize(official_val, cfg, f"{where} [val]")
-    skipped = [p for ims in (train_pool, test_pool, gallery_pool, official_val) if ims is not None
-               for p in getattr(ims, "skipped", [])]
-
-    # 4) Validation split (official, or carved from the training split), and whether it can be scored.
-    if official_val is not None:
-        train, val = train_pool, official_val
-        val_desc = f"official val split ({len(val)} items)"
-    else:
-        train_idx, val_idx = stratified_split(train_pool.labels, float(cfg.val_fraction), _generator(cfg.seed, "val"))
-        # no validation items: the training split is the pool itself (no copy of its pixels)
-        train = train_pool if len(val_idx) == 0 else train_pool.subset(train_idx)
-        val = train_pool.subset(val_idx)
-        val_desc = f"stratified {cfg.val_fraction:g} of the training split ({len(val)} items)"
-    if len(val) and not scorable(val.labels):
-        what = "the official val split" if official_val is not None else f"data.val_fraction={cfg.val_fraction:g}"
-        say(f"warning: {what} gives a validation split of {len(val)} item(s) with at most one image per class, "
-            "so validation retrieval cannot be scored (a query needs another image of its class); validation is "
-            "skipped" + ("" if official_val is not None else " and those items are trained on")
-            + ". To validate, raise data.val_fraction (e.g. 0.3) or add images; to silence this, set "
-            "data.val_fraction=0 or runtime.eval_every=0.")
-        if official_val is None:
-            train = train_pool
-        val = val.subset(slice(0, 0))
-        val_desc = "none (validation skipped: at most one image per class)"
-    if isinstance(val, FileSet):
-        val = val.materialize(num_workers=0, what=f"{where} [val]")
-    if len(train) == 0:
-        raise DataError(f"data: no training items left after the validation split (data.val_fraction={cfg.val_fraction})")
-
-    # 5) Query and gallery.
-    if cfg.gallery == "auto":
-        gallery_mode = "gallery_split" if gallery_pool is not None else cfg.resolved_gallery(protocol)
-    else:
-        gallery_mode = cfg.gallery
-    if gallery_mode == "train" and protocol == "open_set":
-        raise ConfigError("data.gallery: 'train' is invalid with the open-set protocol (the training classes never "
-                          "occur among the queries); use 'test_rest' or 'auto'")
-    query = test_pool
-    # The gallery is the whole training split: validation items are held out from fitting only,
-    # and an index of "the training images" should hold all of them.
-    if gallery_mode == "train":
-        gallery = train_pool  # streamed: a FileSet, decoded only if an evaluation asks for its images
-        gallery_desc = f"whole training split, validation items included ({len(gallery)} items)"
-    elif gallery_mode == "gallery_split":
-        gallery = gallery_pool
-        gallery_desc = f"official gallery split ({len(gallery)} items)"
-    else:
-        gallery = test_pool
-        gallery_desc = f"the test split itself ({len(gallery)} items); each query is excluded from its own results"
-    exclude_self = gallery_mode == "test_rest"
-
-    names = lambda idx: [classes[i] for i in idx]  # noqa: E731
-    protocol_info: dict[str, Any] = {
-        "protocol": protocol,
-        "protocol_requested": cfg.protocol,
-        "source": cfg.source,
-        "root": raw.root,
-        "layout": raw.layout,
-        "official_splits": raw.official,
-        "seed": cfg.seed,
-        "num_classes": num_classes,
-        "train_classes": names(train_classes),
-        "test_classes": names(test_classes),
-        "train": f"training split minus validation ({len(train)} items, {len(train_classes)} classes)",
-        "val": val_desc,
-        "query": f"test split: {test_desc} ({len(query)} items, {len(test_classes)} classes)",
-        "gallery": gallery_desc,
-        "gallery_mode": gallery_mode,
-        "gallery_requested": cfg.gallery,
-        "exclude_self": exclude_self,
-        "storage": storage,
-        "counts": {"train": len(train), "val": len(val), "query": len(query), "gallery": len(gallery)},
-        "skipped_images": len(skipped),
-    }
-    if protocol_note:
-        protocol_info["protocol_note"] = protocol_note
-    if cfg.max_train_items is not None or cfg.max_test_items is not None:
-        protocol_info["caps"] = {"max_train_items": cfg.max_train_items, "max_test_items": cfg.max_test_items}
-    if raw.official or cfg.source != "fashion_mnist" or protocol != "closed_set":
-        say(f"{cfg.source} {raw.root}: layout {raw.layout}; {protocol}"
-            + (f" ({protocol_note})" if protocol_note else "")
-            + f"; train {len(train)}, val {len(val)}, query {len(query)}, gallery {len(gallery)} ({gallery_mode})"
-            + f"; {'streamed from disk' if storage == 'stream' else 'in memory'}")
-    return Splits(
-        train=train,
-        val=val,
-        query=query,
-        gallery=gallery,
-        classes=classes,
-        train_classes=list(train_classes),
-        test_classes=list(test_classes),
-        exclude_self=exclude_self,
-        protocol=protocol_info,
-        skipped=skipped,
-    )
+    build = _pools_from_official_splits if raw.official else _pools_from_one_pool
+    pools = build(cfg, raw, len(classes))                          # 1) protocol, class groups, pools
+    _cap_pools(cfg, pools)                                         # 2) caps for quick runs
+    storage, skipped = _decode_pools(cfg, raw, pools)              # 3) memory or stream
+    train, val, val_desc = _validation_split(cfg, pools, raw.root)  # 4) validation
+    gallery_mode = _gallery_mode(cfg, pools)                       # 5) query and gallery
+    gallery, gallery_desc = _gallery(gallery_mode, pools)
+    sets = {"train": train, "val": val, "query": pools.test, "gallery": gallery}
+    protocol = _protocol_info(cfg, raw, pools, sets, {"val": val_desc, "gallery": gallery_desc}, gallery_mode,
+                              storage, skipped)
+    _announce(cfg, raw, pools, sets, gallery_mode, storage)
+    return Splits(train=train, val=val, query=pools.test, gallery=gallery, classes=classes,
+                  train_classes=list(pools.train_classes), test_classes=list(pools.test_classes),
+                  exclude_self=gallery_mode == "test_rest", protocol=protocol, skipped=skipped)

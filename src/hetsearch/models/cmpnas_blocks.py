@@ -1,5 +1,6 @@
-"""The building blocks of the CMP-NAS search space: one definition of each, shared by the
-supernet and by every standalone network sampled from it.
+"""The building blocks of the CMP-NAS network family: one definition of each, shared by the
+search's supernet (`hetsearch.nas.supernet`) and by every standalone network of the family
+(`hetsearch.models.cmpnas`, which a server builds without importing the search).
 
 Blocks follow Single Path One-Shot (SPOS, Guo et al. 2020) over ShuffleNetV2:
 
@@ -15,7 +16,7 @@ Every block is built with its *largest* hidden ("mid") width and runs with any s
 across width choices. A standalone network builds each block with exactly the chosen width
 and runs it at full width through the same code. Batch norms slice themselves by the channel
 count of their input (`SlicedBatchNorm2d`); the sliced running statistics are updated in place.
-Every layer's cost is given analytically by `Block.cost` (see hetsearch.nas.cost).
+Every layer's cost is given analytically by `Block.cost` (used by hetsearch.nas.cost).
 """
 
 from __future__ import annotations

@@ -7,11 +7,14 @@ A backbone may declare its pretrained input normalisation (`input_norm`: a calla
 RGB ``(mean, std)`` of its pretrained weights' config, asked only when a model does not set
 ``model.mean``/``model.std``); backbones without pretrained weights fall back to the historical
 0.5 / 0.25 for every channel.
+
+The built-in backbones register when `hetsearch.models` is imported (its `__init__` imports
+`models.backbones` and `models.cmpnas`); a package above `models` registers its own when it is
+imported (the search's `cmpnas_supernet`: `hetsearch.nas`). The registry imports nothing.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Sequence
 
 from torch import nn
@@ -40,7 +43,6 @@ def register_backbone(name: str, input_norm: NormFactory | None = None) -> Calla
 def default_input_norm(name: str, in_chans: int, **backbone_args) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std) for ``in_chans`` channels: the backbone's pretrained config when it
     declares one (RGB; a 1-channel input takes the average), else 0.5 / 0.25."""
-    _import_builtin_backbones()
     norm = _INPUT_NORMS.get(name)
     if norm is None:
         return [FALLBACK_MEAN] * in_chans, [FALLBACK_STD] * in_chans
@@ -51,25 +53,14 @@ def default_input_norm(name: str, in_chans: int, **backbone_args) -> tuple[list[
 
 
 def list_backbones() -> list[str]:
-    _import_builtin_backbones()
     return sorted(_BACKBONES)
 
 
 def create_backbone(name: str, *, in_chans: int, image_size: int, **kwargs) -> tuple[nn.Module, int]:
-    _import_builtin_backbones()
     if name not in _BACKBONES:
-        raise ConfigError(f"model.backbone: unknown backbone {name!r}; known: {', '.join(sorted(_BACKBONES))}")
+        raise ConfigError(f"model.backbone: unknown backbone {name!r}; known: {', '.join(sorted(_BACKBONES))} "
+                          "(the search's cmpnas_supernet registers when hetsearch.nas is imported)")
     try:
         return _BACKBONES[name](in_chans=in_chans, image_size=image_size, **kwargs)
     except TypeError as exc:  # unknown keyword option for this backbone
         raise ConfigError(f"model.backbone_args for {name!r}: {exc}") from exc
-
-
-# Modules that register backbones when imported. Imported lazily so that they (e.g. the NAS
-# search space) can themselves import this registry.
-_BUILTIN_BACKBONE_MODULES = ("hetsearch.models.backbones", "hetsearch.nas.supernet")
-
-
-def _import_builtin_backbones() -> None:
-    for module in _BUILTIN_BACKBONE_MODULES:
-        importlib.import_module(module)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hetsearch.nas.blocks import ConvBNReLU, LayerCost, block_cost, make_block
-from hetsearch.nas.space import Architecture, SearchSpace
+from hetsearch.models.cmpnas import CmpNasNet
+from hetsearch.models.cmpnas_arch import Architecture, CmpNasLayout
+from hetsearch.models.cmpnas_blocks import ConvBNReLU, LayerCost, block_cost, make_block
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class CostTable:
     """Per-layer, per-choice FLOPs/params of `space` at `image_size` px with `in_chans` channels
     and an embedding head of `embedding_dim` (0: backbone only)."""
 
-    def __init__(self, space: SearchSpace, *, image_size: int, in_chans: int = 1, embedding_dim: int = 128):
+    def __init__(self, space: CmpNasLayout, *, image_size: int, in_chans: int = 1, embedding_dim: int = 128):
         self.space, self.image_size, self.in_chans, self.embedding_dim = space, image_size, in_chans, embedding_dim
         stem, size = ConvBNReLU.cost(in_chans, space.stem_channels, space.stem_kernel, space.stem_stride, image_size)
         fixed_flops, fixed_params = stem.flops, stem.params
@@ -103,11 +104,9 @@ class LatencyTable:
         return cls(d["fixed"], d["table"], d.get("batch_size", 1), d.get("num_threads"))
 
     @classmethod
-    def measure(cls, space: SearchSpace, *, image_size: int, in_chans: int = 1, embedding_dim: int = 128,
+    def measure(cls, space: CmpNasLayout, *, image_size: int, in_chans: int = 1, embedding_dim: int = 128,
                 batch_size: int = 1, repeats: int = 20, warmup: int = 3) -> "LatencyTable":
         """Time every (layer, block, width) in isolation on CPU (median of `repeats`)."""
-        from hetsearch.nas.supernet import CmpNasNet
-
         def median_time(fn) -> float:
             with torch.inference_mode():
                 for _ in range(warmup):

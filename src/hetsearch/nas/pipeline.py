@@ -24,8 +24,11 @@ from pathlib import Path
 
 from hetsearch.config import apply_overrides, from_dict, read_yaml, to_dict
 from hetsearch.errors import ConfigError
-from hetsearch.nas.retrain import INITS
+from hetsearch.nas.retrain import INITS, retrain
+from hetsearch.nas.runner import SearchRunConfig, run_search
+from hetsearch.nas.search import BEST_JSON
 from hetsearch.stages import PipelineContext, Stage, StageConfig
+from hetsearch.train import FINAL_MODEL, train
 
 
 @dataclass
@@ -69,9 +72,7 @@ def _stage_name(ctx: PipelineContext, stage: StageConfig, default: str) -> str:
 
 
 def search_config(ctx: PipelineContext, stage: StageConfig, name: str, supernet_path: Path,
-                  budget: float | None):
-    from hetsearch.nas.runner import SearchRunConfig
-
+                  budget: float | None) -> SearchRunConfig:
     path = Path(ctx.cfg.base_dir) / stage.config
     data = read_yaml(path)
     apply_overrides(data, list(stage.overrides))
@@ -86,11 +87,6 @@ def search_config(ctx: PipelineContext, stage: StageConfig, name: str, supernet_
 
 
 def nas_stages(ctx: PipelineContext) -> list[Stage]:
-    from hetsearch.nas.retrain import retrain
-    from hetsearch.nas.runner import run_search
-    from hetsearch.nas.search import BEST_JSON
-    from hetsearch.train import FINAL_MODEL, train
-
     cfg = parse_nas_config(ctx.cfg.nas)
     supernet_cfg = ctx.stage_config(cfg.supernet)
     if supernet_cfg.model.backbone != "cmpnas_supernet":

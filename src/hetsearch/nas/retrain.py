@@ -16,6 +16,8 @@ from pathlib import Path
 from hetsearch.config import TrainRunConfig
 from hetsearch.data import Splits
 from hetsearch.errors import ConfigError
+from hetsearch.models import load_checkpoint
+from hetsearch.nas.supernet import standalone_from_supernet
 from hetsearch.train import TrainResult, Trainer
 
 INITS = ("scratch", "supernet")
@@ -46,9 +48,6 @@ class _SupernetInitTrainer(Trainer):
         self.supernet_path, self.arch = Path(supernet_path), arch
 
     def _build_model(self):
-        from hetsearch.models import load_checkpoint
-        from hetsearch.nas.supernet import standalone_from_supernet
-
         model = super()._build_model()
         inherited = standalone_from_supernet(load_checkpoint(self.supernet_path).model, self.arch)
         state = inherited.state_dict()

@@ -15,14 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 from hetsearch.config import RuntimeConfig, dump_yaml, to_dict
 from hetsearch.data import DataConfig, Splits, make_splits
-from hetsearch.errors import ConfigError
+from hetsearch.models import load_checkpoint
+from hetsearch.nas.efficiency import CostInputs, make_cost
 from hetsearch.nas.evaluator import CandidateEvaluator, EvaluatorConfig
 from hetsearch.nas.rewards import RewardConfig, make_reward
 from hetsearch.nas.search import BEST_JSON, SearchConfig, SearchResult, search
 from hetsearch.nas.space import Architecture
 from hetsearch.nas.supernet import standalone_args
+from hetsearch.utils.device import resolve_device
 from hetsearch.utils.io import atomic_write_json, atomic_write_text
 
 
@@ -45,23 +49,12 @@ class SearchRunConfig:
 
 
 def cost_predictor(cfg: SearchRunConfig, evaluator: CandidateEvaluator) -> Callable:
-    if cfg.search.cost == "mflops":
-        return lambda arch: evaluator.cost.flops(arch) / 1e6
-    if not cfg.latency_table:
-        raise ConfigError("search.cost latency_ms needs latency_table: <json from `hetsearch nas latency-table`>")
-    from hetsearch.nas.cost import LatencyTable
-
-    table = LatencyTable.from_dict(json.loads(Path(cfg.latency_table).read_text()))
-    return lambda arch: table(arch) * 1e3
+    """The efficiency predictor `search.cost` (registered in `hetsearch.nas.efficiency`)."""
+    return make_cost(cfg.search.cost, CostInputs(table=evaluator.cost, latency_table=cfg.latency_table))
 
 
 def run_search(cfg: SearchRunConfig, splits: Splits | None = None, resume: bool = True,
                log: Callable[[str], None] = print) -> SearchResult:
-    import torch
-
-    from hetsearch.models import load_checkpoint
-    from hetsearch.utils.device import resolve_device
-
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
     started = time.perf_counter()

@@ -1,17 +1,16 @@
-"""Architecture search under a cost budget: evolution (SPOS) and a random-search baseline.
+"""Architecture search under a cost budget: the loop around a registered strategy.
 
-The loop knows only a search space, a cost predictor `cost(arch) -> float` (MFLOPs from the
-cost table, or a latency table) and an evaluation `evaluate(arch) -> record` whose record gets a
-`reward`; it never sees models or data, so tests drive it with synthetic rewards.
+The loop knows only a search space, an efficiency predictor `cost(arch) -> float` (registered by
+name in `hetsearch.nas.efficiency`: MFLOPs from the cost table, or a latency table), an accuracy
+predictor `evaluate(arch) -> record` and a reward `reward(record) -> float`
+(`hetsearch.nas.rewards`); it never sees models or data, so tests drive it with synthetic rewards.
 
-Evolution (SPOS defaults): generation 0 is `population` random architectures within budget
-(uniform draws; a draw over the budget has random layers narrowed until it fits, so budgets far
-below the space's typical cost still get diverse candidates);
-each later generation is `mutations` mutants (each layer resampled with `mutation_prob`) and
-`crossovers` children (uniform per layer) of the `parents` best architectures found so far,
-topped up with random ones to `population`. Every candidate is new (never evaluated before) and
-within budget. Random search is the same loop with no mutations or crossovers, so both spend the
-same number of evaluations (`population x generations`).
+Each generation, the strategy (`search.strategy`, registered in `hetsearch.nas.strategies`:
+`evolution` (SPOS) or `random`) proposes new candidates from the `parents` best architectures
+found so far, through budget-legal operators (`Moves`: random draws, a draw over the budget
+narrowed until it fits, mutations with `mutation_prob`, crossovers); every candidate is new
+(never evaluated before) and within budget. Both built-in strategies spend the same number of
+evaluations (`population x generations`).
 
 State is written atomically after every generation (`state.json`); a run resumes from it and
 ends with the same result as an uninterrupted one (each generation's random stream depends only
@@ -33,33 +32,32 @@ import torch
 import yaml
 
 from hetsearch.errors import ConfigError
+from hetsearch.nas.efficiency import check_cost
 from hetsearch.nas.space import Architecture, SearchSpace
+from hetsearch.nas.strategies import Moves, check_strategy, create_strategy
 from hetsearch.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 
 STATE_FILE, LOG_FILE, BEST_JSON, BEST_YAML = "state.json", "evaluated.jsonl", "best.json", "best.yaml"
-STRATEGIES = ("evolution", "random")
 
 
 @dataclass
 class SearchConfig:
-    strategy: str = "evolution"      # evolution | random (same number of evaluations)
+    strategy: str = "evolution"      # a registered strategy: evolution | random (same number of evaluations)
     population: int = 50
     generations: int = 20
     parents: int = 10                # top-k architectures that parent mutations and crossovers
     mutations: int = 25
     crossovers: int = 25
     mutation_prob: float = 0.1
-    cost: str = "mflops"             # mflops (cost table) | latency_ms (needs a latency table)
+    cost: str = "mflops"             # a registered cost: mflops (cost table) | latency_ms (needs a latency table)
     max_cost: Optional[float] = None  # budget in `cost` units (None: unconstrained)
     min_cost: Optional[float] = None
     seed: int = 0
     max_tries: int = 2000            # draws per wanted candidate before giving up on it (rejection sampling)
 
     def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"search.strategy: got {self.strategy!r}, expected one of {', '.join(STRATEGIES)}")
-        if self.cost not in ("mflops", "latency_ms"):
-            raise ConfigError(f"search.cost: got {self.cost!r}, expected mflops or latency_ms")
+        check_strategy(self.strategy)
+        check_cost(self.cost)
         for name in ("population", "generations", "parents"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"search.{name}: expected >= 1, got {getattr(self, name)}")
@@ -96,7 +94,7 @@ def _generator(seed: int, generation: int, strategy: str) -> torch.Generator:
 
 class Searcher:
     """One search run (see the module doc). `evaluate(arch)` returns a dict of metrics;
-    `reward(record)` turns it into the scalar that is maximised."""
+    `reward(record)` turns it into the scalar that is maximised; `cfg.strategy` proposes."""
 
     def __init__(self, space: SearchSpace, cost: Callable[[Architecture], float],
                  evaluate: Callable[[Architecture], dict], reward: Callable[[dict], float], cfg: SearchConfig,
@@ -114,83 +112,24 @@ class Searcher:
         self.by_id: dict[str, dict] = {}
         self.generation = 0
         self.seconds = 0.0
-        if cfg.strategy == "random":
-            self.n_mutations = self.n_crossovers = 0
-        else:
-            self.n_mutations, self.n_crossovers = cfg.mutations, cfg.crossovers
-
-    # ------------------------------------------------------------------ budget
-    def within_budget(self, arch: Architecture) -> bool:
-        c = self.cost(arch)
-        return (self.cfg.max_cost is None or c <= self.cfg.max_cost) and (self.cfg.min_cost is None or c >= self.cfg.min_cost)
-
-    def _legal(self, arch: Architecture, taken: set[str]) -> bool:
-        return arch.id not in taken and arch.id not in self.by_id and self.within_budget(arch)
+        self.strategy = create_strategy(cfg)
 
     # ------------------------------------------------------------------ candidates
     def top(self, k: int | None = None) -> list[dict]:
         k = self.cfg.parents if k is None else k
         return sorted(self.records, key=lambda r: (-r["reward"], r["arch"]))[:k]
 
-    def _shrink(self, arch: Architecture, g: torch.Generator) -> Architecture:
-        """Narrow randomly chosen layers (random smaller width index) until `arch` fits under
-        max_cost: random architectures for budgets far below the space's typical cost, where
-        plain rejection sampling would almost never succeed."""
-        widths = list(arch.widths)
-        for i in torch.randperm(len(widths), generator=g).tolist():
-            if widths[i] > 0:
-                widths[i] = int(torch.randint(widths[i], (), generator=g))
-                arch = Architecture(arch.blocks, tuple(widths))
-                if self.cost(arch) <= self.cfg.max_cost:
-                    break
-        return arch
-
-    def _random(self, count: int, taken: set[str], g: torch.Generator) -> list[Architecture]:
-        """Uniform random architectures; over-budget draws are narrowed (`_shrink`), then checked."""
-        out, tries = [], 0
-        while len(out) < count and tries < count * self.cfg.max_tries:
-            tries += 1
-            arch = self.space.sample(g)
-            if self.cfg.max_cost is not None and self.cost(arch) > self.cfg.max_cost:
-                arch = self._shrink(arch, g)
-            if self._legal(arch, taken):
-                taken.add(arch.id)
-                out.append(arch)
-        return out
-
-    def _mutations(self, parents: list[Architecture], count: int, taken: set[str], g: torch.Generator) -> list[Architecture]:
-        out, tries = [], 0
-        while parents and len(out) < count and tries < count * self.cfg.max_tries:
-            tries += 1
-            parent = parents[int(torch.randint(len(parents), (), generator=g))]
-            arch = self.space.mutate(parent, self.cfg.mutation_prob, g)
-            if self._legal(arch, taken):
-                taken.add(arch.id)
-                out.append(arch)
-        return out
-
-    def _crossovers(self, parents: list[Architecture], count: int, taken: set[str], g: torch.Generator) -> list[Architecture]:
-        out, tries = [], 0
-        while len(parents) > 1 and len(out) < count and tries < count * self.cfg.max_tries:
-            tries += 1
-            i, j = torch.randperm(len(parents), generator=g)[:2].tolist()
-            arch = self.space.crossover(parents[i], parents[j], g)
-            if self._legal(arch, taken):
-                taken.add(arch.id)
-                out.append(arch)
-        return out
+    def moves(self, generation: int) -> Moves:
+        """The budget-legal operators of `generation`, with its own seeded random stream."""
+        cfg = self.cfg
+        return Moves(self.space, self.cost, _generator(cfg.seed, generation, cfg.strategy), known=self.by_id,
+                     max_cost=cfg.max_cost, min_cost=cfg.min_cost, max_tries=cfg.max_tries,
+                     mutation_prob=cfg.mutation_prob)
 
     def candidates(self, generation: int) -> list[tuple[Architecture, str]]:
         """The new architectures of `generation`, each with how it was made."""
-        g = _generator(self.cfg.seed, generation, self.cfg.strategy)
-        taken: set[str] = set()
-        out: list[tuple[Architecture, str]] = []
-        if generation > 0:
-            parents = [Architecture.from_id(r["arch"]) for r in self.top()]
-            out += [(a, "mutation") for a in self._mutations(parents, self.n_mutations, taken, g)]
-            out += [(a, "crossover") for a in self._crossovers(parents, self.n_crossovers, taken, g)]
-        out += [(a, "random") for a in self._random(self.cfg.population - len(out), taken, g)]
-        return out
+        parents = [Architecture.from_id(r["arch"]) for r in self.top()] if generation > 0 else []
+        return self.strategy.propose(generation, parents, self.moves(generation))
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict:

@@ -1,4 +1,5 @@
-"""Supernet and standalone networks of the CMP-NAS space, registered as backbones:
+"""The CMP-NAS supernet, registered as the backbone `cmpnas_supernet` when this module (or
+`hetsearch.nas`) is imported:
 
 - `cmpnas_supernet` (options: the search-space fields, plus `seed`, `sample_mflops`,
   `sample_embedding_dim`, `eval_arch`): every choice block of every layer, weights shared across
@@ -9,11 +10,11 @@
   lie in [lo, hi] MFLOPs are drawn (rejection sampling on the cost table). `set_path(arch)`
   fixes the path (evaluation, BN recalibration); in eval mode without a fixed path the
   supernet runs `eval_arch` (default: ShuffleNet 3x3 everywhere at the middle width).
-- `cmpnas` (options: `arch=<architecture id>` plus the search-space fields): one path as an
-  ordinary network, built from the same block classes (hetsearch.nas.blocks).
 
-The ordinary Trainer trains both; `standalone_from_supernet` cuts a path's weights out of a
-trained supernet into a standalone EmbeddingModel whose outputs equal the supernet's on that path.
+One path as an ordinary network is the backbone `cmpnas` (`hetsearch.models.cmpnas`: built from
+the same block classes, and without the search, so a server can load a searched model). The
+ordinary Trainer trains both; `standalone_from_supernet` cuts a path's weights out of a trained
+supernet into a standalone `cmpnas` EmbeddingModel whose outputs equal the supernet's on that path.
 """
 
 from __future__ import annotations
@@ -25,42 +26,14 @@ import torch
 from torch import nn
 
 from hetsearch.errors import ConfigError
+from hetsearch.models import create_model
+from hetsearch.models.cmpnas import CmpNasNet, Tail
+from hetsearch.models.cmpnas_blocks import ConvBNReLU, make_block
 from hetsearch.models.registry import register_backbone
-from hetsearch.nas.blocks import Block, ConvBNReLU, make_block
+from hetsearch.nas.cost import CostTable
 from hetsearch.nas.space import Architecture, SearchSpace, space_from_options
 
 _MAX_REJECTIONS = 10_000
-
-
-class _Tail(nn.Module):
-    def __init__(self, space: SearchSpace):
-        super().__init__()
-        self.last = ConvBNReLU(space.stage_channels[-1], space.last_channels, 1, 1) if space.last_channels else nn.Identity()
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
-class CmpNasNet(nn.Module):
-    """One architecture of `space` as a standalone network: images -> pooled features."""
-
-    def __init__(self, space: SearchSpace, arch: Architecture | str, in_chans: int = 1):
-        super().__init__()
-        self.space, self.arch = space, space.parse(arch)
-        self.stem = ConvBNReLU(in_chans, space.stem_channels, space.stem_kernel, space.stem_stride)
-        self.layers = nn.ModuleList(
-            make_block(block, c_in, c_out, space.mid_channels(i, w), stride)
-            for i, ((c_in, c_out, stride), block, w) in enumerate(zip(space.layers(), self.arch.blocks, self.arch.widths)))
-        tail = _Tail(space)
-        self.last, self.pool = tail.last, tail.pool
-
-    @property
-    def feature_dim(self) -> int:
-        return self.space.feature_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.layers:
-            x = layer(x)
-        return self.pool(self.last(x))
 
 
 class CmpNasSupernet(nn.Module):
@@ -84,7 +57,7 @@ class CmpNasSupernet(nn.Module):
             nn.ModuleDict({key: make_block(block, c_in, c_out, space.max_mid_channels(i), stride)
                            for key, block in modules.items()})
             for i, (c_in, c_out, stride) in enumerate(space.layers()))
-        tail = _Tail(space)
+        tail = Tail(space)
         self.last, self.pool = tail.last, tail.pool
         self.register_buffer("path_step", torch.zeros((), dtype=torch.int64))
         self.eval_arch = space.parse(eval_arch) if eval_arch is not None else space.uniform(
@@ -95,8 +68,6 @@ class CmpNasSupernet(nn.Module):
         self.sample_range: tuple[float, float] | None = None
         self._cost = None
         if sample_mflops is not None:
-            from hetsearch.nas.cost import CostTable
-
             if len(sample_mflops) != 2 or not float(sample_mflops[0]) <= float(sample_mflops[1]):
                 raise ConfigError(f"cmpnas_supernet sample_mflops: expected [min, max], got {sample_mflops!r}")
             self._cost = CostTable(space, image_size=image_size, in_chans=in_chans, embedding_dim=sample_embedding_dim)
@@ -196,15 +167,6 @@ def cmpnas_supernet(*, in_chans: int, image_size: int, seed: int = 0, sample_mfl
     return net, net.feature_dim
 
 
-@register_backbone("cmpnas")
-def cmpnas(*, in_chans: int, image_size: int, arch: Optional[str] = None, **space_options) -> tuple[nn.Module, int]:
-    if arch is None:
-        raise ConfigError("model.backbone_args.arch: the cmpnas backbone needs an architecture id "
-                          "(e.g. from runs/<search>/best.json)")
-    net = CmpNasNet(_space(image_size, space_options), arch, in_chans)
-    return net, net.feature_dim
-
-
 _SUPERNET_ONLY = ("seed", "sample_mflops", "sample_embedding_dim", "eval_arch", "share_kernels", "warmup_steps",
                   "warmup_arch")
 
@@ -219,8 +181,6 @@ def standalone_args(supernet_args: dict, arch: Architecture | str) -> dict:
 def standalone_from_supernet(model, arch: Architecture | str):
     """EmbeddingModel with backbone `cmpnas` for `arch`, weights inherited from a supernet
     EmbeddingModel (backbone path, embedding head and classifier)."""
-    from hetsearch.models import create_model
-
     spec = model.spec
     if spec.backbone != "cmpnas_supernet":
         raise ConfigError(f"expected a cmpnas_supernet model, got backbone {spec.backbone!r}")
@@ -231,7 +191,3 @@ def standalone_from_supernet(model, arch: Architecture | str):
     out.embedding_head.load_state_dict(model.embedding_head.state_dict())
     out.classifier.load_state_dict(model.classifier.state_dict())
     return out
-
-
-def is_block(module: nn.Module) -> bool:
-    return isinstance(module, Block)

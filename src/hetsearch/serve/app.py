@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -236,20 +237,8 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_k: int = 100,
-               max_pixels: int = DEFAULT_MAX_PIXELS, warnings: list[str] | None = None, offload: bool = True,
-               threads: int | None = 1, decode_budget_pixels: int | None = None) -> FastAPI:
-    """The app; ``gallery`` must already have passed the model contract check for ``encoder``.
-
-    ``gallery``: a `GalleryIndex` (served as loaded) or a `LiveIndex` (follows new versions of the
-    folder; its watcher runs while the app runs). ``decode_budget_pixels``: pixels decoded at once
-    across all requests (default ``max_pixels``: one largest image, or many small ones)."""
-    from contextlib import asynccontextmanager
-
-    live = gallery if isinstance(gallery, LiveIndex) else LiveIndex(gallery, interval=None)
-    first = live.current
-
+def _lifespan(live: LiveIndex):
+    """The app's lifespan: the index watcher runs while the app runs."""
     @asynccontextmanager
     async def lifespan(_app):
         live.start()
@@ -258,10 +247,16 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
         finally:
             live.stop()
 
+    return lifespan
+
+
+def _new_app(live: LiveIndex, encoder: QueryEncoder, max_upload_bytes: int) -> tuple[FastAPI, Path | None]:
+    """The FastAPI app with its middleware (body limit, security headers) and static files;
+    returns it with the Swagger UI folder (None without fastapi-offline)."""
     app = FastAPI(title="hetsearch", version=hetsearch.__version__, docs_url=None, redoc_url=None,
-                  lifespan=lifespan,
+                  lifespan=_lifespan(live),
                   description="Heterogeneous visual search: a tiny query model searches a gallery indexed by a "
-                              f"large gallery model. Gallery model {first.gallery_model_id}, query model "
+                              f"large gallery model. Gallery model {live.current.gallery_model_id}, query model "
                               f"{encoder.meta.model_id}.")
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes)
     app.add_middleware(SecurityHeaders)
@@ -269,17 +264,15 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
     swagger = swagger_ui_folder()
     if swagger is not None:
         app.mount("/docs-assets", StaticFiles(directory=swagger), name="docs-assets")
-    app.state.live_index = live
-    budget = PixelBudget(decode_budget_pixels or max_pixels)
-    app.state.pixel_budget = budget
-    channels, image_size, _ = encoder.input_shape
-    resize = encoder.resize
-    start_warnings = list(warnings or []) + list(first.warnings)
+    return app, swagger
 
-    def item_record(index: GalleryIndex, item_id: int, record: dict) -> dict:
-        return {"id": item_id, "label": record["label"], "source": index.public_source(record["source"]),
-                "fields": record["fields"], "image_url": f"/items/{item_id}/image"}
 
+def _item_record(index: GalleryIndex, item_id: int, record: dict) -> dict:
+    return {"id": item_id, "label": record["label"], "source": index.public_source(record["source"]),
+            "fields": record["fields"], "image_url": f"/items/{item_id}/image"}
+
+
+def _add_page_routes(app: FastAPI, swagger: Path | None) -> None:
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -290,57 +283,81 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
             raise HTTPException(404, "API docs need the fastapi-offline package; the schema is at /openapi.json")
         return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
 
+
+def _health(live: LiveIndex, encoder: QueryEncoder, start_warnings: list[str], max_upload_bytes: int,
+            max_k: int) -> dict:
+    """The /health body for the index version being served now."""
+    gallery = live.current
+    gallery_meta = gallery.manifest["gallery_model"]
+    manifest = gallery.manifest
+    all_warnings = start_warnings + ([live.error] if live.error else [])
+    return {
+        "status": "ok", "version": hetsearch.__version__, "query_model": encoder.describe(),
+        "gallery_model": {"model_id": gallery.gallery_model_id, "backbone": gallery_meta["spec"]["backbone"],
+                          "embedding_dim": gallery.embedding_dim, "params": gallery_meta.get("params"),
+                          "mflops": round(gallery_meta["flops"] / 1e6, 3) if gallery_meta.get("flops") else None},
+        "items": len(gallery),
+        "index": {"items": len(gallery), "index_type": manifest["index_type"],
+                  "index_params": manifest["index_params"], "search_params": manifest.get("search_params", {}),
+                  "embedding_dim": gallery.embedding_dim, "created_at": manifest.get("created_at"),
+                  "updated_at": manifest.get("updated_at"), "revision": manifest.get("revision")},
+        "max_upload_bytes": max_upload_bytes, "max_k": max_k, "warnings": all_warnings}
+
+
+def _add_health_route(app: FastAPI, live: LiveIndex, encoder: QueryEncoder, start_warnings: list[str],
+                      max_upload_bytes: int, max_k: int) -> None:
     @app.get("/health", response_model=Health, summary="Service status, models and index size")
     def health() -> dict:
-        gallery = live.current
-        gallery_meta = gallery.manifest["gallery_model"]
-        manifest = gallery.manifest
-        all_warnings = start_warnings + ([live.error] if live.error else [])
-        return {
-            "status": "ok", "version": hetsearch.__version__, "query_model": encoder.describe(),
-            "gallery_model": {"model_id": gallery.gallery_model_id, "backbone": gallery_meta["spec"]["backbone"],
-                              "embedding_dim": gallery.embedding_dim, "params": gallery_meta.get("params"),
-                              "mflops": round(gallery_meta["flops"] / 1e6, 3) if gallery_meta.get("flops") else None},
-            "items": len(gallery),
-            "index": {"items": len(gallery), "index_type": manifest["index_type"],
-                      "index_params": manifest["index_params"], "search_params": manifest.get("search_params", {}),
-                      "embedding_dim": gallery.embedding_dim, "created_at": manifest.get("created_at"),
-                      "updated_at": manifest.get("updated_at"), "revision": manifest.get("revision")},
-            "max_upload_bytes": max_upload_bytes, "max_k": max_k, "warnings": all_warnings}
+        return _health(live, encoder, start_warnings, max_upload_bytes, max_k)
 
-    thread_state = threading.local()
 
-    def answer(data: bytes, filename: str | None, k: int, started: float) -> dict:
-        if offload and not getattr(thread_state, "ready", False):
-            # OpenMP thread counts are per thread: apply the start-up setting to this pool thread
-            set_omp_threads(threads)
-            thread_state.ready = True
-        gallery = live.current  # this request uses one version of the index from start to end
-        read_done = time.perf_counter()
+class _Answer:
+    """Answers one search request: decode the upload, embed it, search one index version."""
+
+    def __init__(self, live: LiveIndex, encoder: QueryEncoder, budget: PixelBudget, *, max_pixels: int,
+                 offload: bool, threads: int | None):
+        self.live, self.encoder, self.budget, self.max_pixels = live, encoder, budget, max_pixels
+        self.offload, self.threads = offload, threads
+        self.channels, self.image_size, _ = encoder.input_shape
+        self.resize = encoder.resize
+        self.thread_state = threading.local()
+
+    def _decode(self, data: bytes, filename: str | None):
         name = f"upload {filename[:100]!r}" if filename else "upload"
         decoded_size: dict = {}
         try:
-            image = decode_image_bytes(data, channels, image_size, resize, name=name, max_pixels=max_pixels,
-                                       budget=budget, info=decoded_size)
+            return decode_image_bytes(data, self.channels, self.image_size, self.resize, name=name,
+                                      max_pixels=self.max_pixels, budget=self.budget, info=decoded_size)
         except ImageRejected as exc:
             raise HTTPException(exc.status_code, str(exc)) from None
         finally:
             if decoded_size.get("pixels", 0) > TRIM_ABOVE_PIXELS:
                 trim()
+
+    def __call__(self, data: bytes, filename: str | None, k: int, started: float) -> dict:
+        if self.offload and not getattr(self.thread_state, "ready", False):
+            # OpenMP thread counts are per thread: apply the start-up setting to this pool thread
+            set_omp_threads(self.threads)
+            self.thread_state.ready = True
+        gallery = self.live.current  # this request uses one version of the index from start to end
+        read_done = time.perf_counter()
+        image = self._decode(data, filename)
         decoded = time.perf_counter()
-        embedding = encoder.embed(image[None])
+        embedding = self.encoder.embed(image[None])
         embedded = time.perf_counter()
         hits = gallery.search(embedding, k)[0]
         done = time.perf_counter()
-        return {"query_model": encoder.meta.model_id, "gallery_model": gallery.gallery_model_id, "k": k,
+        return {"query_model": self.encoder.meta.model_id, "gallery_model": gallery.gallery_model_id, "k": k,
                 "results": [{"rank": rank, "score": hit.score,
-                             **item_record(gallery, hit.id, {"label": hit.label, "source": hit.source,
-                                                             "fields": hit.fields})}
+                             **_item_record(gallery, hit.id, {"label": hit.label, "source": hit.source,
+                                                              "fields": hit.fields})}
                             for rank, hit in enumerate(hits, start=1)],
                 "timings": {"read_ms": (read_done - started) * 1e3, "decode_ms": (decoded - read_done) * 1e3,
                             "embed_ms": (embedded - decoded) * 1e3, "search_ms": (done - embedded) * 1e3,
                             "total_ms": (done - started) * 1e3}}
 
+
+def _add_search_route(app: FastAPI, answer: _Answer, max_upload_bytes: int, max_k: int) -> None:
     @app.post("/search", response_model=SearchResponse, responses=ERRORS,
               summary="Top-k gallery items for an uploaded query image")
     async def search(file: UploadFile = File(..., description="the query image (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)"),
@@ -349,39 +366,63 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload too large; the limit is {max_upload_bytes} bytes")
-        if offload:
+        if answer.offload:
             return await run_in_threadpool(answer, data, file.filename, k, started)
         return answer(data, file.filename, k, started)
 
-    def parse_item_id(item_id: str) -> int:
-        value = int(item_id)  # the path pattern admits decimal digits only
-        if value > MAX_ITEM_ID:
-            raise HTTPException(404, f"no item with id {item_id} in this index (ids are below 2^63)")
-        return value
 
+def _parse_item_id(item_id: str) -> int:
+    value = int(item_id)  # the path pattern admits decimal digits only
+    if value > MAX_ITEM_ID:
+        raise HTTPException(404, f"no item with id {item_id} in this index (ids are below 2^63)")
+    return value
+
+
+def _add_item_routes(app: FastAPI, live: LiveIndex) -> None:
     item_id_param = PathParam(..., pattern=ITEM_ID_PATTERN, max_length=19, examples=["0"],
                               description="item id: decimal digits (0 .. 2^63-1), as returned by /search")
 
     @app.get("/items/{item_id}", response_model=Item, responses={404: {"model": Error}},
              summary="An item's metadata")
     def get_item(item_id: str = item_id_param) -> dict:
-        value = parse_item_id(item_id)
+        value = _parse_item_id(item_id)
         gallery = live.current
         record = gallery.item(value)
         if record is None:
             raise HTTPException(404, f"no item with id {value} in this index")
-        return item_record(gallery, value, record)
+        return _item_record(gallery, value, record)
 
     @app.get("/items/{item_id}/image", response_class=Response, summary="An item's image (PNG)",
              responses={200: {"content": {"image/png": {}}, "description": "the gallery image as the gallery "
                                                                           "model saw it"},
                         404: {"model": Error}})
     def get_item_image(item_id: str = item_id_param) -> Response:
-        value = parse_item_id(item_id)
+        value = _parse_item_id(item_id)
         thumbnail = live.current.thumbnail(value)
         if thumbnail is None:
             raise HTTPException(404, f"no item with id {value} in this index")
         return Response(encode_png(thumbnail), media_type="image/png",
                         headers={"Cache-Control": "public, max-age=3600"})
 
+
+def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_k: int = 100,
+               max_pixels: int = DEFAULT_MAX_PIXELS, warnings: list[str] | None = None, offload: bool = True,
+               threads: int | None = 1, decode_budget_pixels: int | None = None) -> FastAPI:
+    """The app; ``gallery`` must already have passed the model contract check for ``encoder``.
+
+    ``gallery``: a `GalleryIndex` (served as loaded) or a `LiveIndex` (follows new versions of the
+    folder; its watcher runs while the app runs). ``decode_budget_pixels``: pixels decoded at once
+    across all requests (default ``max_pixels``: one largest image, or many small ones)."""
+    live = gallery if isinstance(gallery, LiveIndex) else LiveIndex(gallery, interval=None)
+    start_warnings = list(warnings or []) + list(live.current.warnings)
+    app, swagger = _new_app(live, encoder, max_upload_bytes)
+    app.state.live_index = live
+    budget = PixelBudget(decode_budget_pixels or max_pixels)
+    app.state.pixel_budget = budget
+    _add_page_routes(app, swagger)
+    _add_health_route(app, live, encoder, start_warnings, max_upload_bytes, max_k)
+    answer = _Answer(live, encoder, budget, max_pixels=max_pixels, offload=offload, threads=threads)
+    _add_search_route(app, answer, max_upload_bytes, max_k)
+    _add_item_routes(app, live)
     return app
