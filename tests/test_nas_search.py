@@ -182,6 +182,20 @@ def test_unknown_strategy_reward_or_cost_is_one_line_listing_the_choices():
         make_cost("latency_ms", CostInputs(table=TABLE))
 
 
+def test_efficiency_predictors_mflops_and_latency_ms(tmp_path):
+    from hetsearch.nas.cost import LatencyTable
+    from hetsearch.nas.efficiency import CostInputs, make_cost
+
+    arch = SPACE.sample(torch.Generator().manual_seed(0))
+    entries = [{f"{b}:{w}": 1e-4 * (i + 1) + 1e-5 * w for b in SPACE.blocks for w in range(len(SPACE.widths))}
+               for i in range(SPACE.num_layers)]
+    table = LatencyTable(2e-3, entries)
+    (tmp_path / "latency.json").write_text(json.dumps(table.to_dict()))
+    inputs = CostInputs(table=TABLE, latency_table=str(tmp_path / "latency.json"))
+    assert make_cost("mflops", inputs)(arch) == TABLE.flops(arch) / 1e6
+    assert make_cost("latency_ms", inputs)(arch) == pytest.approx(table(arch) * 1e3)
+
+
 def test_registered_strategy_reward_and_cost_drive_the_search(monkeypatch):
     """A new strategy / reward / efficiency predictor is one registered function or class; the
     loop uses it by its config name (registries cleaned up by monkeypatch)."""
