@@ -3,6 +3,6 @@ that the index and the server can check a model pair without loading the compati
 Kept so that `hetsearch.compat.contract` imports keep working; new code imports
 `hetsearch.models.contract`."""
 
-from hetsearch.models.contract import check_pair, declared_compatible
+from hetsearch.models.contract import SpaceMismatch, check_pair, declared_compatible, space_mismatch
 
-__all__ = ["check_pair", "declared_compatible"]
+__all__ = ["SpaceMismatch", "check_pair", "declared_compatible", "space_mismatch"]

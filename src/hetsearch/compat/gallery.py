@@ -16,6 +16,7 @@ from torch import nn
 
 from hetsearch.errors import CompatibilityError, ConfigError
 from hetsearch.models import EmbeddingModel, LoadedModel, ModelMeta, ModelSpec, load_checkpoint
+from hetsearch.models.contract import space_mismatch
 from hetsearch.models.heads import DEFAULT_MARGINS
 
 
@@ -25,18 +26,15 @@ def resolved_margin(spec: ModelSpec) -> float:
 
 
 def check_same_embedding_space(query: ModelSpec, gallery: ModelMeta, method: str) -> None:
-    """The query model must produce vectors searchable in the gallery index, from the same images."""
-    if query.embedding_dim != gallery.spec.embedding_dim:
-        raise CompatibilityError(
-            f"compat.method={method}: the query model embeds into {query.embedding_dim} dimensions but the "
-            f"gallery model {gallery.model_id} into {gallery.spec.embedding_dim}; set "
-            f"model.embedding_dim={gallery.spec.embedding_dim} so that query embeddings can be searched in "
-            "the gallery index")
-    if (query.in_chans, query.image_size) != (gallery.spec.in_chans, gallery.spec.image_size):
-        raise CompatibilityError(
-            f"compat.method={method}: the query model takes {query.in_chans}x{query.image_size}px images, the "
-            f"gallery model {gallery.model_id} {gallery.spec.in_chans}x{gallery.spec.image_size}px; set "
-            f"data.channels={gallery.spec.in_chans} data.image_size={gallery.spec.image_size}")
+    """The query model must produce vectors searchable in the gallery index, from the same images
+    (the model contract's `space_mismatch`)."""
+    mismatch = space_mismatch(query, gallery.spec)
+    if mismatch is None:
+        return
+    clause = mismatch.describe("the query model", f"the gallery model {gallery.model_id}")
+    purpose = " so that query embeddings can be searched in the gallery index" \
+        if mismatch.what == "embedding_dim" else ""
+    raise CompatibilityError(f"compat.method={method}: {clause}; set {mismatch.fix}{purpose}")
 
 
 def check_same_head(query: ModelSpec, gallery: ModelMeta, method: str = "bct") -> None:

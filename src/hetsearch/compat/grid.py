@@ -24,7 +24,10 @@ from pathlib import Path
 
 from hetsearch.data import Splits
 from hetsearch.errors import CompatibilityError
+from hetsearch.eval import far_key
+from hetsearch.eval.report import evaluate_loaded
 from hetsearch.models import LoadedModel, load_checkpoint
+from hetsearch.models.contract import declared_compatible
 from hetsearch.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 CRITERION_METRIC = "recall_at_1"
@@ -84,8 +87,6 @@ def _share_self_gallery(cache: dict, splits: Splits) -> None:
 
 def _value(metrics: dict | None, key: str) -> float | None:
     if key in _SOURCE_KEYS:
-        from hetsearch.eval import far_key
-
         key = _SOURCE_KEYS[key].format(far_1e3=far_key(1e-3))
     if not metrics or key not in metrics or metrics[key] is None:
         return None
@@ -100,8 +101,6 @@ def evaluate_grid(models: list[GridModel], splits: Splits, device: str = "auto",
     """`pairs_mode="all"`: every (query, gallery) pair; `"first_gallery"`: only the diagonal and every
     model against the first model as gallery (what a query-model comparison needs, n instead of n²
     evaluations). Skipped pairs are kept with `skipped: True` and no metrics."""
-    from hetsearch.eval.report import evaluate_loaded
-
     if pairs_mode not in PAIR_MODES:
         raise ValueError(f"pairs_mode: got {pairs_mode!r}, expected one of {PAIR_MODES}")
     cache: dict = {}
@@ -110,7 +109,7 @@ def evaluate_grid(models: list[GridModel], splits: Splits, device: str = "auto",
         for g in models:
             pair = {"query": q.label, "gallery": g.label, "query_model": q.meta.model_id,
                     "gallery_model": g.meta.model_id, "homogeneous": q is g,
-                    "declared_compatible": q is g or q.meta.compatible_with == g.meta.model_id,
+                    "declared_compatible": q is g or declared_compatible(q.meta, g.meta),
                     "query_method": q.meta.compatibility,
                     "query_mflops": q.meta.flops / 1e6 if q.meta.flops else None,
                     "gallery_mflops": g.meta.flops / 1e6 if g.meta.flops else None}

@@ -25,6 +25,7 @@ from torch import nn
 from hetsearch.data import ImageSet, stratified_split
 from hetsearch.errors import ConfigError
 from hetsearch.models import EmbeddingModel
+from hetsearch.models.contract import space_mismatch
 from hetsearch.nas.cost import CostTable
 from hetsearch.nas.space import Architecture
 
@@ -73,9 +74,10 @@ class CandidateEvaluator:
 
         if supernet.spec.backbone != "cmpnas_supernet":
             raise ConfigError(f"the candidate evaluator needs a cmpnas_supernet model, got {supernet.spec.backbone!r}")
-        if supernet.spec.embedding_dim != gallery.spec.embedding_dim:
-            raise ConfigError(f"supernet embeds into {supernet.spec.embedding_dim} dimensions, the gallery model into "
-                              f"{gallery.spec.embedding_dim}; heterogeneous evaluation needs the same dimension")
+        mismatch = space_mismatch(supernet.spec, gallery.spec)
+        if mismatch is not None:
+            raise ConfigError(f"{mismatch.describe('the supernet', 'the gallery model')}; heterogeneous evaluation "
+                              f"needs the same embedding space (set {mismatch.fix})")
         self.cfg = cfg or EvaluatorConfig()
         self.device = torch.device(device)
         self.model = supernet.to(self.device).eval()
