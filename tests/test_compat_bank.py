@@ -117,7 +117,7 @@ def test_an_interrupted_build_resumes_from_its_chunks(tmp_path, monkeypatch):
 
 
 def test_a_gallery_index_of_the_same_images_serves_as_a_one_view_bank(tmp_path):
-    from hetsearch.index.gallery import build_index
+    from hetsearch.index import build_index
     from hetsearch.index.items import GalleryItems
     from hetsearch.models import load_checkpoint
 

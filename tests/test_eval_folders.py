@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from hetsearch.cli import main
-from hetsearch.eval.evaluate import evaluate_embeddings, evaluate_folders, evaluate_index, folder_splits
+from hetsearch.eval import evaluate_embeddings
+from hetsearch.folder_eval import evaluate_folders, evaluate_index
+from hetsearch.index.folders import folder_splits
 from hetsearch.index import build_index, folder_items
 from hetsearch.index.testing import make_tiny_models, write_image_folder
 from hetsearch.models import load_checkpoint
@@ -38,10 +40,10 @@ def run(args) -> int:
 
 def _reference(models, root):
     """The same metrics computed by hand: embed both folders, labels by class name."""
-    from hetsearch.eval.evaluate import _decode_spec, read_labelled_folders
+    from hetsearch.index.folders import decode_spec_of, read_labelled_folders
 
     q, g = load_checkpoint(models.query), load_checkpoint(models.gallery)
-    q_set, g_set = read_labelled_folders([root / "queries", root / "gallery"], _decode_spec(q.meta))
+    q_set, g_set = read_labelled_folders([root / "queries", root / "gallery"], decode_spec_of(q.meta))
     from hetsearch.eval import embed
 
     return evaluate_embeddings(embed(q.model, q_set.images), q_set.labels.numpy(), embed(g.model, g_set.images),

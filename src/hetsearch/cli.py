@@ -26,8 +26,8 @@ console = Console(emoji=False)
 
 _COMMAND_MODULES: list[str] = [
     "hetsearch.compat.cli",   # grid
-    "hetsearch.index.cli",    # index build/add/remove/rebuild/info, query
-    "hetsearch.serve.cli",    # serve
+    "hetsearch.index.cli",    # index build/add/remove/rebuild/info/check
+    "hetsearch.serve.cli",    # query, verify, serve
     "hetsearch.export.cli",   # export
     "hetsearch.nas.cli",      # nas search / retrain / evaluate / cost / latency-table
 ]
@@ -78,7 +78,7 @@ def evaluate(query_model: Path = typer.Option(..., "--query-model", "-q", help="
                                                           "index's gallery model (experiments only)"),
              device: str = typer.Option("auto", help="auto | cpu | cuda")):
     from hetsearch.errors import ConfigError
-    from hetsearch.eval.evaluate import evaluate_folders, evaluate_index
+    from hetsearch.folder_eval import evaluate_folders, evaluate_index
     from hetsearch.eval.report import evaluate_checkpoints
 
     if queries is None and (gallery is not None or index is not None):

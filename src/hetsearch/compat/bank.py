@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +39,7 @@ import torch
 from hetsearch.compat.views import ItemViews
 from hetsearch.data import ImageSet
 from hetsearch.errors import CompatibilityError, ConfigError
+from hetsearch.index.gallery import read_stored
 from hetsearch.utils.io import atomic_write_json
 
 BANK_FORMAT = 1
@@ -266,29 +266,22 @@ def build_bank(gallery, train_set: ImageSet, *, views: ItemViews, num_views: int
 
 def bank_from_index(index_dir: str | Path, gallery_model_id: str, train_set: ImageSet,
                     views: ItemViews) -> GalleryBank:
-    """A K = 1 bank from the stored vectors of a gallery index built from the training images."""
-    from hetsearch.index.gallery import METADATA_NAME, load_vectors, read_manifest
-
+    """A K = 1 bank from the stored vectors of a gallery index built from the training images
+    (read through the index API, `hetsearch.index.gallery.read_stored`)."""
     folder = Path(index_dir)
-    manifest = read_manifest(folder)
-    if manifest.get("gallery_model_id") != gallery_model_id:
+    stored = read_stored(folder)
+    if stored.gallery_model_id != gallery_model_id:
         raise CompatibilityError(f"compat.bank.index={folder}: the index was built by gallery model "
-                                 f"{manifest.get('gallery_model_id')}, not by compat.gallery_model "
+                                 f"{stored.gallery_model_id}, not by compat.gallery_model "
                                  f"({gallery_model_id}); build a bank from the gallery model instead "
                                  "(leave compat.bank.index unset)")
-    ids, vectors = load_vectors(folder)
-    conn = sqlite3.connect(f"file:{(folder / METADATA_NAME).absolute()}?mode=ro", uri=True)
-    try:
-        source_of = dict(conn.execute("SELECT id, source FROM items").fetchall())
-    finally:
-        conn.close()
-    row_of_source = {source_of[int(i)]: row for row, i in enumerate(ids) if int(i) in source_of}
+    row_of_source = {source: row for row, source in enumerate(stored.sources) if source is not None}
     rows = [row_of_source.get(s, -1) for s in train_set.sources]
     missing = [s for s, r in zip(train_set.sources, rows) if r < 0]
     if missing:
         raise CompatibilityError(f"compat.bank.index={folder}: {len(missing)} of {len(rows)} training items are not "
                                  f"in the index (e.g. {missing[0]!r}); index the training images themselves "
                                  "(hetsearch index build --dataset <name>:train) or leave compat.bank.index unset")
-    picked = vectors[np.asarray(rows, dtype=np.int64)].astype(np.float32)
+    picked = stored.vectors[np.asarray(rows, dtype=np.int64)].astype(np.float32)
     picked /= np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)
     return GalleryBank(picked[:, None, :].astype(DTYPE), views, gallery_model_id, path=folder, source="index")

@@ -45,7 +45,7 @@ def grid(items: List[str] = typer.Argument(..., metavar="MODEL... [data.key=valu
         raise ConfigError("grid: give at least one model checkpoint")
     # The protocol (and, for folders, the decoding) is the first model's: list the gallery model first.
     if queries is not None:
-        from hetsearch.eval.evaluate import folder_splits
+        from hetsearch.index.folders import folder_splits
 
         if (gallery is None) == (index is None) or overrides:
             raise ConfigError("grid --queries DIR: give exactly one of --gallery DIR or --index DIR, and no "

@@ -6,10 +6,11 @@ backend classes themselves are factories: ``FaissExactIP(gallery)``). Backends c
 products: hetsearch embeddings are L2-normalised (see ``docs/architecture.md``), so the inner
 product is the cosine similarity; normalise first with ``l2_normalize`` if yours are not.
 
-Tie rule (shared with ``hetsearch.eval.metrics``): neighbours are ranked by descending score,
-and equal scores by ascending gallery index. FAISS lists equal scores in descending index order
-and picks arbitrary items among those tied at the k-th place, so ``FaissExactIP`` re-sorts each
-result row and re-searches (deeper) the rare rows whose k-th score ties with the next one.
+Tie rule (``hetsearch.eval.ranking``, shared by every ranking in hetsearch): neighbours are
+ranked by descending score, and equal scores by ascending gallery index. FAISS lists equal scores
+in descending index order and picks arbitrary items among those tied at the k-th place, so
+``FaissExactIP`` re-sorts each result row and re-searches (deeper) the rare rows whose k-th score
+ties with the next one; ``TorchExactIP`` ranks with ``ranking.top_k``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from hetsearch.eval._inputs import as_embeddings, check_same_dim, l2_normalize
+from hetsearch.eval.ranking import sort_ties_by_index, top_k
 
 __all__ = [
     "FaissExactIP",
@@ -52,12 +54,6 @@ class KnnBackend(Protocol):
 
 KnnFactory = Callable[[np.ndarray], KnnBackend]
 """Builds a backend from a gallery matrix ``(N, D)``; e.g. ``FaissExactIP`` or ``TorchExactIP``."""
-
-
-def sort_ties_by_index(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Re-order each row by descending score, then ascending index (the hetsearch tie rule)."""
-    order = np.lexsort((indices, -scores), axis=-1)
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
 
 
 def _check_k(k: int, gallery_size: int) -> None:
@@ -148,22 +144,7 @@ class TorchExactIP:
         with torch.inference_mode():
             for start in range(0, len(queries_t), self.query_chunk_size):
                 stop = start + self.query_chunk_size
-                chunk_scores, chunk_indices = _topk_with_tie_rule(
-                    queries_t[start:stop] @ self._gallery.T, k
-                )
+                chunk_scores, chunk_indices = top_k(queries_t[start:stop] @ self._gallery.T, k)
                 scores[start:stop] = chunk_scores.numpy()
                 indices[start:stop] = chunk_indices.numpy()
         return scores, indices
-
-
-def _topk_with_tie_rule(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of each row: descending score, equal scores by ascending column index."""
-    kth_score = torch.topk(similarity, k, dim=1).values[:, -1:]
-    above = similarity > kth_score
-    at_kth = similarity == kth_score
-    needed_at_kth = k - above.sum(dim=1, keepdim=True)
-    take = above | (at_kth & (torch.cumsum(at_kth, dim=1, dtype=torch.int32) <= needed_at_kth))
-    indices = take.nonzero()[:, 1].view(-1, k)  # exactly k per row, in ascending index order
-    scores = torch.gather(similarity, 1, indices)
-    scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
-    return scores, torch.gather(indices, 1, order)

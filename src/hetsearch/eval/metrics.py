@@ -16,17 +16,16 @@ of relevant gallery items. Also reported: ``num_queries``, ``num_gallery`` and
 ``num_queries_without_relevant`` (queries whose label has no relevant gallery item; they are left
 out of every average above, as pytorch-metric-learning does).
 
-Tie rule: the gallery is ranked by descending similarity, and items with exactly equal similarity
-by ascending gallery index (``hetsearch.eval.knn`` follows the same rule).
+Tie rule (``hetsearch.eval.ranking``, shared by every ranking in hetsearch): the gallery is ranked
+by descending similarity, and items with exactly equal similarity by ascending gallery index.
 
 ``exclude_self=True`` is the homogeneous "rest of the split" protocol: query i and gallery i are
 the same item, so gallery i is removed from query i's ranking (and from its relevant set).
 
 How the exact full ranking stays fast: similarities are computed a chunk of queries at a time
-(never queries x gallery at once); each row is ranked by a two-pass LSD radix sort on the 32-bit
-order-preserving key of its float32 scores (numpy's stable sort of 16-bit keys is a radix sort,
-and stability gives the tie rule for free); all metrics then follow from the ranks of the
-relevant items. Row blocks are processed on ``torch.get_num_threads()`` threads.
+(never queries x gallery at once); each row is ranked by ``ranking.ranked_columns`` (a two-pass
+LSD radix sort on the 32-bit order-preserving key of the float32 scores); all metrics then follow
+from the ranks of the relevant items. Row blocks are processed on ``torch.get_num_threads()`` threads.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ import torch
 from hetsearch.errors import DataError
 from hetsearch.eval._inputs import compact_labels, l2_normalize, validated_pair
 from hetsearch.eval.knn import KnnBackend, KnnFactory
+from hetsearch.eval.ranking import ranked_columns
 
 __all__ = ["retrieval_metrics"]
 
@@ -189,7 +189,7 @@ def _exact_ranking_stats(
             similarity[rows, first_query + rows] = -np.inf  # ranked last ...
             relevant[rows, first_query + rows] = False  # ... and never relevant: no effect
         _stats_from_ranked_relevance(
-            _ranked_relevance(similarity, relevant), stats, first_query, ks
+            ranked_columns(similarity, relevant), stats, first_query, ks
         )
 
     with ThreadPoolExecutor(max_workers=workers) as pool, torch.inference_mode():
@@ -203,36 +203,6 @@ def _exact_ranking_stats(
             for job in jobs:
                 job.result()  # re-raises worker errors
     return stats
-
-
-def _descending_sort_key(similarity: np.ndarray) -> np.ndarray:
-    """uint32 keys whose ascending order is the descending order of the float32 scores.
-
-    Positive floats order like their bit patterns; negative floats in reverse. ``+ 0.0`` turns
-    -0.0 into +0.0 so the two zeros tie, as they compare equal.
-    """
-    bits = (similarity + np.float32(0.0)).view(np.int32)
-    return (bits ^ (~(bits >> 31) & np.int32(0x7FFFFFFF))).view(np.uint32)
-
-
-def _ranked_relevance(similarity: np.ndarray, relevant: np.ndarray) -> np.ndarray:
-    """``relevant`` with each row permuted into ranking order (score desc, then index asc).
-
-    Two stable passes of numpy's 16-bit radix sort (low half of the key, then high half) sort
-    by the full 32-bit key; stability keeps equal scores in ascending index order.
-    """
-    rows, cols = similarity.shape
-    row_offsets = (np.arange(rows, dtype=np.int64) * cols)[:, None]
-    key = _descending_sort_key(similarity)
-    order = np.argsort((key & np.uint32(0xFFFF)).astype(np.uint16), axis=1, kind="stable")
-    order += row_offsets
-    # Carry the high key half and the relevance bit through the first permutation together.
-    packed = (key & np.uint32(0xFFFF0000)) | relevant.astype(np.uint32)
-    packed = np.take(packed.ravel(), order.ravel()).reshape(rows, cols)
-    order = np.argsort((packed >> np.uint32(16)).astype(np.uint16), axis=1, kind="stable")
-    order += row_offsets
-    relevant_bits = (packed & np.uint32(1)).astype(np.bool_)
-    return np.take(relevant_bits.ravel(), order.ravel()).reshape(rows, cols)
 
 
 def _stats_from_ranked_relevance(

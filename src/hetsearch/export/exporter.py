@@ -29,7 +29,11 @@ import torch.nn.functional as F
 
 from hetsearch.export.runtime import (META_KEY, TORCHSCRIPT_META_FILE, ExportError, OnnxEncoder, QueryEncoder,
                                       TorchEncoder, load_torchscript)
+from hetsearch.config import from_dict
+from hetsearch.data import DataConfig, load_source
 from hetsearch.errors import HetsearchError
+from hetsearch.eval.ranking import top_k
+from hetsearch.index.gallery import read_stored
 from hetsearch.index.images import resize_mode_of
 from hetsearch.models.checkpoint import LoadedModel, load_checkpoint
 from hetsearch.utils.io import atomic_write_json
@@ -129,10 +133,8 @@ def parity_sample(loaded: LoadedModel, *, n_queries: int = 64, n_gallery: int = 
     shape = tuple(loaded.model.input_shape)
     rng = np.random.default_rng(seed)
     if index_dir is not None:
-        from hetsearch.index.gallery import THUMBNAILS_NAME, load_vectors
-
-        _, vectors = load_vectors(index_dir)
-        thumbs = np.load(Path(index_dir) / THUMBNAILS_NAME, mmap_mode="r", allow_pickle=False)
+        stored = read_stored(index_dir)
+        vectors, thumbs = stored.vectors, stored.thumbnails
         if tuple(thumbs.shape[1:]) != shape:
             raise ExportError(f"{index_dir}: index images are {tuple(thumbs.shape[1:])}, the model takes {shape}")
         q = np.sort(rng.choice(len(thumbs), min(n_queries, len(thumbs)), replace=False))
@@ -141,9 +143,6 @@ def parity_sample(loaded: LoadedModel, *, n_queries: int = 64, n_gallery: int = 
                 f"index {index_dir}: {len(q)} items as queries, {len(g)} stored gallery embeddings")
     if data == "auto" and loaded.meta.config.get("data"):
         try:
-            from hetsearch.config import from_dict
-            from hetsearch.data import DataConfig, load_source
-
             cfg = from_dict(DataConfig, dict(loaded.meta.config["data"]), "data")
             splits = load_source(cfg)
             images = splits.get("test", next(iter(splits.values()))).images
@@ -160,9 +159,9 @@ def parity_sample(loaded: LoadedModel, *, n_queries: int = 64, n_gallery: int = 
 
 
 def _topk(q: np.ndarray, g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    sims = q.astype(np.float64) @ g.astype(np.float64).T
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(sims, order, axis=1)
+    """(gallery indices, scores) of each query's top k, scored in float64 (`hetsearch.eval.ranking`)."""
+    scores, order = top_k(q.astype(np.float64) @ g.astype(np.float64).T, k)
+    return order, scores
 
 
 def parity_check(reference: QueryEncoder, candidate: QueryEncoder, queries: torch.Tensor,

@@ -23,8 +23,8 @@ from typing import Optional
 import numpy as np
 
 from hetsearch.errors import HetsearchError
+from hetsearch.index.storage import MANIFEST_NAME
 
-MANIFEST_NAME = "manifest.json"
 FAISS_NAME = "index.faiss"
 METADATA_NAME = "metadata.sqlite"
 IDS_NAME = "ids.npy"

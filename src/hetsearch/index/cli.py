@@ -1,4 +1,6 @@
-"""`hetsearch index build|add|remove|rebuild|info` and `hetsearch query`."""
+"""`hetsearch index build|add|remove|rebuild|info|check`, and the `--verify` option that `hetsearch query`
+and `hetsearch serve` share (those commands are in `hetsearch.serve.cli`: they load query models
+through the export runtime, a layer above the index)."""
 
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ def build(gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help=
           batch_size: int = typer.Option(256, help="images per embedding batch"),
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
           progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars")):
-    from hetsearch.index.gallery import build_index
+    from hetsearch.index.writer import build_index
     from hetsearch.models import load_checkpoint
     from hetsearch.utils.device import resolve_device
 
@@ -125,7 +127,8 @@ def add(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
         allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                               help="add items whose source is already in the index again "
                                                    "(default: skip them)")):
-    from hetsearch.index.gallery import add_items, read_manifest
+    from hetsearch.index.manifest import read_manifest
+    from hetsearch.index.writer import add_items
     from hetsearch.index.storage import recover
     from hetsearch.models import load_checkpoint
     from hetsearch.utils.device import resolve_device
@@ -155,7 +158,7 @@ def remove(index: Path = typer.Option(..., "--index", "-i", help="index folder")
            source: Optional[List[str]] = typer.Option(None, "--source", help="an item source: a path (relative or "
                                                       "absolute) or a data-set item; repeatable"),
            strict: bool = typer.Option(False, "--strict", help="remove nothing when any id/source is unknown")):
-    from hetsearch.index.gallery import remove_items
+    from hetsearch.index.writer import remove_items
 
     manifest, removed = remove_items(index, ids or [], source or [], strict=strict)
     not_found = manifest["history"][-1].get("not_found") or []
@@ -175,7 +178,7 @@ def rebuild(index: Path = typer.Option(..., "--index", "-i", help="index folder"
             hnsw_m: Optional[int] = typer.Option(None, "--hnsw-m", help="hnsw: links per node M"),
             ef_construction: Optional[int] = typer.Option(None, help="hnsw: efConstruction"),
             ef_search: Optional[int] = typer.Option(None, help="hnsw: efSearch")):
-    from hetsearch.index.gallery import rebuild_index
+    from hetsearch.index.writer import rebuild_index
 
     manifest = rebuild_index(index, index_type, _index_params(nlist, nprobe, hnsw_m, ef_construction, ef_search,
                                                               index_type))
@@ -195,7 +198,7 @@ def _index_folder(positional: Optional[Path], option: Optional[Path]) -> Path:
 def info(index_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="index folder (or --index)"),
          index: Optional[Path] = typer.Option(None, "--index", "-i", help="index folder"),
          as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON")):
-    from hetsearch.index.gallery import read_manifest
+    from hetsearch.index.manifest import read_manifest
     from hetsearch.index.storage import recover
 
     index = _index_folder(index_arg, index)
@@ -217,7 +220,7 @@ def info(index_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]", help=
 def check(index_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="index folder (or --index)"),
           index: Optional[Path] = typer.Option(None, "--index", "-i", help="index folder")):
     from hetsearch.index.check import check_folder
-    from hetsearch.index.gallery import read_manifest
+    from hetsearch.index.manifest import read_manifest
     from hetsearch.index.storage import recover
 
     index = _index_folder(index_arg, index)
@@ -231,29 +234,6 @@ def check(index_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]", help
     checksums = "checksums match" if manifest.get("files") else "no checksums recorded (older index)"
     console.print(escape(f"{index}: ok ({manifest['item_count']} items, every file consistent with the manifest, "
                          f"{checksums})"), soft_wrap=True)
-
-
-def verify(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
-           query_model: Path = typer.Option(..., "--query-model", "-q",
-                                            help="query model: checkpoint (.pt) or an exported .onnx / TorchScript file"),
-           runtime: str = typer.Option("auto", help="auto | torch | onnx | torchscript"),
-           warn_only: bool = typer.Option(False, "--warn-only", help="print a warning instead of failing"),
-           as_json: bool = typer.Option(False, "--json", help="print the measurement as JSON")):
-    from hetsearch.export.runtime import load_query_encoder
-    from hetsearch.index.gallery import open_index
-    from hetsearch.index.verify import enforce, verify_query_model
-
-    encoder = load_query_encoder(query_model, runtime=runtime)
-    gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=True)
-    result = verify_query_model(gallery, encoder)
-    if as_json:
-        print(json.dumps({"query_model": encoder.meta.model_id, "gallery_model": gallery.gallery_model_id,
-                          **result.to_dict()}, indent=2))
-    message = enforce(result, encoder.meta.model_id, gallery.gallery_model_id, refuse=not warn_only)
-    if message:
-        err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
-    elif not as_json:
-        console.print(escape(result.summary(encoder.meta.model_id, gallery.gallery_model_id)), soft_wrap=True)
 
 
 VERIFY_HELP = ("measure the query model against a stored sample of the gallery before searching: off | warn | "
@@ -277,68 +257,5 @@ def run_verification(gallery, encoder, mode: str) -> list[str]:
     return [message] if message else []
 
 
-def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
-          query_model: Path = typer.Option(..., "--query-model", "-q",
-                                           help="query model: checkpoint (.pt) or an exported .onnx / TorchScript file"),
-          images: List[Path] = typer.Argument(..., help="query image file(s), or folders of them"),
-          k: int = typer.Option(10, "--k", "-k", min=1, help="results per query"),
-          as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
-          runtime: str = typer.Option("auto", help="auto | torch | onnx | torchscript"),
-          allow_incompatible: bool = typer.Option(False, "--allow-incompatible",
-                                                  help="search even with a query model not trained for this "
-                                                       "index's gallery model (experiments only)"),
-          nprobe: Optional[int] = typer.Option(None, help="ivf index: lists visited per query"),
-          ef_search: Optional[int] = typer.Option(None, help="hnsw index: efSearch"),
-          verify_mode: str = typer.Option("off", "--verify", help=VERIFY_HELP)):
-    from hetsearch.export.runtime import load_query_encoder
-    from hetsearch.index.gallery import open_index
-    from hetsearch.index.images import read_image_file
-
-    encoder = load_query_encoder(query_model, runtime=runtime)
-    gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
-                         search_params={"nprobe": nprobe, "efSearch": ef_search})
-    for message in gallery.warnings + run_verification(gallery, encoder, verify_mode):
-        err_console.print(f"[yellow]warning:[/yellow] {escape(message)}")
-    c, size, _ = encoder.input_shape
-    import numpy as np
-
-    from hetsearch.data.files import list_images
-
-    files: list[Path] = []
-    for path in images:  # a folder queries with every image in it (recursively), in batches
-        if path.is_dir():
-            found = list_images(path)
-            if not found:
-                raise HetsearchError(f"{path}: a folder without image files; give image files or a folder of them")
-            files.extend(found)
-        else:
-            files.append(path)
-    images = files
-    hits = []
-    for start in range(0, len(images), 256):
-        batch = np.stack([read_image_file(path, c, size, encoder.resize) for path in images[start:start + 256]])
-        hits.extend(gallery.search(encoder.embed(batch), k))
-    if as_json:
-        print(json.dumps({"index": str(index), "query_model": encoder.meta.model_id,
-                          "gallery_model": gallery.gallery_model_id,
-                          "queries": [{"image": str(path), "results": [h.to_dict() for h in row]}
-                                      for path, row in zip(images, hits)]}, indent=2))
-        return
-    for path, row in zip(images, hits):
-        table = Table(title=Text(f"{path}  (query model {encoder.meta.model_id})"))
-        for column, justify in (("rank", "right"), ("id", "right"), ("score", "right"), ("label", "left"),
-                                ("path", "left")):
-            table.add_column(column, justify=justify)
-        for rank, hit in enumerate(row, start=1):
-            table.add_row(str(rank), str(hit.id), f"{hit.score:.4f}", Text(hit.label or ""), Text(hit.source))
-        console.print(table)
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(index_app, name="index")
-    app.command("query", help="Search an index with query images and print the top-k items.\n\n"
-                "Example: hetsearch query --index indexes/fmnist --query-model runs/q/model.pt shoe.png")(query)
-    app.command("verify", help="Measure a query model against the index's gallery model on a stored sample "
-                "of the gallery (M(q, g) vs the recorded M(g, g)); fails when it is near chance, whatever the "
-                "model's metadata declares.\n\nExample: hetsearch verify --index indexes/fmnist --query-model "
-                "runs/q/model.onnx")(verify)

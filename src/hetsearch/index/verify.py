@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hetsearch.errors import CompatibilityError
+from hetsearch.index.check import THUMBNAILS_NAME, VECTORS_NAME
 
 SAMPLE_SIZE = 200
 SELF_K = 10
@@ -100,8 +101,6 @@ class Verification:
 def verify_query_model(gallery, encoder) -> Verification:
     """Measure M(q, g) on the index's stored sample (``gallery``: an open `GalleryIndex`; ``encoder``:
     a `QueryEncoder`)."""
-    from hetsearch.index.gallery import THUMBNAILS_NAME, VECTORS_NAME
-
     reference = gallery.manifest.get("verification") or {}
     if not reference.get("sample_ids"):
         raise CompatibilityError(f"{gallery.path}: the index records no verification sample (written by an older "

@@ -1,15 +1,24 @@
-"""`hetsearch serve`: HTTP API + web page over an index and a query model."""
+"""`hetsearch serve` (HTTP API + web page over an index and a query model), `hetsearch query` and
+`hetsearch verify`: the commands that search an index with a query model (checkpoint or export)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
+from hetsearch.errors import HetsearchError
+from hetsearch.index.cli import VERIFY_HELP
+
+# emoji=False: item sources such as "fashion_mnist:train:12" must not turn into emoji (":train:")
 console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def serve(index: Path = typer.Option(..., "--index", "-i", help="index folder (hetsearch index build)"),
@@ -45,7 +54,103 @@ def serve(index: Path = typer.Option(..., "--index", "-i", help="index folder (h
                log=lambda message: console.print(escape(message).replace("warning:", "[yellow]warning:[/yellow]", 1)))
 
 
+def verify(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
+           query_model: Path = typer.Option(..., "--query-model", "-q",
+                                            help="query model: checkpoint (.pt) or an exported .onnx / TorchScript file"),
+           runtime: str = typer.Option("auto", help="auto | torch | onnx | torchscript"),
+           warn_only: bool = typer.Option(False, "--warn-only", help="print a warning instead of failing"),
+           as_json: bool = typer.Option(False, "--json", help="print the measurement as JSON")):
+    from hetsearch.export.runtime import load_query_encoder
+    from hetsearch.index.gallery import open_index
+    from hetsearch.index.verify import enforce, verify_query_model
+
+    encoder = load_query_encoder(query_model, runtime=runtime)
+    gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=True)
+    result = verify_query_model(gallery, encoder)
+    if as_json:
+        print(json.dumps({"query_model": encoder.meta.model_id, "gallery_model": gallery.gallery_model_id,
+                          **result.to_dict()}, indent=2))
+    message = enforce(result, encoder.meta.model_id, gallery.gallery_model_id, refuse=not warn_only)
+    if message:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+    elif not as_json:
+        console.print(escape(result.summary(encoder.meta.model_id, gallery.gallery_model_id)), soft_wrap=True)
+
+
+def _query_files(paths: List[Path]) -> list[Path]:
+    """The query images: files as given, folders replaced by every image in them (recursively)."""
+    from hetsearch.data.files import list_images
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise HetsearchError(f"{path}: a folder without image files; give image files or a folder of them")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def _print_hits(path: Path, row, query_model_id: str) -> None:
+    table = Table(title=Text(f"{path}  (query model {query_model_id})"))
+    for column, justify in (("rank", "right"), ("id", "right"), ("score", "right"), ("label", "left"),
+                            ("path", "left")):
+        table.add_column(column, justify=justify)
+    for rank, hit in enumerate(row, start=1):
+        table.add_row(str(rank), str(hit.id), f"{hit.score:.4f}", Text(hit.label or ""), Text(hit.source))
+    console.print(table)
+
+
+def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
+          query_model: Path = typer.Option(..., "--query-model", "-q",
+                                           help="query model: checkpoint (.pt) or an exported .onnx / TorchScript file"),
+          images: List[Path] = typer.Argument(..., help="query image file(s), or folders of them"),
+          k: int = typer.Option(10, "--k", "-k", min=1, help="results per query"),
+          as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+          runtime: str = typer.Option("auto", help="auto | torch | onnx | torchscript"),
+          allow_incompatible: bool = typer.Option(False, "--allow-incompatible",
+                                                  help="search even with a query model not trained for this "
+                                                       "index's gallery model (experiments only)"),
+          nprobe: Optional[int] = typer.Option(None, help="ivf index: lists visited per query"),
+          ef_search: Optional[int] = typer.Option(None, help="hnsw index: efSearch"),
+          verify_mode: str = typer.Option("off", "--verify", help=VERIFY_HELP)):
+    import numpy as np
+
+    from hetsearch.export.runtime import load_query_encoder
+    from hetsearch.index.cli import run_verification
+    from hetsearch.index.gallery import open_index
+    from hetsearch.index.images import read_image_file
+
+    encoder = load_query_encoder(query_model, runtime=runtime)
+    gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
+                         search_params={"nprobe": nprobe, "efSearch": ef_search})
+    for message in gallery.warnings + run_verification(gallery, encoder, verify_mode):
+        err_console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+    c, size, _ = encoder.input_shape
+    images = _query_files(images)
+    hits = []
+    for start in range(0, len(images), 256):
+        batch = np.stack([read_image_file(path, c, size, encoder.resize) for path in images[start:start + 256]])
+        hits.extend(gallery.search(encoder.embed(batch), k))
+    if as_json:
+        print(json.dumps({"index": str(index), "query_model": encoder.meta.model_id,
+                          "gallery_model": gallery.gallery_model_id,
+                          "queries": [{"image": str(path), "results": [h.to_dict() for h in row]}
+                                      for path, row in zip(images, hits)]}, indent=2))
+        return
+    for path, row in zip(images, hits):
+        _print_hits(path, row, encoder.meta.model_id)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("query", help="Search an index with query images and print the top-k items.\n\n"
+                "Example: hetsearch query --index indexes/fmnist --query-model runs/q/model.pt shoe.png")(query)
+    app.command("verify", help="Measure a query model against the index's gallery model on a stored sample "
+                "of the gallery (M(q, g) vs the recorded M(g, g)); fails when it is near chance, whatever the "
+                "model's metadata declares.\n\nExample: hetsearch verify --index indexes/fmnist --query-model "
+                "runs/q/model.onnx")(verify)
     app.command("serve", help="Serve a visual search: HTTP API (POST /search, GET /items/{id}, "
                 "GET /items/{id}/image, GET /health) and a web page at /.\n\n"
                 "Example: hetsearch serve --index indexes/fmnist --query-model runs/q/model.pt --port 8000")(serve)
