@@ -22,6 +22,9 @@ folder (see `hetsearch.serve.reload`).
 
 from __future__ import annotations
 
+import importlib.resources
+import importlib.util
+import json
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -158,9 +161,6 @@ class SecurityHeaders:
 
 def swagger_ui_folder() -> Path | None:
     """Swagger UI's files as shipped in the fastapi-offline package (used for its assets only)."""
-    import importlib.resources
-    import importlib.util
-
     if importlib.util.find_spec("fastapi_offline") is None:  # pragma: no cover - a pinned dependency
         return None
     folder = Path(str(importlib.resources.files("fastapi_offline") / "static"))
@@ -178,8 +178,6 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def _reject(self, send, status: int, message: str) -> None:
-        import json
-
         body = json.dumps({"detail": message}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
