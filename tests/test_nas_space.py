@@ -161,7 +161,8 @@ def _fresh(code: str) -> dict:
 
 def test_searched_network_builds_and_loads_without_the_search(tmp_path):
     """A searched architecture's model (backbone `cmpnas`) lives in `models`: building it,
-    saving it and loading the checkpoint import no `hetsearch.nas` module; the supernet backbone
+    saving it, loading the checkpoint, exporting it (TorchScript) and loading either as a query
+    encoder import no `hetsearch.nas` module; the supernet backbone
     registers only with `hetsearch.nas` and says so when it is missing."""
     arch = "-".join(["31", "52", "x0", "70", "32", "51"])
     code = f"""
@@ -171,16 +172,23 @@ from hetsearch.models import create_model, load_checkpoint, save_checkpoint
 model = create_model("cmpnas", num_classes=3, backbone_args={{"arch": "{arch}", "stage_layers": [1, 2, 2, 1]}})
 save_checkpoint(r"{tmp_path / 'q.pt'}", model, classes=["a", "b", "c"])
 loaded = load_checkpoint(r"{tmp_path / 'q.pt'}")
+import pathlib, numpy as np, torch
+from hetsearch.export.exporter import write_torchscript
+from hetsearch.export.runtime import load_query_encoder
+write_torchscript(loaded, pathlib.Path(r"{tmp_path / 'q.ts'}"))
+x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+reference = np.asarray(load_query_encoder(r"{tmp_path / 'q.pt'}").embed(x))
+same = bool(np.allclose(np.asarray(load_query_encoder(r"{tmp_path / 'q.ts'}").embed(x)), reference, atol=1e-5))
 try:
     create_model("cmpnas_supernet", num_classes=3)
     error = None
 except ConfigError as exc:
     error = str(exc)
-print(json.dumps({{"arch": loaded.model.backbone.arch.id, "error": error,
+print(json.dumps({{"arch": loaded.model.backbone.arch.id, "error": error, "same": same,
                   "nas": sorted(m for m in sys.modules if m.startswith("hetsearch.nas"))}}))
 """
     result = _fresh(code)
-    assert result["arch"] == arch and result["nas"] == []
+    assert result["arch"] == arch and result["nas"] == [] and result["same"] is True
     assert "cmpnas_supernet" in result["error"] and "hetsearch.nas" in result["error"]
     assert "\n" not in result["error"]
 
