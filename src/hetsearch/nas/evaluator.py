@@ -24,6 +24,8 @@ from torch import nn
 
 from hetsearch.data import ImageSet, stratified_split
 from hetsearch.errors import ConfigError
+from hetsearch.eval.embed import embed
+from hetsearch.eval.metrics import retrieval_metrics
 from hetsearch.models import EmbeddingModel
 from hetsearch.models.contract import space_mismatch
 from hetsearch.nas.cost import CostTable
@@ -70,8 +72,6 @@ class CandidateEvaluator:
 
     def __init__(self, supernet: EmbeddingModel, gallery: EmbeddingModel, train: ImageSet, val: ImageSet,
                  cfg: EvaluatorConfig | None = None, device: str | torch.device = "cpu"):
-        from hetsearch.eval.embed import embed
-
         if supernet.spec.backbone != "cmpnas_supernet":
             raise ConfigError(f"the candidate evaluator needs a cmpnas_supernet model, got {supernet.spec.backbone!r}")
         mismatch = space_mismatch(supernet.spec, gallery.spec)
@@ -103,8 +103,6 @@ class CandidateEvaluator:
 
     def embed_val(self, arch: Architecture) -> np.ndarray:
         """Validation embeddings of `arch` with inherited weights and recalibrated BN."""
-        from hetsearch.eval.embed import embed
-
         self.model.backbone.set_path(arch)
         try:
             recalibrate_bn(self.model, self.calib_batches)
@@ -115,8 +113,6 @@ class CandidateEvaluator:
     def __call__(self, arch: Architecture) -> dict:
         if arch.id in self.cache:
             return self.cache[arch.id]
-        from hetsearch.eval.metrics import retrieval_metrics
-
         start = time.perf_counter()
         emb = self.embed_val(arch)
         homo = retrieval_metrics(emb, self.val_labels, emb, self.val_labels, ks=(1,), exclude_self=True)
