@@ -200,11 +200,14 @@ def main() -> None:
     parser.add_argument("--generate", action="store_true", help="write the image folder first (resumable)")
     parser.add_argument("--steps", type=int, default=150, help="training steps per path")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streaming path")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers of the streaming path (default: the trainer's, data.num_workers=null)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the trainer")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--backbone-args", default='{"width": 16, "small_stem": false}')
     parser.add_argument("--max-items", type=int, default=None, help="use only N training images (quick tries)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="drop the OS page cache before each path (root), so both start reading from disk")
     parser.add_argument("--quick", action="store_true", help="20 steps on 5,000 images; results under runs/")
     parser.add_argument("--path", choices=("stream", "memory"), help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
@@ -218,12 +221,17 @@ def main() -> None:
     if args.generate or not complete(root):
         timings["generate"] = round(generate(root), 1)
     rows = {}
+    args.load_before = os.getloadavg()[0]
     for path in ("stream", "memory"):
         cmd = [sys.executable, __file__, "--path", path, "--root", str(root), "--runs", args.runs,
-               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+               "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                "--threads", str(args.threads), "--backbone", args.backbone, "--backbone-args", args.backbone_args]
         if args.max_items:
             cmd += ["--max-items", str(args.max_items)]
+        if args.workers is not None:
+            cmd += ["--workers", str(args.workers)]
+        if args.cold_cache:
+            drop_page_cache()
         started = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
@@ -232,6 +240,15 @@ def main() -> None:
         timings[f"{path}_total"] = round(time.perf_counter() - started, 1)
         print(path, rows[path], flush=True)
     write(args, rows, timings)
+
+
+def drop_page_cache() -> None:
+    """Both paths start from the same (cold) cache: the first path must not warm it for the second."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as exc:
+        sys.exit(f"--cold-cache: cannot write /proc/sys/vm/drop_caches ({exc}); run as root or leave out --cold-cache")
 
 
 def write(args, rows: dict, timings: dict) -> None:
@@ -248,10 +265,14 @@ def write(args, rows: dict, timings: dict) -> None:
              for p, r in (("stream", s), ("memory", m))]
     protocol = {"data": f"{s['train_items']} generated {SIZE} px colour PNGs, ROOT/{{train,test}}/CLASS/*, "
                         f"{CLASSES} classes", "model": f"{args.backbone} {args.backbone_args}, embedding 64",
-                "steps": args.steps, "batch_size": args.batch_size, "stream_workers": args.workers,
+                "steps": args.steps, "batch_size": args.batch_size, "stream_workers": args.workers if args.workers is not None else
+                f"trainer default on CPU: cores // 2 = {max(1, (os.cpu_count() or 1) // 2)}",
                 "torch_threads": args.threads, "nice": nice,
-                "machine_sharing": "2 cores shared with other engineers' jobs; benchmark run under nice -n 19, so "
-                                   "throughput depends on their load at the time",
+                "page_cache": "dropped before each path (cold: files read from disk)" if args.cold_cache
+                              else "as found (the first path may warm it for the second)",
+                "machine_sharing": "2 cores; throughput depends on other jobs' load at the time (quiet when "
+                                   "load_average_before is low)",
+                "load_average_before": round(args.load_before, 2),
                 "throughput": "training images / trainer epoch seconds (max_steps_per_epoch steps); "
                               "cpu_ms_per_img: CPU time (trainer + its DataLoader workers) per training image, "
                               "less sensitive to other jobs than wall-clock throughput",
