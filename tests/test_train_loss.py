@@ -215,3 +215,48 @@ def test_frozen_gallery_copies_are_not_training_state(tmp_path):
     assert set(out.parts) == {"bct", "l2"} and out.logits.shape == (4, 3)
     torch.testing.assert_close(out.compat, out.parts["bct"] + out.parts["l2"])
     torch.testing.assert_close(out.loss, out.task + 0.5 * out.compat)
+
+
+# ------------------------------------------------------------------------------ DDP
+
+class _CapturingTrainer(Trainer):
+    def _build_loss(self, model):
+        self.loss = super()._build_loss(model)
+        return self.loss
+
+
+def _ddp_worker(rank: int, world: int, tmp: str, port: int) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    compat_base._METHODS["learned_tau"] = build_learned_tau  # a fresh interpreter: register the test term
+    from pathlib import Path
+
+    trainer = _CapturingTrainer(run_cfg(Path(tmp), "ddp"), splits=synthetic_splits())
+    trainer.fit()
+    torch.save(trainer.loss.checkpoint_state(), Path(tmp) / f"loss_rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_under_ddp_a_term_parameter_stays_the_same_on_every_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    tiny_gallery(tmp_path / "gallery.pt")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path), port), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"loss_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # each process saw other images, yet the averaged gradients keep the temperature identical ...
+    assert torch.equal(states[0]["compat.log_temperature"], states[1]["compat.log_temperature"])
+    assert states[0]["compat.log_temperature"].item() != pytest.approx(INITIAL_LOG_TAU, abs=1e-4)
+    # ... while buffers are each process's own (rank 0's are the ones checkpointed)
+    assert not torch.equal(states[0]["compat.queue"], states[1]["compat.queue"])
+    saved = torch.load(tmp_path / "runs" / "ddp" / CHECKPOINT_LAST, weights_only=True)
+    assert torch.equal(saved["loss"]["compat.queue"], states[0]["compat.queue"])
