@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from hetsearch.compat.gallery import FrozenGallery
+from hetsearch.eval.embed import embed
+from hetsearch.eval.metrics import retrieval_metrics
 
 
 def gallery_val_embeddings(gallery_model: str, val_set, dim: int, device) -> np.ndarray | None:
     """φ_g of the validation images (None when the gallery embeds into another width)."""
-    from hetsearch.eval import embed
-
     gallery = FrozenGallery.load(gallery_model)
     if int(gallery.meta.spec.embedding_dim) != int(dim):
         return None
@@ -28,8 +28,6 @@ def gallery_val_embeddings(gallery_model: str, val_set, dim: int, device) -> np.
 
 
 def hetero_val_metrics(query_emb: np.ndarray, gallery_emb: np.ndarray | None, labels: np.ndarray) -> dict:
-    from hetsearch.eval import retrieval_metrics
-
     if gallery_emb is None:
         return {}
     metrics = retrieval_metrics(query_emb, labels, gallery_emb, labels, ks=(1,), exclude_self=True)
