@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hetsearch.export.runtime import (META_KEY, TORCHSCRIPT_META_FILE, ExportError, OnnxEncoder, QueryEncoder,
-                                      TorchEncoder, load_torchscript)
 from hetsearch.config import from_dict
 from hetsearch.data import DataConfig, load_source
 from hetsearch.errors import HetsearchError
 from hetsearch.eval.ranking import top_k
+from hetsearch.export.encoders import (META_KEY, TORCHSCRIPT_META_FILE, ExportError, OnnxEncoder, QueryEncoder,
+                                       TorchEncoder, load_torchscript)
 from hetsearch.index.gallery import read_stored
 from hetsearch.index.images import resize_mode_of
 from hetsearch.models.checkpoint import LoadedModel, load_checkpoint

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import faiss
 import numpy as np
 
-from hetsearch.errors import HetsearchError
+from hetsearch.errors import ConfigError, HetsearchError
+from hetsearch.index import faiss_index
 from hetsearch.index.storage import MANIFEST_NAME
+from hetsearch.models.checkpoint import ModelMeta
 
 FAISS_NAME = "index.faiss"
 METADATA_NAME = "metadata.sqlite"
@@ -71,10 +74,6 @@ def _field_problem(key: str, value, expected: str) -> str:
 
 def validate_manifest(manifest: dict) -> list[str]:
     """Problems with the manifest's own fields (empty when it is sound)."""
-    from hetsearch.errors import ConfigError
-    from hetsearch.index import faiss_index
-    from hetsearch.models.checkpoint import ModelMeta
-
     problems = []
 
     def need(key: str, check, expected: str) -> bool:
@@ -182,10 +181,6 @@ def _check_npy(folder: Path, name: str, kind: str, dtype: np.dtype, shape: tuple
 
 
 def _check_faiss(folder: Path, manifest: dict, loaded: Optional[dict] = None) -> Optional[str]:
-    import faiss
-
-    from hetsearch.index import faiss_index
-
     try:
         index = faiss_index.read_index(folder / FAISS_NAME)
         if loaded is not None:

@@ -18,6 +18,8 @@ RAM, from which the index build embeds batch by batch and writes the thumbnails.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -25,7 +27,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from hetsearch.data.fileset import IMAGE_EXTENSIONS, DecodeSpec, iterate_decoded
+from hetsearch.data import DataConfig, load_raw
+from hetsearch.data.files import read_csv_rows
+from hetsearch.data.fileset import IMAGE_EXTENSIONS, DecodeSpec, default_workers, iterate_decoded
+from hetsearch.data.registry import list_datasets
+from hetsearch.data.sources import materialize
 from hetsearch.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -60,8 +66,6 @@ class GalleryItems:
 
 def parse_dataset_spec(spec: str) -> tuple[str, str]:
     """``"fashion_mnist:train"`` -> ("fashion_mnist", "train"); the source must be a registered data set."""
-    from hetsearch.data.registry import list_datasets
-
     source, _, split = spec.partition(":")
     if not source or not split:
         raise ConfigError(f"--dataset: got {spec!r}, expected SOURCE:SPLIT, e.g. fashion_mnist:train or "
@@ -76,9 +80,6 @@ def dataset_items(spec: str, channels: int, image_size: int, *, root: Optional[s
                   limit: Optional[int] = None, resize: str = "center_crop", background: str = "white",
                   options: Optional[dict] = None, num_workers: Optional[int] = None) -> GalleryItems:
     """A split of a registered data set, decoded at the gallery model's input size."""
-    from hetsearch.data import DataConfig, load_raw
-    from hetsearch.data.sources import materialize
-
     source, split = parse_dataset_spec(spec)
     cfg = DataConfig(source=source, root=root, options=dict(options or {}), channels=channels, image_size=image_size,
                      resize=resize, background=background, num_workers=num_workers)
@@ -105,9 +106,6 @@ def _pixel_buffer(n: int, spec: DecodeSpec, stream_above_gb: float) -> torch.Ten
     shape = (n, spec.channels, spec.image_size, spec.image_size)
     if n * spec.item_bytes <= stream_above_gb * 1e9:
         return torch.empty(shape, dtype=torch.uint8)
-    import os
-    import tempfile
-
     handle, name = tempfile.mkstemp(suffix=".npy", prefix="hetsearch-gallery-")
     os.close(handle)
     array = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=shape)
@@ -119,8 +117,6 @@ def _pixel_buffer(n: int, spec: DecodeSpec, stream_above_gb: float) -> torch.Ten
 def _decode_all(paths: list[Path], spec: DecodeSpec, progress: bool, num_workers: Optional[int] = None,
                 stream_above_gb: float = STREAM_ABOVE_GB):
     """Decode ``paths`` into one uint8 tensor (see `_pixel_buffer`), in worker processes for large sets."""
-    from hetsearch.data.fileset import default_workers
-
     workers = (default_workers() if num_workers is None else num_workers) if len(paths) >= 2048 else 0
     out = _pixel_buffer(len(paths), spec, stream_above_gb)
     kept, skipped = [], []
@@ -148,8 +144,6 @@ def _decode_all(paths: list[Path], spec: DecodeSpec, progress: bool, num_workers
 
 
 def _spec(channels: int, image_size: int, resize: str, background, on_bad_image: str) -> DecodeSpec:
-    from hetsearch.data import DataConfig
-
     rgb = DataConfig(background=background).background_rgb() if isinstance(background, str) else tuple(background)
     return DecodeSpec(channels=channels, image_size=image_size, resize=resize, background=rgb, on_bad_image=on_bad_image)
 
@@ -174,8 +168,6 @@ def folder_items(root: str | Path, channels: int, image_size: int, resize: str =
 def csv_items(csv_file: str | Path, channels: int, image_size: int, resize: str = "center_crop", *,
               on_bad_image: str = "fail", progress: bool = False, background="white",
               num_workers: Optional[int] = None, stream_above_gb: float = STREAM_ABOVE_GB) -> GalleryItems:
-    from hetsearch.data.files import read_csv_rows
-
     csv_file = Path(csv_file).expanduser().absolute()
     rows, header = read_csv_rows(csv_file)
     if "path" not in header:
