@@ -164,22 +164,27 @@ def _one_line_listing(exc: BaseException, *names: str) -> None:
     assert "\n" not in message and all(name in message for name in names), message
 
 
-def test_unknown_strategy_reward_or_cost_is_one_line_listing_the_choices():
+def _make_cost(name):
     from hetsearch.nas.efficiency import CostInputs, make_cost
 
-    with pytest.raises(ConfigError, match=r"^search\.strategy: got 'annealing'") as exc:
-        SearchConfig(strategy="annealing").validate()
-    _one_line_listing(exc.value, "evolution", "random")
-    with pytest.raises(ConfigError, match=r"^reward\.name: got 'r9'") as exc:
-        make_reward(RewardConfig("r9"))
-    _one_line_listing(exc.value, "r1", "r2", "r3")
-    with pytest.raises(ConfigError, match=r"^search\.cost: got 'joules'") as exc:
-        SearchConfig(cost="joules").validate()
-    _one_line_listing(exc.value, "latency_ms", "mflops")
-    with pytest.raises(ConfigError, match=r"^search\.cost: got 'joules'"):
-        make_cost("joules", CostInputs(table=TABLE))
+    return make_cost(name, CostInputs(table=TABLE))
+
+
+@pytest.mark.parametrize("bad, match, choices", [
+    (lambda: SearchConfig(strategy="annealing").validate(), r"^search\.strategy: got 'annealing'", ("evolution", "random")),
+    (lambda: make_reward(RewardConfig("r9")), r"^reward\.name: got 'r9'", ("r1", "r2", "r3")),
+    (lambda: SearchConfig(cost="joules").validate(), r"^search\.cost: got 'joules'", ("latency_ms", "mflops")),
+    (lambda: _make_cost("joules"), r"^search\.cost: got 'joules'", ("latency_ms", "mflops")),
+], ids=["strategy", "reward", "cost", "make_cost"])
+def test_unknown_name_in_a_registry_is_one_line_listing_the_choices(bad, match, choices):
+    with pytest.raises(ConfigError, match=match) as exc:
+        bad()
+    _one_line_listing(exc.value, *choices)
+
+
+def test_latency_cost_without_a_table_says_what_to_set():
     with pytest.raises(ConfigError, match="latency_table"):
-        make_cost("latency_ms", CostInputs(table=TABLE))
+        _make_cost("latency_ms")
 
 
 def test_efficiency_predictors_mflops_and_latency_ms(tmp_path):
