@@ -42,7 +42,7 @@ def _index_params(nlist, nprobe, hnsw_m, ef_construction, ef_search, index_type:
 
 
 def _load_items(gallery, images: Optional[Path], csv: Optional[Path], dataset: Optional[str],
-                data_root: Optional[str], limit: Optional[int], on_bad_image: str, progress: bool):
+                data_root: Optional[str], limit: Optional[int], on_bad_image: str, progress: bool, select=None):
     from hetsearch.index.images import resize_mode_of
     from hetsearch.index.items import csv_items, dataset_items, folder_items
 
@@ -57,15 +57,13 @@ def _load_items(gallery, images: Optional[Path], csv: Optional[Path], dataset: O
     resize, background = resize_mode_of(gallery.meta), background_of(gallery.meta)
     if dataset is not None:
         items = dataset_items(dataset, spec.in_chans, spec.image_size, root=data_root, limit=limit, resize=resize,
-                              background=background)
+                              background=background, select=select)
     elif images is not None:
         items = folder_items(images, spec.in_chans, spec.image_size, resize, on_bad_image=on_bad_image,
-                             progress=progress, background=background)
+                             progress=progress, background=background, limit=limit, select=select)
     else:
         items = csv_items(csv, spec.in_chans, spec.image_size, resize, on_bad_image=on_bad_image, progress=progress,
-                          background=background)
-    if dataset is None:
-        items = items.head(limit)
+                          background=background, limit=limit, select=select)
     if items.skipped:
         err_console.print(f"[yellow]warning:[/yellow] skipped {len(items.skipped)} unreadable file(s), "
                           f"e.g. {escape(items.skipped[0])}")
@@ -98,15 +96,33 @@ def build(gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help=
           batch_size: int = typer.Option(256, help="images per embedding batch"),
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
           progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars")):
-    from hetsearch.index.writer import build_index
+    from hetsearch.index.shards import build_sharded
+    from hetsearch.index.writer import build_index, check_new_index_path, embed_images
     from hetsearch.models import load_checkpoint
     from hetsearch.utils.device import resolve_device
+    from hetsearch.utils.process_group import init_distributed
 
     params = _index_params(nlist, nprobe, hnsw_m, ef_construction, ef_search, index_type)
     gallery = load_checkpoint(gallery_model)
+    device = resolve_device(device)
+    ctx = init_distributed(device)
+    if ctx.enabled:  # under torchrun: every process embeds a shard, rank 0 merges (index/shards.py)
+        check_new_index_path(out, overwrite)
+        source_key = json.dumps([str(images or csv or dataset), data_root, limit, on_bad_image])
+        manifest = build_sharded(
+            ctx, out, gallery, source_key,
+            load_items=lambda shard: _load_items(gallery, images, csv, dataset, data_root, limit, on_bad_image,
+                                                 progress and ctx.is_main, select=shard.select),
+            embed=lambda items: embed_images(gallery.model, items.images, batch_size=batch_size, device=device,
+                                             progress=progress and ctx.is_main),
+            build=lambda items, vectors: build_index(out, gallery, items, index_type=index_type, params=params,
+                                                     overwrite=overwrite, vectors=vectors))
+        if ctx.is_main:
+            console.print(f"built {_summary(manifest, out)} from {ctx.world_size} processes")
+        return
     items = _load_items(gallery, images, csv, dataset, data_root, limit, on_bad_image, progress)
     manifest = build_index(out, gallery, items, index_type=index_type, params=params, overwrite=overwrite,
-                           batch_size=batch_size, device=resolve_device(device), progress=progress)
+                           batch_size=batch_size, device=device, progress=progress)
     console.print(f"built {_summary(manifest, out)}")
 
 

@@ -22,7 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -64,6 +64,14 @@ class GalleryItems:
                             fields=self.fields[:limit], skipped=self.skipped, origin=self.origin)
 
 
+Select = Callable[[int], slice]  # item count -> the items this process decodes (a shard; index/shards.py)
+
+
+def _selected(entries: list, limit: Optional[int], select: Optional[Select]) -> list:
+    entries = entries[:limit] if limit is not None else entries
+    return entries[select(len(entries))] if select is not None else entries
+
+
 def parse_dataset_spec(spec: str) -> tuple[str, str]:
     """``"fashion_mnist:train"`` -> ("fashion_mnist", "train"); the source must be a registered data set."""
     source, _, split = spec.partition(":")
@@ -78,7 +86,8 @@ def parse_dataset_spec(spec: str) -> tuple[str, str]:
 
 def dataset_items(spec: str, channels: int, image_size: int, *, root: Optional[str] = None,
                   limit: Optional[int] = None, resize: str = "center_crop", background: str = "white",
-                  options: Optional[dict] = None, num_workers: Optional[int] = None) -> GalleryItems:
+                  options: Optional[dict] = None, num_workers: Optional[int] = None,
+                  select: Optional[Select] = None) -> GalleryItems:
     """A split of a registered data set, decoded at the gallery model's input size."""
     source, split = parse_dataset_spec(spec)
     cfg = DataConfig(source=source, root=root, options=dict(options or {}), channels=channels, image_size=image_size,
@@ -90,6 +99,8 @@ def dataset_items(spec: str, channels: int, image_size: int, *, root: Optional[s
     part = raw.splits[split]
     if limit is not None:
         part = part.subset(slice(0, limit))
+    if select is not None:
+        part = part.subset(select(len(part)))
     data = materialize(part, cfg, f"{raw.root} [{split}]")
     labels = [data.classes[i] if i >= 0 else None for i in data.labels.tolist()]
     return GalleryItems(images=data.images, sources=list(data.sources), labels=labels, skipped=list(data.skipped),
@@ -150,7 +161,9 @@ def _spec(channels: int, image_size: int, resize: str, background, on_bad_image:
 
 def folder_items(root: str | Path, channels: int, image_size: int, resize: str = "center_crop", *,
                  on_bad_image: str = "fail", progress: bool = False, background="white",
-                 num_workers: Optional[int] = None, stream_above_gb: float = STREAM_ABOVE_GB) -> GalleryItems:
+                 num_workers: Optional[int] = None, stream_above_gb: float = STREAM_ABOVE_GB,
+                 limit: Optional[int] = None, select: Optional[Select] = None) -> GalleryItems:
+    """Every image under ``root`` (sorted by path; the first ``limit``; of those, ``select(n)`` only)."""
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (--images expects a folder of image files)")
@@ -158,6 +171,7 @@ def folder_items(root: str | Path, channels: int, image_size: int, resize: str =
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not paths:
         raise DataError(f"{root}: no image files (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    paths = _selected(paths, limit, select)
     spec = _spec(channels, image_size, resize, background, on_bad_image)
     images, kept, skipped = _decode_all(paths, spec, progress, num_workers, stream_above_gb)
     labels = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in kept]
@@ -167,7 +181,9 @@ def folder_items(root: str | Path, channels: int, image_size: int, resize: str =
 
 def csv_items(csv_file: str | Path, channels: int, image_size: int, resize: str = "center_crop", *,
               on_bad_image: str = "fail", progress: bool = False, background="white",
-              num_workers: Optional[int] = None, stream_above_gb: float = STREAM_ABOVE_GB) -> GalleryItems:
+              num_workers: Optional[int] = None, stream_above_gb: float = STREAM_ABOVE_GB,
+              limit: Optional[int] = None, select: Optional[Select] = None) -> GalleryItems:
+    """The rows of ``csv_file`` (the first ``limit``; of those, ``select(n)`` only)."""
     csv_file = Path(csv_file).expanduser().absolute()
     rows, header = read_csv_rows(csv_file)
     if "path" not in header:
@@ -181,6 +197,7 @@ def csv_items(csv_file: str | Path, channels: int, image_size: int, resize: str 
         entries.append((path if path.is_absolute() else csv_file.parent / path, label, row))
     if not entries:
         raise DataError(f"{csv_file}: no rows after the header")
+    entries = _selected(entries, limit, select)
     spec = _spec(channels, image_size, resize, background, on_bad_image)
     images, kept, skipped = _decode_all([e[0] for e in entries], spec, progress, num_workers, stream_above_gb)
     kept_set = {str(p) for p in kept}

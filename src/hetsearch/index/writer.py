@@ -52,6 +52,16 @@ def _insert(tmp: Path, ids: np.ndarray, items: GalleryItems) -> None:
     store.insert_items(tmp, ids.tolist(), items.sources, items.labels, items.fields)
 
 
+def check_new_index_path(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, to build over an existing index (unless ``overwrite``) or a file."""
+    recover(out)
+    if out.exists() and not overwrite:
+        raise IndexWriteError(f"{out}: already exists (use --overwrite to replace it, or `hetsearch index add` "
+                              "to add items to it)")
+    if out.exists() and not out.is_dir():
+        raise IndexWriteError(f"{out}: exists and is not a folder")
+
+
 def build_index(out: str | Path, gallery: LoadedModel, items: GalleryItems, *, index_type: str = "flat",
                 params: dict[str, Any] | None = None, overwrite: bool = False, batch_size: int = 256,
                 device: str | torch.device | None = None, progress: bool = False,
@@ -62,12 +72,7 @@ def build_index(out: str | Path, gallery: LoadedModel, items: GalleryItems, *, i
     ``gallery``. Returns the manifest.
     """
     out = Path(out)
-    recover(out)
-    if out.exists() and not overwrite:
-        raise IndexWriteError(f"{out}: already exists (use --overwrite to replace it, or `hetsearch index add` "
-                              "to add items to it)")
-    if out.exists() and not out.is_dir():
-        raise IndexWriteError(f"{out}: exists and is not a folder")
+    check_new_index_path(out, overwrite)
     _check_items(items, gallery)
     resolved = faiss_index.resolve_params(index_type, params, len(items))
     started = time.perf_counter()
