@@ -1,36 +1,14 @@
-"""Process-group helpers so the trainer runs unchanged as one process or under torchrun."""
+"""Reductions the trainer needs under torchrun; the process group itself is `hetsearch.utils.process_group`
+(shared with the sharded index build)."""
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from hetsearch.utils.process_group import DistContext, barrier, init_distributed
 
-@dataclass(frozen=True)
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: torch.device) -> DistContext:
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return DistContext()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+__all__ = ["DistContext", "init_distributed", "barrier", "all_reduce_mean", "all_reduce_gradients"]
 
 
 def all_reduce_mean(value: float, ctx: DistContext) -> float:
@@ -39,11 +17,6 @@ def all_reduce_mean(value: float, ctx: DistContext) -> float:
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor)
     return tensor.item() / ctx.world_size
-
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
-        dist.barrier()
 
 
 def all_reduce_gradients(params: list[torch.nn.Parameter], ctx: DistContext) -> None:
