@@ -203,12 +203,12 @@ def test_efficiency_predictors_mflops_and_latency_ms(tmp_path):
 
 def test_registered_strategy_reward_and_cost_drive_the_search(monkeypatch):
     """A new strategy / reward / efficiency predictor is one registered function or class; the
-    loop uses it by its config name (registries cleaned up by monkeypatch)."""
+    loop uses it by its config name (registrations undone by monkeypatch)."""
     from hetsearch.nas import efficiency, rewards, strategies
 
-    monkeypatch.setattr(strategies, "_STRATEGIES", dict(strategies._STRATEGIES))
-    monkeypatch.setattr(rewards, "_REWARDS", dict(rewards._REWARDS))
-    monkeypatch.setattr(efficiency, "_COSTS", dict(efficiency._COSTS))
+    monkeypatch.setattr(strategies._STRATEGIES, "_entries", dict(strategies._STRATEGIES._entries))
+    monkeypatch.setattr(rewards._REWARDS, "_entries", dict(rewards._REWARDS._entries))
+    monkeypatch.setattr(efficiency._COSTS, "_entries", dict(efficiency._COSTS._entries))
 
     @strategies.register_strategy("mutants_only")
     class MutantsOnly:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from hetsearch.errors import ConfigError
+from hetsearch.utils.registry import Registry
 from hetsearch.nas.cost import CostTable, LatencyTable
 from hetsearch.nas.space import Architecture
 
@@ -38,26 +39,10 @@ class CostInputs:
 
 
 CostFactory = Callable[[CostInputs], CostPredictor]
-_COSTS: dict[str, CostFactory] = {}
-
-
-def register_cost(name: str) -> Callable[[CostFactory], CostFactory]:
-    def decorator(factory: CostFactory) -> CostFactory:
-        if name in _COSTS:
-            raise ValueError(f"search cost {name!r} is registered twice")
-        _COSTS[name] = factory
-        return factory
-
-    return decorator
-
-
-def cost_names() -> list[str]:
-    return sorted(_COSTS)
-
-
-def check_cost(name: str) -> None:
-    if name not in _COSTS:
-        raise ConfigError(f"search.cost: got {name!r}, expected one of {', '.join(cost_names())}")
+_COSTS: Registry[CostFactory] = Registry("search cost", config_key="search.cost")
+register_cost = _COSTS.register
+cost_names = _COSTS.names
+check_cost = _COSTS.check
 
 
 def make_cost(name: str, inputs: CostInputs) -> CostPredictor:

@@ -17,25 +17,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hetsearch.errors import ConfigError
+from hetsearch.utils.registry import Registry
 
 METRICS = ("recall_at_1", "map_at_r")
 Reward = Callable[[dict], float]  # evaluation record -> the scalar the search maximises
 RewardFactory = Callable[[str, str, float], Reward]  # (homo key, hetero key, alpha) -> reward
-_REWARDS: dict[str, RewardFactory] = {}
-
-
-def register_reward(name: str) -> Callable[[RewardFactory], RewardFactory]:
-    def decorator(factory: RewardFactory) -> RewardFactory:
-        if name in _REWARDS:
-            raise ValueError(f"reward {name!r} is registered twice")
-        _REWARDS[name] = factory
-        return factory
-
-    return decorator
-
-
-def reward_names() -> list[str]:
-    return sorted(_REWARDS)
+_REWARDS: Registry[RewardFactory] = Registry("reward", config_key="reward.name")
+register_reward = _REWARDS.register
+reward_names = _REWARDS.names
 
 
 @dataclass
@@ -45,8 +34,7 @@ class RewardConfig:
     metric: str = "recall_at_1"
 
     def validate(self) -> None:
-        if self.name not in _REWARDS:
-            raise ConfigError(f"reward.name: got {self.name!r}, expected one of {', '.join(reward_names())}")
+        _REWARDS.check(self.name)
         if self.metric not in METRICS:
             raise ConfigError(f"reward.metric: got {self.metric!r}, expected one of {', '.join(METRICS)}")
         if self.alpha < 0:

@@ -27,7 +27,7 @@ from typing import Callable, Container, Protocol
 
 import torch
 
-from hetsearch.errors import ConfigError
+from hetsearch.utils.registry import Registry
 from hetsearch.nas.space import Architecture, SearchSpace
 
 
@@ -112,26 +112,10 @@ class Strategy(Protocol):
 
 
 StrategyFactory = Callable[..., Strategy]  # (cfg: SearchConfig) -> Strategy
-_STRATEGIES: dict[str, StrategyFactory] = {}
-
-
-def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
-    def decorator(factory: StrategyFactory) -> StrategyFactory:
-        if name in _STRATEGIES:
-            raise ValueError(f"search strategy {name!r} is registered twice")
-        _STRATEGIES[name] = factory
-        return factory
-
-    return decorator
-
-
-def strategy_names() -> list[str]:
-    return sorted(_STRATEGIES)
-
-
-def check_strategy(name: str) -> None:
-    if name not in _STRATEGIES:
-        raise ConfigError(f"search.strategy: got {name!r}, expected one of {', '.join(strategy_names())}")
+_STRATEGIES: Registry[StrategyFactory] = Registry("search strategy", config_key="search.strategy")
+register_strategy = _STRATEGIES.register
+strategy_names = _STRATEGIES.names
+check_strategy = _STRATEGIES.check
 
 
 def create_strategy(cfg) -> Strategy:
