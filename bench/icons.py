@@ -224,6 +224,8 @@ def run(args: argparse.Namespace) -> dict:
     from hetsearch.pipeline import load_pipeline_config, run_pipeline
 
     cfg = load_pipeline_config(args.config, pipeline_overrides(args))
+    if args.gallery_from:
+        reuse_gallery(Path(args.gallery_from), Path(args.out), cfg.gallery.name or "gallery")
     for stage in cfg.queries:
         stage.overrides = [*stage.overrides, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
     if args.gallery_epochs:
@@ -231,6 +233,17 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     ctx = run_pipeline(cfg, log=lambda line: print(line, flush=True))
     return {"pipeline_wall": round(time.perf_counter() - started, 1), **ctx.timings_s}
+
+
+def reuse_gallery(source_dir: Path, out: Path, name: str) -> None:
+    """Copy a finished paragon run (SOURCE_DIR/NAME) into OUT, where the pipeline then skips it."""
+    source, target = source_dir / name, out / name
+    if (target / "model.pt").is_file():
+        return
+    if not (source / "model.pt").is_file():
+        raise IconsError(f"--gallery-from {source_dir}: no finished {name}/model.pt there")
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    print(f"[icons] paragon reused from {source} (not retrained)", flush=True)
 
 
 def pipeline_overrides(args: argparse.Namespace) -> list[str]:
@@ -343,11 +356,11 @@ def report(args: argparse.Namespace, manifest: dict, timings: dict) -> None:
                 if k in grid["protocol"]}
     protocol["image_size"] = f"{args.image_size_note}"
     timings = {**timings, **{k: v for k, v in summary["timings_s"].items() if k not in timings}}
-    write_results("icons", protocol=protocol, rows=rows, timings_s=timings, markdown=markdown,
+    write_results(args.results_name, protocol=protocol, rows=rows, timings_s=timings, markdown=markdown,
                   extra={"gallery_stage": gallery_stage, "data": {k: v for k, v in manifest.items() if k != "short_names"},
                          "data_note": note, "matrix_md": matrix_markdown(grid), "notes": args.notes or "",
                          "models": grid["models"]})
-    print((ROOT / "docs" / "results" / "icons.md").read_text())
+    print((ROOT / "docs" / "results" / f"{args.results_name}.md").read_text())
 
 
 def parse_args() -> argparse.Namespace:
@@ -362,6 +375,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the class split")
     p.add_argument("--epochs", type=int, default=None, help="query-model epochs (default: configs/icons/query.yaml)")
     p.add_argument("--gallery-epochs", type=int, default=None, help="paragon epochs (default: configs/icons/gallery.yaml)")
+    p.add_argument("--gallery-from", default=None, help="reuse the paragon of another --out folder (copied) "
+                                                        "instead of training it again")
+    p.add_argument("--results-name", default="icons", help="docs/results/NAME.{json,md} (default icons)")
     p.add_argument("--threads", type=int, default=None, help="runtime.num_threads (default: torch's)")
     p.add_argument("--device", default=None, help="runtime.device (default: auto)")
     p.add_argument("--build-only", action="store_true", help="fetch the packages and build the folder, then stop")
@@ -387,11 +403,11 @@ def main() -> None:
     if not args.report_only:
         timings.update(run(args))
         timings["bench_wall"] = round(time.perf_counter() - started, 1)
-    report(args, manifest, timings if not args.report_only else _previous_timings())
+    report(args, manifest, timings if not args.report_only else _previous_timings(args.results_name))
 
 
-def _previous_timings() -> dict:
-    path = ROOT / "docs" / "results" / "icons.json"
+def _previous_timings(name: str) -> dict:
+    path = ROOT / "docs" / "results" / f"{name}.json"
     return json.loads(path.read_text()).get("timings_s", {}) if path.is_file() else {}
 
 
