@@ -230,9 +230,27 @@ def run(args: argparse.Namespace) -> dict:
         stage.overrides = [*stage.overrides, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
     if args.gallery_epochs:
         cfg.gallery.overrides = [*cfg.gallery.overrides, f"train.epochs={args.gallery_epochs}"]
+    drop_stale_grid(Path(args.out), cfg)
     started = time.perf_counter()
     ctx = run_pipeline(cfg, log=lambda line: print(line, flush=True))
     return {"pipeline_wall": round(time.perf_counter() - started, 1), **ctx.timings_s}
+
+
+def drop_stale_grid(out: Path, cfg) -> None:
+    """The pipeline skips a grid that exists: remove one made for another set of models."""
+    from hetsearch.config import read_yaml
+
+    def name(stage) -> str:
+        return stage.name or read_yaml(Path(cfg.base_dir) / stage.config).get("name", Path(stage.config).stem)
+
+    grid_json = out / "grid" / "grid.json"
+    if not grid_json.is_file():
+        return
+    have = {m["label"] for m in json.loads(grid_json.read_text())["models"]}
+    want = {name(cfg.gallery), *(name(q) for q in cfg.queries)}
+    if have != want:
+        print(f"[icons] {grid_json}: made for other models ({sorted(have ^ want)} differ), made again", flush=True)
+        shutil.rmtree(out / "grid")
 
 
 def reuse_gallery(source_dir: Path, out: Path, name: str) -> None:
@@ -265,10 +283,13 @@ def run_info(out: Path) -> dict[str, dict]:
     for summary_path in out.glob("*/summary.json"):
         summary = json.loads(summary_path.read_text())
         cfg = yaml.safe_load((summary_path.parent / "config.yaml").read_text())
-        method = (cfg.get("compat") or {}).get("method", "none")
+        compat = cfg.get("compat") or {}
+        method = compat.get("method", "none")
         label_free = (cfg.get("train") or {}).get("task_loss") == "none"
+        weight = float(compat.get("weight", 1.0))
         info[summary_path.parent.name] = {
-            "method": METHOD_LABELS.get(method, method) + (" (label-free)" if label_free else ""),
+            "method": METHOD_LABELS.get(method, method) + (" (label-free)" if label_free else "")
+            + (f" (λ {weight:g})" if method != "none" and weight != 1.0 else ""),
             "seed": (cfg.get("runtime") or {}).get("seed"), "epochs": summary["final"]["epoch"],
             "train_seconds": round(summary["train_seconds"], 1),
             "train_img_per_s": summary["final"].get("images_per_second"),
@@ -355,7 +376,10 @@ def report(args: argparse.Namespace, manifest: dict, timings: dict) -> None:
     protocol = {k: grid["protocol"][k] for k in ("protocol", "layout", "query", "gallery", "train", "counts")
                 if k in grid["protocol"]}
     protocol["image_size"] = f"{args.image_size_note}"
-    timings = {**timings, **{k: v for k, v in summary["timings_s"].items() if k not in timings}}
+    # a stage skipped by this call (finished earlier) keeps the time recorded by the call that ran it
+    previous = _previous_timings(args.results_name)
+    labels = {m["label"] for m in grid["models"]}
+    timings = {**{k: v for k, v in previous.items() if k in labels and k not in timings}, **timings}
     write_results(args.results_name, protocol=protocol, rows=rows, timings_s=timings, markdown=markdown,
                   extra={"gallery_stage": gallery_stage, "data": {k: v for k, v in manifest.items() if k != "short_names"},
                          "data_note": note, "matrix_md": matrix_markdown(grid), "notes": args.notes or "",
@@ -400,10 +424,15 @@ def main() -> None:
     from hetsearch.config import read_yaml
 
     args.image_size_note = f"{read_yaml(Path(args.config)).get('data', {}).get('image_size')} px"
-    if not args.report_only:
-        timings.update(run(args))
+    if args.report_only:
+        timings = _previous_timings(args.results_name)
+    else:
+        try:
+            timings.update(run(args))
+        except IconsError as exc:
+            raise SystemExit(f"icons: {exc}") from None
         timings["bench_wall"] = round(time.perf_counter() - started, 1)
-    report(args, manifest, timings if not args.report_only else _previous_timings(args.results_name))
+    report(args, manifest, timings)
 
 
 def _previous_timings(name: str) -> dict:
