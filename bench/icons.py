@@ -293,6 +293,7 @@ def run_info(out: Path) -> dict[str, dict]:
             "seed": (cfg.get("runtime") or {}).get("seed"), "epochs": summary["final"]["epoch"],
             "train_seconds": round(summary["train_seconds"], 1),
             "train_img_per_s": summary["final"].get("images_per_second"),
+            "train_accuracy": summary["final"].get("train_accuracy"),
             "backbone": f"{cfg['model']['backbone']} {cfg['model'].get('backbone_args') or ''}".strip()}
     return info
 
@@ -316,10 +317,36 @@ def result_rows(grid: dict, info: dict[str, dict], gallery_stage: str) -> list[d
                      "flops_ratio": p["flops_ratio"], "declared_compatible": p["declared_compatible"],
                      "protocol": protocol, "seed": q.get("seed"), "epochs": q.get("epochs"),
                      "query_backbone": q.get("backbone"), "train_seconds": q.get("train_seconds"),
-                     "train_img_per_s": q.get("train_img_per_s")})
+                     "train_img_per_s": q.get("train_img_per_s"), "train_accuracy": q.get("train_accuracy")})
     rows.sort(key=lambda r: (r["gallery_label"] != gallery_stage, r["method"] != "paragon", r["label"],
                              r["gallery_label"]))
     return rows
+
+
+def embedding_diagnostics(models: list[dict], gallery_stage: str, items: int = 1024) -> list[dict]:
+    """Raw (unnormalised) embeddings of the first `items` training images, for the paragon and the
+    query models trained by regression (l2): what the L2 term pulls towards and how close it got."""
+    import torch
+
+    from hetsearch.data import make_splits
+    from hetsearch.eval.report import data_config_of
+    from hetsearch.models import load_checkpoint
+
+    paths = {m["label"]: Path(m["path"]) for m in models}
+    gallery = load_checkpoint(paths[gallery_stage])
+    l2 = [m["label"] for m in models if "l2" in (m.get("compatibility") or "").split("+")]
+    if not l2:
+        return []
+    images = make_splits(data_config_of(gallery)).train.images[:items].float() / 255
+    with torch.no_grad():
+        g = gallery.model.eval()(images, normalize=False)
+        out_rows = [{"label": gallery_stage, "mean": g.mean().item(), "mean_square": (g ** 2).mean().item(),
+                     "mse_to_gallery": 0.0, "mse_of_gallery_mean": ((g - g.mean(0)) ** 2).mean().item()}]
+        for label in l2:
+            q = load_checkpoint(paths[label]).model.eval()(images, normalize=False)
+            out_rows.append({"label": label, "mean": q.mean().item(), "mean_square": (q ** 2).mean().item(),
+                             "mse_to_gallery": ((q - g) ** 2).mean().item(), "mse_of_gallery_mean": None})
+    return out_rows
 
 
 def markdown(payload: dict) -> str:
@@ -330,7 +357,9 @@ def markdown(payload: dict) -> str:
     main = [r for r in rows if r["gallery_label"] == gallery_stage]
     data = payload["data"]
     lines = ["# Second benchmark: colour icons in two styles (emoji), new classes at query time", "",
-             f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}", "",
+             f"Command: `{payload.get('measured_by') or payload['command']}`  ",
+             *([f"(this report rewritten by `{payload['command']}`)  "] if payload.get("measured_by") else []),
+             f"Machine: {payload['machine']}", "",
              "Data (not photos): " + payload["data_note"], "",
              "Protocol: " + "; ".join(f"{k}: {v}" for k, v in payload["protocol"].items()), "",
              "## Every query model against the paragon (gallery model)", "",
@@ -340,11 +369,18 @@ def markdown(payload: dict) -> str:
              f"Chance Recall@1: 1/{data['counts']['gallery']} = {1 / data['counts']['gallery']:.4f}.", "",
              markdown_table(main, ["method", "label", "recall_at_1", "map_at_r", "homo_recall_at_1", "compatible",
                                    "gap_to_paragon", "query_mflops", "gallery_mflops", "flops_ratio", "epochs",
-                                   "train_seconds", "train_img_per_s"]),
+                                   "train_accuracy", "train_seconds", "train_img_per_s"]),
              "## The compatibility grid: Recall@1, rows = query model, columns = gallery model", "",
              payload["matrix_md"], "",
              "Every pair (also the query models as galleries) is in `rows` of the JSON.", "",
              "Timings (s): " + ", ".join(f"{k} {v}" for k, v in payload["timings_s"].items()), ""]
+    if payload.get("embedding_diagnostics"):
+        lines += ["## What the L2 term regresses onto", "",
+                  f"Raw (unnormalised) embeddings of the first {payload['diagnostic_items']} training images: mean and "
+                  "mean square per coordinate, the L2 term's value (mean squared difference to the paragon's embedding "
+                  "of the same image), and, for the paragon, the value of predicting its per-coordinate mean.", "",
+                  markdown_table(payload["embedding_diagnostics"],
+                                 ["label", "mean", "mean_square", "mse_to_gallery", "mse_of_gallery_mean"])]
     if payload.get("notes"):
         lines += [payload["notes"], ""]
     return "\n".join(lines)
@@ -380,9 +416,16 @@ def report(args: argparse.Namespace, manifest: dict, timings: dict) -> None:
     previous = _previous_timings(args.results_name)
     labels = {m["label"] for m in grid["models"]}
     timings = {**{k: v for k, v in previous.items() if k in labels and k not in timings}, **timings}
+    measured_by = {}
+    if args.report_only:
+        previous = ROOT / "docs" / "results" / f"{args.results_name}.json"
+        old = json.loads(previous.read_text()) if previous.is_file() else {}
+        measured_by = {"measured_by": old.get("measured_by") or old.get("command")}
     write_results(args.results_name, protocol=protocol, rows=rows, timings_s=timings, markdown=markdown,
                   extra={"gallery_stage": gallery_stage, "data": {k: v for k, v in manifest.items() if k != "short_names"},
                          "data_note": note, "matrix_md": matrix_markdown(grid), "notes": args.notes or "",
+                         "embedding_diagnostics": embedding_diagnostics(grid["models"], gallery_stage),
+                         "diagnostic_items": 1024, **measured_by,
                          "models": grid["models"]})
     print((ROOT / "docs" / "results" / f"{args.results_name}.md").read_text())
 
