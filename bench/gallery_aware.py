@@ -41,7 +41,7 @@ import _shared
 
 from hetsearch.config import TrainRunConfig, load_config
 from hetsearch.utils.io import atomic_write_json
-from hetsearch.utils.results import write_results
+from hetsearch.utils.results import command_line, write_results
 
 PROTOCOLS = ("closed_set", "open_set")
 # METHOD@KEY=VALUE: a variant. "...@train.task_loss=none": label-free (no classification loss, no label
@@ -76,7 +76,9 @@ def parse_args() -> argparse.Namespace:
                                                           "min(8, cores - 2) on cuda)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per training process (default: 1 "
                                                              "with --jobs > 1, else torch's default)")
-    p.add_argument("--probe-steps", type=int, default=None, help="steps per throughput-probe epoch (default 60)")
+    p.add_argument("--probe-steps", type=int, default=None,
+                   help="steps per throughput-probe epoch (default 60; quick 20). 0: run no probe and report the "
+                        "probe numbers an earlier call stored (same --set/--device), for a machine that is not quiet")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every query model (e.g. compat.gallery_aware.temperature=0.07); "
                         "a single method takes its own as METHOD@KEY=VALUE&KEY=VALUE in --methods")
@@ -93,7 +95,8 @@ def parse_args() -> argparse.Namespace:
     args.models = args.models.split(",") if args.models else list(QUICK["models"] if q else DEFAULT_MODELS)
     args.protocols = args.protocols.split(",")
     args.seed_models = args.seed_models.split(",") if args.seed_models else list(args.models)
-    args.probe_steps = args.probe_steps or (QUICK["probe_steps"] if q else 60)
+    if args.probe_steps is None:
+        args.probe_steps = QUICK["probe_steps"] if q else 60
     bad = sorted(set(args.models) - set(DEFAULT_MODELS)) + sorted(set(args.protocols) - set(PROTOCOLS))
     if bad:
         raise SystemExit(f"unknown model(s)/protocol(s) {bad}; models: {DEFAULT_MODELS}, protocols: {PROTOCOLS}")
@@ -238,23 +241,31 @@ def train_and_score(job: dict) -> dict:
            "train_seconds": round(result.train_seconds, 1),
            "train_img_per_s": round(statistics.median(speeds), 1) if speeds else None,
            "val_hetero_curve": [h.get("val_hetero_recall_at_1") for h in history],
-           "val_homo_curve": [h.get("val_recall_at_1") for h in history], "run": cfg.name}
+           "val_homo_curve": [h.get("val_recall_at_1") for h in history], "run": cfg.name,
+           "settings": job["settings"], "command": command_line()}
     atomic_write_json(Path(job["rows_dir"]) / f"{cfg.name}.json", row)
     return row
 
 
-def paragon_row(args, protocol: str) -> dict:
+def paragon_row(args, protocol: str, cache: dict | None = None) -> dict:
+    """The gallery's own M(g, g) on the test protocol; `cache` (the bench state) keeps it per gallery model."""
     from hetsearch.eval.report import evaluate_loaded
     from hetsearch.models import load_checkpoint
 
     cfg = gallery_config(args, protocol)
     g = load_checkpoint(cfg.run_dir / "model.pt")
+    key = f"{protocol}:{g.meta.model_id}"
+    if cache is not None and key in cache:
+        return dict(cache[key])
     m = evaluate_loaded(g, g, _splits(cfg), device=cfg.runtime.device, embedding_cache=_CACHE)["metrics"]
-    return {"protocol": protocol, "method": "paragon", "model": "resnet18_w16", "seed": cfg.runtime.seed,
+    row = {"protocol": protocol, "method": "paragon", "model": "resnet18_w16", "seed": cfg.runtime.seed,
             "epochs": cfg.train.epochs, "query_model": g.meta.model_id, "gallery_model": g.meta.model_id,
             "recall_at_1": m["recall_at_1"], "map_at_r": m["map_at_r"], "homo_recall_at_1": m["recall_at_1"],
             "homo_map_at_r": m["map_at_r"], "query_mflops": g.meta.flops / 1e6, "gallery_mflops": g.meta.flops / 1e6,
             "train_seconds": g.meta.extra.get("train_seconds"), "train_img_per_s": None}
+    if cache is not None:
+        cache[key] = dict(row)
+    return row
 
 
 def build_bank_for(cfg: TrainRunConfig) -> dict:
@@ -289,6 +300,35 @@ def probe(args, method: str, model: str = "shufflenetv2_x0_5") -> float:
 
 
 # ----------------------------------------------------------------------------- reporting
+
+def row_settings(args) -> dict:
+    """What, besides protocol, epochs and gallery, makes two query-model rows comparable."""
+    return {"set": list(args.set), "bn_recalibration": args.bn_recalibration}
+
+
+def same_protocol(row: dict, args, galleries: dict[str, str]) -> bool:
+    """A finished run belongs in the results: same query epochs, gallery model (`galleries`: protocol ->
+    the gallery model id of each protocol whose gallery exists) and settings, whatever --protocols says. Every method, model and seed finished so far is kept, whatever this
+    call's --methods/--models/--seeds (a call that adds methods must not drop earlier rows).
+    Rows written before settings were recorded ran with the defaults (no --set, 20 BN batches)."""
+    settings = row.get("settings", {"set": [], "bn_recalibration": 20})
+    return (row["protocol"] in galleries and row["epochs"] == args.epochs and settings == row_settings(args)
+            and row["gallery_model"] == galleries[row["protocol"]])
+
+
+def stored_probes(state: dict, settings: str) -> tuple[dict, str]:
+    """(probe numbers, the settings they were measured with): this call's settings if measured, else
+    (with --probe-steps 0) the most recent entry with the same --set and --device."""
+    by = state.get("probes_by_settings", {})
+    if by.get(settings):
+        return by[settings], settings
+    want = json.loads(settings)
+    for key, probes in reversed(list(by.items())):
+        got = json.loads(key)
+        if probes and got.get("set") == want["set"] and got.get("device") == want["device"]:
+            return probes, key
+    return {}, settings
+
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean (and spread) over seeds per (protocol, method, model)."""
@@ -353,7 +393,7 @@ def acceptance(summary: list[dict], rows: list[dict], probes: dict) -> dict:
     return out
 
 
-def write(args, rows: list[dict], probes: dict, timings: dict, protocol: dict) -> None:
+def write(args, rows: list[dict], probes: dict, timings: dict, protocol: dict, probe_settings: str = "") -> None:
     rows = sorted(rows, key=lambda r: (r["protocol"], r["method"] != "paragon", r.get("model", ""), r["method"], r["seed"]))
     summary = summarise(rows)
     checks = acceptance(summary, rows, probes)
@@ -369,7 +409,9 @@ def write(args, rows: list[dict], probes: dict, timings: dict, protocol: dict) -
              "paragon; open set: the gallery trained on the 5 training classes), on the test protocol (closed set: "
              "test queries vs the whole training split; open set: the 5 held-out classes' test images, each query "
              "vs the others); homo_recall_at_1: M(q, q). train_img_per_s: median over epochs 2.. of the training "
-             f"log, with {args.jobs} trainings sharing the machine (see the probe for uncontended throughput).\n\n"
+             "log of the call that trained the row (its --jobs trainings at once, its --threads, and whatever else "
+             "ran on the machine: see each row's command; rows of different calls are not comparable, the probe "
+             "is).\n\n"
              "Mean over seeds:\n\n")
     from hetsearch.utils.results import markdown_table
 
@@ -379,12 +421,19 @@ def write(args, rows: list[dict], probes: dict, timings: dict, protocol: dict) -
     if probes:
         notes += "\nThroughput probe (ShuffleNetV2 x0.5, one training at a time, images/s): " + ", ".join(
             f"{m} {v:.0f}" + (f" ({v / probes['none']:.2f}x)" if probes.get("none") else "") for m, v in probes.items())
+        if args.probe_steps == 0:
+            notes += f" (not rerun by this call: stored by an earlier call, settings {probe_settings})"
     notes += f"\n\nChecks: {json.dumps(checks)}"
+    commands = sorted({r["command"] for r in rows if r.get("command")})
+    if commands:
+        notes += "\n\nCommands that trained the rows (each row's `command`):\n\n" + "\n".join(f"- `{c}`" for c in commands)
     write_results(name, protocol=protocol, rows=rows, timings_s=timings, columns=columns,
                   title="Gallery-aware compatibility: query models vs the gallery's own embeddings (closed and open set)",
                   notes=notes, extra={"summary": summary, "acceptance": checks, "throughput_probe_img_per_s": probes,
-                                      "epochs": args.epochs, "seeds": args.seeds, "methods": args.methods,
-                                      "models": args.models})
+                                      "probe_settings": probe_settings, "epochs": args.epochs,
+                                      "seeds": sorted({r["seed"] for r in rows if r["method"] != "paragon"}),
+                                      "methods": sorted({r["method"] for r in rows if r["method"] != "paragon"}),
+                                      "models": sorted({r["model"] for r in rows if r["method"] != "paragon"})})
 
 
 # ----------------------------------------------------------------------------- main
@@ -397,20 +446,28 @@ def main() -> None:
     rows_dir.mkdir(parents=True, exist_ok=True)
     state_path = runs / ("ga_state_quick.json" if args.quick else "ga_state.json")
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    timings: dict = {}
+    timings: dict = dict(state.get("build_timings", {}))  # galleries and banks: kept from the call that built them
     # throughput probes depend on the query-model settings: kept per settings, reused only for the same
     settings = json.dumps({"probe": 2, "set": args.set, "steps": args.probe_steps, "device": args.device,
                            "threads": args.threads})
-    probes = state.setdefault("probes_by_settings", {}).setdefault(settings, {})
+    if args.probe_steps == 0:  # no probe this call: report the stored ones
+        probes, probe_settings = stored_probes(state, settings)
+    else:
+        probes, probe_settings = state.setdefault("probes_by_settings", {}).setdefault(settings, {}), settings
 
     def save_state() -> None:
         atomic_write_json(state_path, state)
 
-    def load_rows() -> list[dict]:
+    def load_rows(grid_only: bool = False) -> list[dict]:
+        """Finished rows of this protocol (see same_protocol); grid_only: only this call's methods/models/seeds."""
+        load_paragons()
         rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
-        # this call's grid only (rows of other calls stay in the folder for calls that ask for them)
-        return [r for r in rows if r["protocol"] in args.protocols and r["epochs"] == args.epochs
-                and r["method"] in args.methods and r["model"] in args.models and r["seed"] in args.seeds]
+        galleries = {p: r["query_model"] for p, r in paragons.items()}
+        rows = [r for r in rows if same_protocol(r, args, galleries)]
+        if grid_only:
+            rows = [r for r in rows if r["method"] in args.methods and r["model"] in args.models
+                    and r["seed"] in args.seeds]
+        return rows
 
     protocol_desc = {"protocols": ", ".join(args.protocols), "query_epochs": args.epochs,
                      "seeds": ", ".join(map(str, args.seeds)),
@@ -421,13 +478,18 @@ def main() -> None:
 
     paragons: dict[str, dict] = {}
 
+    def load_paragons() -> None:
+        for p in PROTOCOLS:  # every protocol with a gallery: a call with one --protocols keeps the other's rows
+            if p not in paragons and (gallery_config(args, p).run_dir / "model.pt").is_file():
+                paragons[p] = paragon_row(args, p, state.setdefault("paragon_rows", {}))
+                save_state()
+
     def report() -> None:
         rows = load_rows()
-        for p in args.protocols:
-            if p not in paragons and (gallery_config(args, p).run_dir / "model.pt").is_file():
-                paragons[p] = paragon_row(args, p)
         timings["this_call_wall"] = round(time.perf_counter() - started, 1)
-        write(args, [*paragons.values(), *rows], probes, timings, protocol_desc)
+        protocol_desc["protocols"] = ", ".join(p for p in PROTOCOLS if p in paragons)
+        protocol_desc["seeds"] = ", ".join(map(str, sorted({r["seed"] for r in rows}))) or protocol_desc["seeds"]
+        write(args, [*paragons.values(), *rows], probes, timings, protocol_desc, probe_settings)
 
     if args.report_only:
         report()
@@ -462,8 +524,9 @@ def main() -> None:
     t = time.perf_counter()
     for info in run_all(train_gallery, [gallery_config(args, p) for p in args.protocols]):
         timings[f"train_{info['name']}"] = round(info["train_seconds"], 1)
+        state.setdefault("build_timings", {})[f"train_{info['name']}"] = round(info["train_seconds"], 1)
         print(f"[gallery_aware] gallery {info['name']} ready ({info['train_seconds']:.0f} s of training)", flush=True)
-    timings["galleries_wall"] = round(time.perf_counter() - t, 1)
+    timings["galleries_wall_this_call"] = round(time.perf_counter() - t, 1)
     save_state()
 
     # 2. banks (in this process: one build per gallery, before any query model needs it)
@@ -472,13 +535,15 @@ def main() -> None:
         for protocol in args.protocols:
             t = time.perf_counter()
             summary = build_bank_for(query_config(args, protocol, args.models[0], bank_methods[0], 0))
-            timings[f"bank_{protocol}"] = round(time.perf_counter() - t, 1)
+            timings[f"bank_{protocol}_this_call"] = round(time.perf_counter() - t, 1)
+            timings[f"bank_{protocol}_build"] = state.setdefault("build_timings", {})[f"bank_{protocol}_build"] = \
+                summary.get("build_seconds")
             state.setdefault("banks", {})[protocol] = summary
             print(f"[gallery_aware] bank {protocol}: {summary}", flush=True)
         save_state()
 
     # 3. throughput probe (alone on the device)
-    if "closed_set" in args.protocols:
+    if "closed_set" in args.protocols and args.probe_steps > 0:
         for method in args.methods:
             if method not in probes:
                 probes[method] = probe(args, method)
@@ -499,7 +564,7 @@ def main() -> None:
                     if (rows_dir / f"{cfg.name}.json").is_file():
                         continue
                     jobs.append({"cfg": cfg, "protocol": protocol, "model": model, "method": method, "seed": seed,
-                                 "rows_dir": str(rows_dir)})
+                                 "rows_dir": str(rows_dir), "settings": row_settings(args)})
         return jobs
 
     def train_jobs(jobs: list[dict]) -> None:
@@ -521,7 +586,7 @@ def main() -> None:
         train_jobs(jobs_for(args.seeds[0], {p: list(args.methods) for p in args.protocols}, group))
         timings[f"seed0_wall_{number}"] = round(time.perf_counter() - t, 1)
         if not best:  # chosen once, on the first model's first-seed results
-            rows = load_rows()
+            rows = load_rows(grid_only=True)
             best = {p: best_methods(rows, p, args.methods, args.models[0], args.seeds[0]) for p in args.protocols}
         state["best_methods"] = best
         save_state()
