@@ -8,7 +8,7 @@ Runs a real `hetsearch serve` process over a small synthetic index and
 2. adds, removes and rebuilds the served index while client threads search without pause, and
    counts requests that failed (reload_dropped_requests);
 3. fuzzes the HTTP API from its OpenAPI schema with Schemathesis (in-process, `hetsearch.serve.fuzz`);
-4. damages copies of the index in every way of `hetsearch.index.testing.DAMAGES` and runs
+4. damages copies of the index in every way of `DAMAGES` in tests/index_fixtures.py and runs
    `hetsearch query` and `hetsearch index check` on each, plus bad CLI inputs (config values, a
    crafted checkpoint_last.pt, a PNG given as a model): a clean error is exit code 2 (1 for
    `index check`), no traceback, one line naming the file.
@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from hetsearch.index import add_items, build_index, folder_items, rebuild_index, remove_items  # noqa: E402
-from hetsearch.index.testing import DAMAGES, make_tiny_models, raw_png, write_image_folder  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' tiny models and damaged-index recipes
+from index_fixtures import DAMAGES, make_tiny_models, raw_png, write_image_folder  # noqa: E402
 from hetsearch.models import load_checkpoint  # noqa: E402
 from hetsearch.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 from hetsearch.utils.results import command_line, machine_info, markdown_table  # noqa: E402

@@ -19,7 +19,7 @@ import pytest
 
 from hetsearch.export.runtime import TorchEncoder
 from hetsearch.index import build_index, folder_items, open_index
-from hetsearch.index.testing import make_tiny_models, raw_png, write_image_folder
+from index_fixtures import make_tiny_models, raw_png, write_image_folder
 from hetsearch.models import load_checkpoint
 from hetsearch.serve.app import create_app
 

@@ -1,5 +1,5 @@
 """`hetsearch evaluate --queries DIR --gallery DIR | --index DIR`, `grid --queries`, and `query`
-given a folder; tiny random-weight models (index.testing) and generated PNG folders."""
+given a folder; tiny random-weight models (tests/index_fixtures.py) and generated PNG folders."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hetsearch.eval import evaluate_embeddings
 from hetsearch.folder_eval import evaluate_folders, evaluate_index
 from hetsearch.index.folders import folder_splits
 from hetsearch.index import build_index, folder_items
-from hetsearch.index.testing import make_tiny_models, write_image_folder
+from index_fixtures import make_tiny_models, write_image_folder
 from hetsearch.models import load_checkpoint
 
 

@@ -16,7 +16,7 @@ from hetsearch.export import ExportError, OnnxEncoder, export_model, load_query_
 from hetsearch.export.exporter import parity_sample
 from hetsearch.export.runtime import TorchEncoder
 from hetsearch.index import build_index
-from hetsearch.index.testing import make_tiny_models, synthetic_images
+from index_fixtures import make_tiny_models, synthetic_images
 from hetsearch.models import load_checkpoint
 
 

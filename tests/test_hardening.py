@@ -16,7 +16,7 @@ from hetsearch.errors import CompatibilityError, HetsearchError
 from hetsearch.index import IndexOpenError, add_items, build_index, folder_items, open_index, rebuild_index, remove_items
 from hetsearch.index.check import check_folder
 from hetsearch.index.manifest import read_manifest
-from hetsearch.index.testing import DAMAGES, make_tiny_models, write_image_folder
+from index_fixtures import DAMAGES, make_tiny_models, write_image_folder
 from hetsearch.models import load_checkpoint
 
 

@@ -20,7 +20,7 @@ from hetsearch.errors import CompatibilityError, HetsearchError
 from hetsearch.index import (GalleryItems, IndexOpenError, IndexWriteError, add_items, build_index, csv_items,
                              dataset_items, embed_images, folder_items, open_index, rebuild_index, remove_items)
 from hetsearch.index.storage import backup_path
-from hetsearch.index.testing import make_tiny_models, synthetic_images, write_image_folder
+from index_fixtures import make_tiny_models, synthetic_images, write_image_folder
 from hetsearch.models import load_checkpoint
 
 

@@ -16,7 +16,7 @@ import torch
 from hetsearch.errors import CompatibilityError, ConfigError
 from hetsearch.index import (GalleryItems, add_items, build_index, open_index, read_stored, rebuild_index,
                              remove_items)
-from hetsearch.index.testing import make_tiny_models, synthetic_images
+from index_fixtures import make_tiny_models, synthetic_images
 from hetsearch.models import load_checkpoint
 from hetsearch.models.contract import check_pair, declared_compatible, space_mismatch
 

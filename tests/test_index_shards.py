@@ -14,7 +14,7 @@ import torch
 from hetsearch.index import GalleryItems
 from hetsearch.index.gallery import read_stored
 from hetsearch.index.shards import Shard, _embed_part, merge_parts, shards_dir, write_part
-from hetsearch.index.testing import make_tiny_models, write_image_folder
+from index_fixtures import make_tiny_models, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -90,7 +90,7 @@ def test_index_build_from_a_disk_backed_gallery(tmp_path: Path) -> None:
     import numpy as np
 
     from hetsearch.index import build_index, folder_items, load_vectors
-    from hetsearch.index.testing import make_tiny_models, write_image_folder
+    from index_fixtures import make_tiny_models, write_image_folder
     from hetsearch.models import load_checkpoint
 
     models = make_tiny_models(tmp_path / "models")
