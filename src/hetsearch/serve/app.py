@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 import hetsearch
-from hetsearch.export.runtime import QueryEncoder
+from hetsearch.export.encoders import QueryEncoder
 from hetsearch.index.gallery import GalleryIndex
 from hetsearch.index.faiss_index import set_omp_threads
 from hetsearch.index.images import DEFAULT_MAX_PIXELS, ImageRejected, PixelBudget, decode_image_bytes, encode_png

@@ -8,7 +8,8 @@ from typing import Optional
 
 import numpy as np
 
-from hetsearch.export.runtime import QueryEncoder, load_query_encoder
+from hetsearch.export.encoders import QueryEncoder
+from hetsearch.export.runtime import load_query_encoder
 from hetsearch.index.gallery import GalleryIndex, open_index
 
 
