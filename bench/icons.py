@@ -226,6 +226,12 @@ def run(args: argparse.Namespace) -> dict:
     cfg = load_pipeline_config(args.config, pipeline_overrides(args))
     if args.gallery_from:
         reuse_gallery(Path(args.gallery_from), Path(args.out), cfg.gallery.name or "gallery")
+    skip = {n for n in (args.skip or "").split(",") if n}
+    unknown = skip - {q.name for q in cfg.queries}
+    if unknown:
+        raise IconsError(f"--skip {sorted(unknown)}: no such query stage in {args.config} "
+                         f"({', '.join(q.name or q.config for q in cfg.queries)})")
+    cfg.queries = [q for q in cfg.queries if q.name not in skip]
     for stage in cfg.queries:
         stage.overrides = [*stage.overrides, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
     if args.gallery_epochs:
@@ -445,6 +451,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--gallery-from", default=None, help="reuse the paragon of another --out folder (copied) "
                                                         "instead of training it again")
     p.add_argument("--results-name", default="icons", help="docs/results/NAME.{json,md} (default icons)")
+    p.add_argument("--skip", default="", help="comma-separated query stages of the pipeline config not to run "
+                                              "(e.g. query_l2,query_l2_w100)")
     p.add_argument("--threads", type=int, default=None, help="runtime.num_threads (default: torch's)")
     p.add_argument("--device", default=None, help="runtime.device (default: auto)")
     p.add_argument("--build-only", action="store_true", help="fetch the packages and build the folder, then stop")
