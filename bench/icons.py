@@ -27,6 +27,8 @@ gallery style" case. The bench:
     python bench/icons.py                    # everything, ~40 min of CPU on 2 shared cores
     python bench/icons.py --build-only       # fetch and build the folder only
     python bench/icons.py --report-only      # rewrite the results from the finished pipeline
+    python bench/icons.py --epochs 60 --gallery-from runs/icons/pipeline --out runs/icons/pipeline_e60 \
+        --results-name icons_e60             # longer query models, the same paragon
 
 Every step is resumable: finished stages of the pipeline are skipped, an interrupted training
 resumes from its checkpoint.
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import random
 import shutil
@@ -446,7 +447,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--gallery-styles", default="google", help="comma-separated styles of the gallery images")
     p.add_argument("--train-fraction", type=float, default=0.75, help="fraction of the emoji that are training classes")
     p.add_argument("--seed", type=int, default=0, help="seed of the class split")
-    p.add_argument("--epochs", type=int, default=None, help="query-model epochs (default: configs/icons/query.yaml)")
+    p.add_argument("--epochs", type=int, default=None, help="query-model epochs (default: configs/icons/query.yaml); with "
+                                                             "another --out: finished stages are skipped whatever "
+                                                             "their epochs")
     p.add_argument("--gallery-epochs", type=int, default=None, help="paragon epochs (default: configs/icons/gallery.yaml)")
     p.add_argument("--gallery-from", default=None, help="reuse the paragon of another --out folder (copied) "
                                                         "instead of training it again")
