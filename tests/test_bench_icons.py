@@ -113,3 +113,25 @@ def test_bad_styles_and_missing_npm(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(icons.shutil, "which", lambda name: None)
     with pytest.raises(icons.IconsError, match="npm not found"):
         icons.fetch_packages([icons.STYLES["google"]], tmp_path / "empty")
+
+
+def test_result_rows_from_a_grid() -> None:
+    def pair(q: str, g: str, r1: float) -> dict:
+        return {"query": q, "gallery": g, "query_model": q + "-id", "gallery_model": g + "-id", "homogeneous": q == g,
+                "metrics": {}, "recall_at_1": r1, "map_at_r": r1, "map": r1, "compatible": None if q == g else False,
+                "gap_to_paragon": r1 - 0.6, "query_mflops": 2.0 if q != "gallery" else 70.0,
+                "gallery_mflops": 70.0 if g == "gallery" else 2.0, "flops_ratio": 1.0, "declared_compatible": True,
+                "query_method": "bct" if q != "gallery" else "none"}
+    grid = {"protocol": {"protocol": "open_set"},
+            "models": [{"label": "gallery"}, {"label": "query_bct"}],
+            "pairs": [pair("gallery", "gallery", 0.6), pair("gallery", "query_bct", 0.1),
+                      pair("query_bct", "gallery", 0.2), pair("query_bct", "query_bct", 0.4)],
+            "matrix": {"recall_at_1": [[0.6, 0.1], [0.2, 0.4]]}}
+    info = {"query_bct": {"method": "BCT", "seed": 0, "epochs": 30}, "gallery": {"method": "independent", "epochs": 40}}
+    rows = icons.result_rows(grid, info, "gallery")
+    assert [(r["label"], r["gallery_label"]) for r in rows] == [
+        ("gallery", "gallery"), ("query_bct", "gallery"), ("gallery", "query_bct"), ("query_bct", "query_bct")]
+    assert rows[0]["method"] == "paragon" and rows[1]["method"] == "BCT"
+    assert rows[1]["homo_recall_at_1"] == 0.4 and rows[1]["recall_at_1"] == 0.2 and rows[1]["protocol"] == "open_set"
+    assert rows[2]["gap_to_paragon"] is None   # only pairs against the paragon have a gap to it
+    assert "| query_bct | 0.2000 | 0.4000 |" in icons.matrix_markdown(grid)
