@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from hetsearch.compat.grid import run_grid
 from hetsearch.config import from_dict, load_config, read_yaml
 from hetsearch.data import make_splits
+from hetsearch.nas.pipeline import nas_stages
 from hetsearch.stages import PipelineConfig, PipelineContext, Stage, StageConfig
+from hetsearch.train import FINAL_MODEL, train
 from hetsearch.utils.io import atomic_write_json
 
 __all__ = ["PipelineConfig", "PipelineContext", "Stage", "StageConfig", "build_stages", "load_pipeline_config",
@@ -32,8 +35,6 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
 
 
 def _training_stage(ctx: PipelineContext, stage_cfg: StageConfig, compat_gallery: bool = True) -> Stage:
-    from hetsearch.train import FINAL_MODEL, train
-
     run_cfg = ctx.stage_config(stage_cfg, compat_gallery)
     output = run_cfg.run_dir / FINAL_MODEL
     ctx.models[run_cfg.name] = output
@@ -44,15 +45,12 @@ def build_stages(ctx: PipelineContext) -> list[Stage]:
     stages = [_training_stage(ctx, ctx.cfg.gallery, compat_gallery=False)]
     stages += [_training_stage(ctx, q) for q in ctx.cfg.queries]
     if ctx.cfg.nas is not None:
-        from hetsearch.nas.pipeline import nas_stages
         stages += nas_stages(ctx)
     stages.append(_grid_stage(ctx))
     return stages
 
 
 def _grid_stage(ctx: PipelineContext) -> Stage:
-    from hetsearch.compat.grid import run_grid
-
     out_dir = ctx.output_dir / "grid"
 
     def run():

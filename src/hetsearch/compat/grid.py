@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from hetsearch.data import Splits
 from hetsearch.errors import CompatibilityError
 from hetsearch.eval import far_key
@@ -239,7 +241,6 @@ def write_heatmap(result: dict, path: Path, metrics: tuple[str, ...] = ("recall_
     Drawn on an Agg canvas directly (no pyplot), so it needs no display and leaves the caller's
     matplotlib backend alone.
     """
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from PIL import ImageColor
+
+from hetsearch.data.registry import all_legacy_keys, get_dataset
 from hetsearch.errors import ConfigError
 from hetsearch.utils.typed_config import from_dict
 
@@ -98,8 +101,6 @@ class DataConfig:
         key at its old default is dropped, a set key moves into the configured source's options,
         and a set key of another source is an error naming both.
         """
-        from hetsearch.data.registry import all_legacy_keys
-
         data = dict(data)
         source = data.get("source", cls.source)
         legacy = all_legacy_keys()
@@ -120,16 +121,12 @@ class DataConfig:
     # ------------------------------------------------------------------ checks
     def source_options(self) -> Any:
         """The data set's typed options (its ``Options`` dataclass) built from ``self.options``."""
-        from hetsearch.data.registry import get_dataset
-
         dataset = get_dataset(self.source)
         if not isinstance(self.options, dict):
             raise ConfigError(f"data.options: expected a mapping, got {self.options!r}")
         return from_dict(dataset.Options, dict(self.options), f"data.options ({self.source})")
 
     def background_rgb(self) -> tuple[int, int, int]:
-        from PIL import ImageColor
-
         try:
             rgb = ImageColor.getrgb(str(self.background))
         except ValueError:

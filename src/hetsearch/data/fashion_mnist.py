@@ -21,6 +21,7 @@ import torch
 from dataclasses import dataclass
 
 from hetsearch.data.config import DataConfig
+from hetsearch.data.fileset import IMAGE_EXTENSIONS
 from hetsearch.data.idx import read_idx
 from hetsearch.data.imageset import ImageSet
 from hetsearch.data.registry import DatasetSource, RawData, register_dataset
@@ -92,8 +93,6 @@ def _candidates(root: Path) -> list[Path]:
 
 
 def _looks_like_image_folder(folder: Path) -> bool:
-    from hetsearch.data.fileset import IMAGE_EXTENSIONS
-
     if not folder.is_dir():
         return False
     for i, path in enumerate(folder.rglob("*")):

@@ -12,6 +12,7 @@ user sees is ours (file name, what to do), not a worker traceback.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,6 @@ def decode_many(paths: Sequence[str], spec: DecodeSpec) -> tuple[np.ndarray, np.
 
 
 def default_workers() -> int:
-    import os
-
     return max(0, min(8, (os.cpu_count() or 1)))
 
 

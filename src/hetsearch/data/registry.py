@@ -13,11 +13,13 @@ A data set is a class registered with `@register_dataset` that declares
 the protocol), ``{"train", "test"}`` or ``{"train", "query", "gallery"}`` (official splits, used
 as given), optionally with ``"val"``. Each split is an `ImageSet` (in memory) or a `FileSet`
 (files, decoded when needed); labels of all splits index ``classes``.
+
+The built-in data sets register when `hetsearch.data` is imported (its `__init__` imports
+`data.fashion_mnist` and `data.files`); the registry imports nothing of them.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -68,7 +70,6 @@ class DatasetSource:
 
 
 _DATASETS: dict[str, type[DatasetSource]] = {}
-_BUILTIN_MODULES = ("hetsearch.data.fashion_mnist", "hetsearch.data.files")
 
 
 def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:
@@ -81,19 +82,12 @@ def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:
     return cls
 
 
-def _import_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def list_datasets() -> list[str]:
-    _import_builtins()
     return sorted(_DATASETS)
 
 
 def get_dataset(name: str) -> type[DatasetSource]:
     """The registered data set class; ConfigError listing the known names otherwise."""
-    _import_builtins()
     if name not in _DATASETS:
         raise ConfigError(f"data.source: unknown data set {name!r}; known: {', '.join(sorted(_DATASETS))}")
     return _DATASETS[name]
@@ -101,5 +95,4 @@ def get_dataset(name: str) -> type[DatasetSource]:
 
 def all_legacy_keys() -> dict[str, dict[str, str]]:
     """data set name -> {old flat data.KEY: option name}."""
-    _import_builtins()
     return {name: dict(cls.legacy_keys) for name, cls in _DATASETS.items() if cls.legacy_keys}

@@ -7,6 +7,8 @@ from pathlib import Path
 from hetsearch.models.contract import check_pair
 from hetsearch.config import apply_overrides, from_dict
 from hetsearch.data import DataConfig, Splits, make_splits
+from hetsearch.eval.embed import embed
+from hetsearch.eval.evaluate import evaluate_embeddings
 from hetsearch.models import LoadedModel, load_checkpoint
 from hetsearch.utils.device import resolve_device
 
@@ -24,8 +26,6 @@ def evaluate_loaded(query: LoadedModel, gallery: LoadedModel, splits: Splits, de
 
     `embedding_cache` (model id, set name) -> embeddings lets a grid embed each set once per model.
     """
-    from hetsearch.eval import embed, evaluate_embeddings
-
     warnings = check_pair(query.meta, gallery.meta)
     dev = resolve_device(device)
     cache = embedding_cache if embedding_cache is not None else {}

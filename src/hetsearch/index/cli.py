@@ -1,6 +1,7 @@
-"""`hetsearch index build|add|remove|rebuild|info|check`, and the `--verify` option that `hetsearch query`
-and `hetsearch serve` share (those commands are in `hetsearch.serve.cli`: they load query models
-through the export runtime, a layer above the index)."""
+"""`hetsearch index build|add|remove|rebuild|info|check`, and the help of the `--verify` option that
+`hetsearch query` and `hetsearch serve` share (those commands are in `hetsearch.serve.cli`: they load
+query models through the export runtime, a layer above the index; the option's check and the
+start-up verification, `check_verify_option` and `run_verification`, are in `hetsearch.index.verify`)."""
 
 from __future__ import annotations
 
@@ -254,23 +255,6 @@ def check(index_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]", help
 
 VERIFY_HELP = ("measure the query model against a stored sample of the gallery before searching: off | warn | "
                "refuse (refuse when it is near chance; see `hetsearch verify`)")
-
-
-def check_verify_option(value: str) -> str:
-    if value not in ("off", "warn", "refuse"):
-        raise HetsearchError(f"--verify: got {value!r}, expected off, warn or refuse")
-    return value
-
-
-def run_verification(gallery, encoder, mode: str) -> list[str]:
-    """The optional start-up check of `query` and `serve`; returns warnings."""
-    if check_verify_option(mode) == "off":
-        return []
-    from hetsearch.index.verify import enforce, verify_query_model
-
-    message = enforce(verify_query_model(gallery, encoder), encoder.meta.model_id, gallery.gallery_model_id,
-                      refuse=mode == "refuse")
-    return [message] if message else []
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,7 @@ import threading
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hetsearch.data.transforms import fit_pil_image
 from hetsearch.errors import DataError
@@ -124,8 +124,6 @@ def _bounded_fit(img: Image.Image, channels: int, image_size: int, resize: str) 
     the decoded image: for ``center_crop`` the centre square is cut *before* resizing (never an
     upscaled full image), and a large image is first reduced by an integer factor (box filter) to
     at most 4x the model's input, so the final resize and mode conversion work on a small image."""
-    from PIL import ImageOps
-
     if img.getexif().get(0x0112, 1) not in (None, 1):  # EXIF orientation: rotate first (a copy)
         img = ImageOps.exif_transpose(img)
     width, height = img.size

@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -55,8 +56,6 @@ def backup_path(target: Path) -> Path:
 
 def pause_point(phase: str) -> None:
     if os.environ.get(PAUSE_ENV) == phase:
-        import time
-
         sys.stdout.flush()
         os.write(sys.stdout.fileno(), f"PAUSED {phase}\n".encode())  # one write: atomic on a pipe
         while True:

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hetsearch.errors import CompatibilityError
+from hetsearch.errors import CompatibilityError, HetsearchError
 from hetsearch.index.check import THUMBNAILS_NAME, VECTORS_NAME
 
 SAMPLE_SIZE = 200
@@ -141,3 +141,22 @@ def enforce(result: Verification, query_id: str, gallery_id: str, *, refuse: boo
     if result.verdict == "near_chance" and refuse:
         raise CompatibilityError(message + " (--verify warn searches anyway)")
     return message
+
+
+VERIFY_MODES = ("off", "warn", "refuse")
+
+
+def check_verify_option(value: str) -> str:
+    """``value`` when it is a `--verify` mode (off | warn | refuse); HetsearchError otherwise."""
+    if value not in VERIFY_MODES:
+        raise HetsearchError(f"--verify: got {value!r}, expected off, warn or refuse")
+    return value
+
+
+def run_verification(gallery, encoder, mode: str) -> list[str]:
+    """The optional start-up check of `query` and `serve` (``mode``: off | warn | refuse); returns warnings."""
+    if check_verify_option(mode) == "off":
+        return []
+    message = enforce(verify_query_model(gallery, encoder), encoder.meta.model_id, gallery.gallery_model_id,
+                      refuse=mode == "refuse")
+    return [message] if message else []

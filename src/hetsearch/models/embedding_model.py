@@ -10,7 +10,8 @@ from torch import nn
 
 from hetsearch.errors import ConfigError
 from hetsearch.models.heads import CosineClassifier, EmbeddingHead
-from hetsearch.models.registry import create_backbone
+from hetsearch.models.pretrained import load_pretrained_backbone
+from hetsearch.models.registry import create_backbone, default_input_norm
 
 
 @dataclass
@@ -61,8 +62,6 @@ def resolve_input_norm(spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
     A scalar stays a 0-d tensor (bit-identical outputs for checkpoints written before per-channel
     normalisation); a list becomes a (1, C, 1, 1) tensor.
     """
-    from hetsearch.models.registry import default_input_norm
-
     if spec.mean is None or spec.std is None:
         mean, std = default_input_norm(spec.backbone, spec.in_chans, **spec.backbone_args)
         spec.mean = mean if spec.mean is None else spec.mean
@@ -144,7 +143,5 @@ def create_model(backbone: str, *, num_classes: int, pretrained_file: str | None
     """
     model = EmbeddingModel(ModelSpec(backbone=backbone, num_classes=num_classes, **spec_fields))
     if pretrained_file:
-        from hetsearch.models.pretrained import load_pretrained_backbone
-
         load_pretrained_backbone(model.backbone, pretrained_file, backbone_name=backbone)
     return model

@@ -42,7 +42,7 @@ def serve(index: Path = typer.Option(..., "--index", "-i", help="index folder (h
                                      "gallery at start: off | warn | refuse (see `hetsearch verify`)"),
           reload_interval: float = typer.Option(1.0, min=0, help="seconds between checks for a new index version "
                                                 "(after index add/remove/rebuild; 0: never reload)")):
-    from hetsearch.index.cli import check_verify_option
+    from hetsearch.index.verify import check_verify_option
     from hetsearch.serve.server import run_server
 
     check_verify_option(verify)
@@ -119,7 +119,7 @@ def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
     import numpy as np
 
     from hetsearch.export.runtime import load_query_encoder
-    from hetsearch.index.cli import run_verification
+    from hetsearch.index.verify import run_verification
     from hetsearch.index.gallery import open_index
     from hetsearch.index.images import read_image_file
 

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from hetsearch.export.encoders import QueryEncoder
 from hetsearch.export.runtime import load_query_encoder
+from hetsearch.index.faiss_index import set_omp_threads
 from hetsearch.index.gallery import GalleryIndex, open_index
+from hetsearch.index.verify import run_verification
+from hetsearch.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
+from hetsearch.serve.memory import release_freed_memory_promptly
+from hetsearch.serve.reload import LiveIndex
 
 
 def set_threads(threads: Optional[int]) -> None:
     """Intra-op threads for PyTorch and FAISS (ONNX Runtime takes them at session creation)."""
     if not threads:
         return
-    import faiss
-    import torch
-
     torch.set_num_threads(int(threads))
-    faiss.omp_set_num_threads(int(threads))
+    set_omp_threads(threads)
 
 
 def warm_up(gallery: GalleryIndex, encoder: QueryEncoder, rounds: int = 3) -> None:
@@ -36,8 +40,6 @@ def load_service(index_dir: str | Path, query_model: str | Path, *, runtime: str
                  search_params: Optional[dict] = None, verify: str = "off") -> tuple[GalleryIndex, QueryEncoder]:
     """(index, encoder) after the contract check (and, with ``verify`` warn/refuse, the measured
     check of `hetsearch.index.verify`, whose warnings join ``index.warnings``); warmed up."""
-    from hetsearch.index.cli import run_verification
-
     set_threads(threads)
     encoder = load_query_encoder(query_model, runtime=runtime, threads=threads)
     gallery = open_index(index_dir, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
@@ -52,19 +54,12 @@ def run_server(index_dir: str | Path, query_model: str | Path, *, host: str = "1
                search_params: Optional[dict] = None, max_upload_bytes: Optional[int] = None, max_k: int = 100,
                access_log: bool = False, log_level: str = "info", log=print, verify: str = "off",
                reload_interval: float = 1.0) -> None:
-    import sys
-
-    import uvicorn
+    import uvicorn  # only here: starting the server needs it, loading the service does not
 
     # Requests hop between the event loop and the worker threads; a short GIL switch interval
     # (default 5 ms) keeps those hops from adding milliseconds of latency under load.
     sys.setswitchinterval(0.0005)
-    from hetsearch.serve.memory import release_freed_memory_promptly
-
     release_freed_memory_promptly()  # process-wide: decoded images' buffers go back to the system when freed
-
-    from hetsearch.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
-    from hetsearch.serve.reload import LiveIndex
 
     started = time.perf_counter()
     gallery, encoder = load_service(index_dir, query_model, runtime=runtime, threads=threads,
