@@ -40,8 +40,7 @@ from hetsearch.index import add_items, build_index, folder_items, rebuild_index,
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' tiny models and damaged-index recipes
 from index_fixtures import DAMAGES, make_tiny_models, raw_png, write_image_folder  # noqa: E402
 from hetsearch.models import load_checkpoint  # noqa: E402
-from hetsearch.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
-from hetsearch.utils.results import command_line, machine_info, markdown_table  # noqa: E402
+from hetsearch.utils.results import markdown_table, write_results  # noqa: E402
 
 RSS_LIMIT_GB = 2.5
 
@@ -379,6 +378,22 @@ def run_bad_cli(models, image: Path, work: Path) -> list[dict]:
     return rows
 
 
+def _markdown(payload: dict, figures: dict) -> str:
+    return "\n".join([
+        "# Hardening: the service and the CLI under malformed and hostile input", "",
+        f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}", "",
+        "Protocol: " + "; ".join(f"{k}: {v}" for k, v in payload["protocol"].items()), "",
+        markdown_table([{"figure": k, "value": v if not isinstance(v, list) else ", ".join(v)}
+                        for k, v in figures.items()], ["figure", "value"]), "",
+        "## Requests to the live server", "",
+        markdown_table(payload["requests"], ["case", "status", "expected", "ok", "ms"]), "",
+        markdown_table(payload["bursts"], ["case", "sent", "expected", "answered_as_expected"]), "",
+        "## Damaged index folders (`hetsearch query` and `hetsearch index check`)", "",
+        markdown_table(payload["damaged"], ["case", "file", "query_clean", "check_clean", "query_error"]), "",
+        "## Bad CLI input", "", markdown_table(payload["bad_cli"], ["case", "clean", "error"]), "",
+        "Timings (s): " + ", ".join(f"{k} {v}" for k, v in payload["timings_s"].items()), ""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuzz-examples", type=int, default=40, help="Schemathesis requests per operation and mode")
@@ -490,24 +505,11 @@ def main() -> None:
                           "unexpected status",
                 "clean error": "exit code 2 (index check: 1), no traceback, stderr ends with one unwrapped "
                                "'error:' line (index check: one 'damaged:' line per problem) naming the file"}
-    payload = {"command": command_line(), "machine": machine_info(), "protocol": protocol, **figures,
-               "rows": rows, "bursts": bursts, "damaged": damaged, "bad_cli": bad_cli,
-               "fuzz": fuzz.to_dict(), "reload": reload, "timings_s": timings}
-    out = ROOT / "docs" / "results"
-    atomic_write_json(out / f"{args.name}.json", payload)
-    md = [f"# Hardening: the service and the CLI under malformed and hostile input", "",
-          f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}", "",
-          "Protocol: " + "; ".join(f"{k}: {v}" for k, v in protocol.items()), "",
-          markdown_table([{"figure": k, "value": v if not isinstance(v, list) else ", ".join(v)}
-                          for k, v in figures.items()], ["figure", "value"]), "",
-          "## Requests to the live server", "",
-          markdown_table(rows, ["case", "status", "expected", "ok", "ms"]), "",
-          markdown_table(bursts, ["case", "sent", "expected", "answered_as_expected"]), "",
-          "## Damaged index folders (`hetsearch query` and `hetsearch index check`)", "",
-          markdown_table(damaged, ["case", "file", "query_clean", "check_clean", "query_error"]), "",
-          "## Bad CLI input", "", markdown_table(bad_cli, ["case", "clean", "error"]), "",
-          "Timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()), ""]
-    atomic_write_text(out / f"{args.name}.md", "\n".join(md))
+    # rows: none (no query/gallery model pair is scored here); the request cases are under "requests"
+    write_results(args.name, protocol=protocol, rows=[], timings_s=timings, results_dir=ROOT / "docs" / "results",
+                  extra={**figures, "requests": rows, "bursts": bursts, "damaged": damaged, "bad_cli": bad_cli,
+                         "fuzz": fuzz.to_dict(), "reload": reload},
+                  markdown=lambda payload: _markdown(payload, figures))
     print(json.dumps(figures, indent=2))
     failed = [k for k, bad in (("server_5xx", figures["server_5xx"]), ("unexpected_status", figures["unexpected_status"]),
                                ("reload_dropped_requests", figures["reload_dropped_requests"]),
