@@ -365,7 +365,7 @@ def markdown(payload: dict) -> str:
     data = payload["data"]
     lines = ["# Second benchmark: colour icons in two styles (emoji), new classes at query time", "",
              f"Command: `{payload.get('measured_by') or payload['command']}`  ",
-             *([f"(this report rewritten by `{payload['command']}`)  "] if payload.get("measured_by") else []),
+             *([f"(this report rewritten by `{_short(payload['command'])}`)  "] if payload.get("measured_by") else []),
              f"Machine: {payload['machine']}", "",
              "Data (not photos): " + payload["data_note"], "",
              "Protocol: " + "; ".join(f"{k}: {v}" for k, v in payload["protocol"].items()), "",
@@ -391,6 +391,12 @@ def markdown(payload: dict) -> str:
     if payload.get("notes"):
         lines += [payload["notes"], ""]
     return "\n".join(lines)
+
+
+def _short(command: str) -> str:
+    """A command line without the text of its --notes (the notes are printed below the tables)."""
+    head, sep, _ = command.partition(" --notes ")
+    return head + (" --notes ..." if sep else "")
 
 
 def matrix_markdown(grid: dict) -> str:
