@@ -273,6 +273,8 @@ def reuse_gallery(source_dir: Path, out: Path, name: str) -> None:
 
 def pipeline_overrides(args: argparse.Namespace) -> list[str]:
     out = [f"data.root={args.root}", f"output_dir={args.out}"]
+    if args.runtime_seed is not None:
+        out.append(f"runtime.seed={args.runtime_seed}")
     if args.threads:
         out.append(f"runtime.num_threads={args.threads}")
     if args.device:
@@ -462,6 +464,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--results-name", default="icons", help="docs/results/NAME.{json,md} (default icons)")
     p.add_argument("--skip", default="", help="comma-separated query stages of the pipeline config not to run "
                                               "(e.g. query_l2,query_l2_w100)")
+    p.add_argument("--runtime-seed", type=int, default=None,
+                   help="runtime.seed of every model the pipeline trains (default: the config's, 0); the data split "
+                        "stays (--seed); with --gallery-from, the query models' seed only")
     p.add_argument("--threads", type=int, default=None, help="runtime.num_threads (default: torch's)")
     p.add_argument("--device", default=None, help="runtime.device (default: auto)")
     p.add_argument("--build-only", action="store_true", help="fetch the packages and build the folder, then stop")
