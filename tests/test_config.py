@@ -40,3 +40,22 @@ def test_dump_round_trip(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(dump_yaml(cfg))
     assert load_config(TrainRunConfig, path) == cfg
+
+
+def test_pipeline_stage_overrides_apply_after_the_pipeline_sections(tmp_path):
+    """A stage's runtime.* override (e.g. another seed) takes effect; a data.* one is refused, not dropped."""
+    from pathlib import Path
+
+    from hetsearch.stages import PipelineConfig, PipelineContext, StageConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist"
+    cfg = PipelineConfig(base_dir=str(root), output_dir=str(tmp_path))
+    cfg.runtime.seed, cfg.runtime.num_threads = 7, 1
+    ctx = PipelineContext(cfg=cfg, splits=None, gallery_model=tmp_path / "gallery.pt")
+    stage = ctx.stage_config(StageConfig(config="query_mobilenetv3_small.yaml", name="q",
+                                         overrides=["runtime.seed=1", "train.epochs=2"]))
+    assert stage.runtime.seed == 1 and stage.runtime.num_threads == 1 and stage.train.epochs == 2
+    assert ctx.stage_config(StageConfig(config="query_mobilenetv3_small.yaml")).runtime.seed == 7
+    with pytest.raises(ConfigError, match=r"data\.image_size=32.*pipeline's data section"):
+        ctx.stage_config(StageConfig(config="query_mobilenetv3_small.yaml", name="q",
+                                     overrides=["data.image_size=32"]))

@@ -55,14 +55,21 @@ class PipelineContext:
         return Path(self.cfg.output_dir)
 
     def stage_config(self, stage: StageConfig, compat_gallery: bool = True) -> TrainRunConfig:
-        """A stage's TrainRunConfig with the pipeline's data, runtime and output folder imposed."""
+        """A stage's TrainRunConfig with the pipeline's data, runtime and output folder imposed.
+
+        The stage's ``overrides`` apply last, so ``runtime.*`` ones (a seed, threads) take effect;
+        ``data.*`` ones are refused: every stage must train and be scored on the same data."""
         path = Path(self.cfg.base_dir) / stage.config
         data = read_yaml(path)
+        data["data"] = to_dict(self.cfg.data)
+        data["runtime"] = to_dict(self.cfg.runtime)
+        shared = [o for o in stage.overrides if o.split("=", 1)[0].strip().startswith("data.")]
+        if shared:
+            raise ConfigError(f"stage {stage.name or path.stem}: override {shared[0]!r}: every stage uses the "
+                              "pipeline's data section; set it there (pipeline YAML `data:`) instead")
         apply_overrides(data, list(stage.overrides))
         data["output_dir"] = str(self.output_dir)
         data["name"] = stage.name or data.get("name") or path.stem
-        data["data"] = to_dict(self.cfg.data)
-        data["runtime"] = to_dict(self.cfg.runtime)
         if compat_gallery and "compat" in data:
             # independent models too: their per-epoch M(q, g) is logged against this gallery
             data["compat"]["gallery_model"] = str(self.gallery_model)

@@ -307,8 +307,10 @@ def _validation_split(cfg: DataConfig, pools: _Pools, where: str) -> tuple[Any, 
         say(f"warning: {what} gives a validation split of {len(val)} item(s) with at most one image per class, "
             "so validation retrieval cannot be scored (a query needs another image of its class); validation is "
             "skipped" + ("" if official else " and those items are trained on")
-            + ". To validate, raise data.val_fraction (e.g. 0.3) or add images; to silence this, set "
-            "data.val_fraction=0 or runtime.eval_every=0.")
+            + ". To validate, " + ("add images to it" if official else
+                                    "raise data.val_fraction (e.g. 0.3) if classes have 3+ images, or give an official "
+                                    "ROOT/val/CLASS/* split with 2+ images per class")
+            + "; to silence this, set data.val_fraction=0 or runtime.eval_every=0.")
         if not official:
             train = pools.train
         val = val.subset(slice(0, 0))
