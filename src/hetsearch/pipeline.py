@@ -10,6 +10,7 @@ overrides (e.g. a quick profile with fewer epochs), and imposes one data set and
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from hetsearch.data import make_splits
 from hetsearch.nas.pipeline import nas_stages
 from hetsearch.stages import PipelineConfig, PipelineContext, Stage, StageConfig
 from hetsearch.train import FINAL_MODEL, train
+from hetsearch.train.resume import check_resumable
 from hetsearch.utils.io import atomic_write_json
 
 __all__ = ["PipelineConfig", "PipelineContext", "Stage", "StageConfig", "build_stages", "load_pipeline_config",
@@ -38,7 +40,15 @@ def _training_stage(ctx: PipelineContext, stage_cfg: StageConfig, compat_gallery
     run_cfg = ctx.stage_config(stage_cfg, compat_gallery)
     output = run_cfg.run_dir / FINAL_MODEL
     ctx.models[run_cfg.name] = output
-    return Stage(run_cfg.name, output, lambda: train(run_cfg, resume=True, splits=ctx.splits))
+
+    def is_current() -> bool:
+        """A finished model trained with other settings (e.g. train.epochs) is an error, not reused."""
+        saved = run_cfg.run_dir / "config.yaml"
+        if saved.exists():
+            check_resumable(run_cfg, read_yaml(saved), saved)
+        return True
+
+    return Stage(run_cfg.name, output, lambda: train(run_cfg, resume=True, splits=ctx.splits), is_current)
 
 
 def build_stages(ctx: PipelineContext) -> list[Stage]:
@@ -56,7 +66,15 @@ def _grid_stage(ctx: PipelineContext) -> Stage:
     def run():
         return run_grid(list(ctx.models.values()), ctx.splits, out_dir, device=ctx.cfg.runtime.device)
 
-    return Stage("grid", out_dir / "grid.json", run)
+    def is_current() -> bool:
+        """The grid scored exactly the pipeline's current models (a stage added since: score again)."""
+        try:
+            scored = [m["path"] for m in json.loads((out_dir / "grid.json").read_text())["models"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return sorted(scored) == sorted(str(p) for p in ctx.models.values())
+
+    return Stage("grid", out_dir / "grid.json", run, is_current)
 
 
 def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> PipelineContext:
@@ -66,7 +84,7 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> Pip
     ctx = PipelineContext(cfg, splits, gallery_model=Path(cfg.output_dir) / gallery_name / "model.pt")
     ctx.timings_s["load_data"] = round(time.perf_counter() - started, 2)
     for stage in build_stages(ctx):
-        if stage.output.exists():
+        if stage.output.exists() and stage.is_current():
             log(f"[pipeline] {stage.name}: done already ({stage.output}), skipped")
             continue
         log(f"[pipeline] {stage.name}: running")

@@ -35,11 +35,18 @@ class PipelineConfig:
     base_dir: str = "."                           # set by load_pipeline_config: the YAML's folder
 
 
+def _always_current() -> bool:
+    return True
+
+
 @dataclass
 class Stage:
     name: str
-    output: Path                     # the stage is done when this exists
+    output: Path                     # the stage is done when this exists ...
     run: Callable[[], Any]
+    # ... and this says it is still current: False reruns the stage; a stage whose finished output
+    # must not be silently replaced raises ConfigError instead (e.g. a model trained with other settings)
+    is_current: Callable[[], bool] = _always_current
 
 
 @dataclass
