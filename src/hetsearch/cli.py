@@ -114,7 +114,14 @@ def evaluate(query_model: Path = typer.Option(..., "--query-model", "-q", help="
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
-    console.print(f"protocol: {result['protocol']}", markup=False)
+    console.print(f"protocol: {_short_protocol(result['protocol'])}", markup=False)
+
+
+def _short_protocol(protocol: dict, most: int = 12) -> dict:
+    """The protocol with long lists (e.g. 1,000 class names) cut to their first items and a count;
+    --json and --out keep them whole."""
+    return {k: (v[:most] + [f"... {len(v)} in all"] if isinstance(v, list) and len(v) > most else v)
+            for k, v in protocol.items()}
 
 
 @app.command(help="Show what a checkpoint holds: id, architecture, cost, compatibility.\n\n"
