@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hetsearch.index.items import GalleryItems
 from hetsearch.models import ModelMeta, create_model, save_checkpoint
 
 TINY_CLASSES = ["circle", "square", "stripes", "noise"]
@@ -70,6 +71,14 @@ def synthetic_images(n: int, size: int = 16, channels: int = 1, seed: int = 0) -
         images.append(np.repeat(img[:, :, None], channels, axis=2))
         labels.append(TINY_CLASSES[kind])
     return np.stack(images), labels
+
+
+def make_items(n: int, seed: int = 0, prefix: str = "item") -> GalleryItems:
+    """``n`` synthetic 16 px grey gallery items (sources PREFIX0.., one user field each)."""
+    images, labels = synthetic_images(n, 16, 1, seed)
+    return GalleryItems(images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                        sources=[f"{prefix}{i}" for i in range(n)], labels=labels,
+                        fields=[{"n": i} for i in range(n)], origin={"kind": "test"})
 
 
 def write_image_folder(root: str | Path, n: int = 24, size: int = 16, seed: int = 0) -> list[Path]:

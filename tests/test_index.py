@@ -20,7 +20,7 @@ from hetsearch.errors import CompatibilityError, HetsearchError
 from hetsearch.index import (GalleryItems, IndexOpenError, IndexWriteError, add_items, build_index, csv_items,
                              dataset_items, embed_images, folder_items, open_index, rebuild_index, remove_items)
 from hetsearch.index.storage import backup_path
-from index_fixtures import make_tiny_models, synthetic_images, write_image_folder
+from index_fixtures import make_items, make_tiny_models, write_image_folder
 from hetsearch.models import load_checkpoint
 
 
@@ -37,13 +37,6 @@ def gallery(models):
 @pytest.fixture(scope="module")
 def query(models):
     return load_checkpoint(models.query)
-
-
-def make_items(n: int, seed: int = 0, prefix: str = "item") -> GalleryItems:
-    images, labels = synthetic_images(n, 16, 1, seed)
-    return GalleryItems(images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                        sources=[f"{prefix}{i}" for i in range(n)], labels=labels,
-                        fields=[{"n": i} for i in range(n)], origin={"kind": "test"})
 
 
 def test_build_writes_manifest_metadata_and_searches(tmp_path, gallery, query):

@@ -16,7 +16,7 @@ import torch
 from hetsearch.errors import CompatibilityError, ConfigError
 from hetsearch.index import (GalleryItems, add_items, build_index, open_index, read_stored, rebuild_index,
                              remove_items)
-from index_fixtures import make_tiny_models, synthetic_images
+from index_fixtures import make_items, make_tiny_models
 from hetsearch.models import load_checkpoint
 from hetsearch.models.contract import check_pair, declared_compatible, space_mismatch
 
@@ -30,13 +30,6 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gallery(models):
     return load_checkpoint(models.gallery)
-
-
-def make_items(n: int, seed: int = 0, prefix: str = "item") -> GalleryItems:
-    images, labels = synthetic_images(n, 16, 1, seed)
-    return GalleryItems(images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                        sources=[f"{prefix}{i}" for i in range(n)], labels=labels,
-                        fields=[{"n": i} for i in range(n)], origin={"kind": "test"})
 
 
 def test_every_change_bumps_the_revision_and_records_history(tmp_path, gallery):
