@@ -53,7 +53,13 @@ class DataConfig:
         open_set_train_fraction: fraction of classes used for training when the open set has to
             split the classes itself.
         val_fraction: stratified fraction of the training split held out for validation (unless
-            the data set has an official ``val`` split).
+            the data set has an official ``val`` split or ``val_classes`` is set).
+        val_classes: open set only: training classes held out of training and used, all their
+            images, as the validation split (a class-disjoint validation that mirrors the open-set
+            test: selection then never sees a test class nor a trained one). 0 (default): off,
+            validation is ``val_fraction`` of the training items; 0 < x < 1: that fraction of the
+            training classes (rounded, at least one); an integer >= 1: that many classes. At least
+            one training class must remain; seeded (``seed``), independent of the other splits.
         test_fraction: stratified fraction held out as test split, for data without official
             splits (closed set only; in the open set the test classes form it).
         gallery: "train" (gallery = the whole training split, val included), "test_rest"
@@ -82,6 +88,7 @@ class DataConfig:
     protocol: str = "auto"
     open_set_train_fraction: float = 0.5
     val_fraction: float = 0.1
+    val_classes: float = 0.0
     test_fraction: float = 0.2
     gallery: str = "auto"
     max_train_items: Optional[int] = None
@@ -162,6 +169,7 @@ class DataConfig:
             )
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise ConfigError(f"data.val_fraction: got {self.val_fraction!r}, expected 0 <= x < 1")
+        self._check_val_classes()
         if not 0.0 < float(self.test_fraction) < 1.0:
             raise ConfigError(f"data.test_fraction: got {self.test_fraction!r}, expected 0 < x < 1")
         if not float(self.stream_above_gb) > 0:
@@ -180,6 +188,29 @@ class DataConfig:
                 "never occur among the queries); use 'test_rest' or 'auto'"
             )
         return self
+
+    def _check_val_classes(self) -> None:
+        """``val_classes``: 0, a fraction 0 < x < 1 or a whole count >= 1; open set (or auto) only."""
+        value = self.val_classes
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and (
+            value < 1 or float(value) == int(value))
+        if not ok:
+            raise ConfigError(f"data.val_classes: got {value!r}, expected 0 (off), a fraction 0 < x < 1 of the "
+                              "training classes or a whole number of classes >= 1")
+        if value and self.protocol == "closed_set":
+            raise ConfigError("data.val_classes: holds whole training classes out as validation classes, which only "
+                              "the open set allows (data.protocol is 'closed_set'); use data.val_fraction")
+
+    def val_class_count(self, num_train_classes: int) -> int:
+        """How many of ``num_train_classes`` training classes ``val_classes`` holds out (0: off)."""
+        value = float(self.val_classes)
+        if not value:
+            return 0
+        count = max(1, round(value * num_train_classes)) if value < 1 else int(value)
+        if count >= num_train_classes:
+            raise ConfigError(f"data.val_classes: {self.val_classes:g} holds out {count} of the "
+                              f"{num_train_classes} training classes; at least one must stay for training")
+        return count
 
     def resolved_gallery(self, protocol: str | None = None) -> str:
         """'train' or 'test_rest': what 'auto' means for the (resolved) protocol."""

@@ -13,7 +13,9 @@ classes from the test split, so no test image is ever trained on. An explicit ``
 official splits with unseen test classes is an error.
 
 Always: val is the official val split, or a stratified seeded ``val_fraction`` of the training
-split (never of the test split); query = test (or query) split; gallery = the official gallery
+split (never of the test split), or, in the open set with ``val_classes``, every image of some
+training classes held out of training (class-disjoint validation: no class shared with training
+or test); query = test (or query) split; gallery = the official gallery
 split, the whole training split, val items included ("train"), or the test split itself
 ("test_rest": each query is then excluded from its own results, ``exclude_self=True``).
 
@@ -197,6 +199,7 @@ class _Pools:
     val: Any = None
     test_desc: str = ""
     note: str = ""
+    val_classes: list[int] = field(default_factory=list)  # data.val_classes: training classes held out
 
     def present(self) -> list:
         return [p for p in (self.train, self.test, self.gallery, self.val) if p is not None]
@@ -285,9 +288,32 @@ def _decode_pools(cfg: DataConfig, raw: RawData, pools: _Pools) -> tuple[str, li
     return storage, skipped
 
 
+def _hold_out_val_classes(cfg: DataConfig, pools: _Pools) -> tuple[Any, Any, str]:
+    """(train, val, description) for ``data.val_classes``: a seeded set of training classes leaves
+    training, every image of them forms the validation split (class-disjoint from train and test)."""
+    if pools.protocol != "open_set":
+        raise ConfigError(f"data.val_classes: holds whole training classes out as validation classes, which only "
+                          f"the open set allows (the data gives {pools.protocol}); use data.val_fraction")
+    if pools.val is not None:
+        raise ConfigError("data.val_classes: the data set has an official val split; set data.val_classes=0 to "
+                          "use it, or remove it to hold out validation classes")
+    count = cfg.val_class_count(len(pools.train_classes))
+    perm = torch.randperm(len(pools.train_classes), generator=_generator(cfg.seed, "val_classes")).tolist()
+    val_classes = sorted(pools.train_classes[i] for i in perm[:count])
+    pools.train_classes = [c for c in pools.train_classes if c not in val_classes]
+    pools.val_classes = val_classes
+    train, val = _restrict(pools.train, pools.train_classes), _restrict(pools.train, val_classes)
+    if not scorable(val.labels):
+        raise DataError(f"data.val_classes: the {count} held-out validation class(es) have at most one image each, "
+                        "so validation retrieval cannot be scored; hold out more classes or use data.val_fraction")
+    return train, val, f"{count} held-out training classes, all their images ({len(val)} items; data.val_classes)"
+
+
 def _carve_validation(cfg: DataConfig, pools: _Pools) -> tuple[Any, Any, str]:
-    """(train, val, description): the official val split, or a stratified seeded
-    ``val_fraction`` of the training pool."""
+    """(train, val, description): the official val split, ``data.val_classes`` held-out training
+    classes (open set), or a stratified seeded ``val_fraction`` of the training pool."""
+    if float(cfg.val_classes):
+        return _hold_out_val_classes(cfg, pools)
     if pools.val is not None:
         return pools.train, pools.val, f"official val split ({len(pools.val)} items)"
     train_idx, val_idx = stratified_split(pools.train.labels, float(cfg.val_fraction), _generator(cfg.seed, "val"))
@@ -377,6 +403,8 @@ def _protocol_info(cfg: DataConfig, raw: RawData, pools: _Pools, sets: dict[str,
     }
     if pools.note:
         info["protocol_note"] = pools.note
+    if pools.val_classes:
+        info["val_classes"] = names(pools.val_classes)
     if cfg.max_train_items is not None or cfg.max_test_items is not None:
         info["caps"] = {"max_train_items": cfg.max_train_items, "max_test_items": cfg.max_test_items}
     return info
