@@ -14,10 +14,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import time  # noqa: E402
 
-from hetsearch.config import TrainRunConfig, load_config  # noqa: E402
+from hetsearch.config import TrainRunConfig  # noqa: E402
 from hetsearch.eval import classification_accuracy  # noqa: E402
 from hetsearch.eval.report import evaluate_loaded  # noqa: E402
 from hetsearch.models import load_checkpoint  # noqa: E402
+from hetsearch.utils.typed_config import load_config  # noqa: E402
 
 BENCH_RUNS = "runs/bench"
 CONFIGS = ROOT / "configs" / "fashion_mnist"
@@ -97,7 +98,7 @@ def _row(method, label, q, g, hetero, homo, info) -> dict:
 
 def grid_rows(grid: dict, train_info: dict[str, dict]) -> list[dict]:
     """One results row per evaluated (query model, gallery model) pair of a compatibility grid
-    (`hetsearch.compat.grid.run_grid`), with the query model's training cost from `train_info`
+    (`hetsearch.eval.grid.run_grid`), with the query model's training cost from `train_info`
     (run name -> method, backbone, train_seconds, epochs)."""
     out = []
     for p in grid["pairs"]:

@@ -20,9 +20,10 @@ import _shared  # noqa: F401  (puts src/ on the path)
 import torch
 
 from hetsearch.data import make_splits
-from hetsearch.eval import count_flops, measure_latency
+from hetsearch.eval import measure_latency
 from hetsearch.eval.report import evaluate_loaded
 from hetsearch.models import EmbeddingModel, LoadedModel, load_checkpoint
+from hetsearch.models.cost import count_flops
 from hetsearch.train import train
 from hetsearch.utils.results import write_results
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import _shared  # noqa: F401  (puts src/ on the path)
 import torch
 
-from hetsearch.compat.grid import run_grid
+from hetsearch.eval.grid import run_grid
 from hetsearch.data import Splits, make_splits
 from hetsearch.train import train
 from hetsearch.utils.results import markdown_table, write_results

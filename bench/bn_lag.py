@@ -22,8 +22,9 @@ import time
 import _shared
 
 from hetsearch.compat.validation import hetero_val_metrics
-from hetsearch.config import TrainRunConfig, load_config
+from hetsearch.config import TrainRunConfig
 from hetsearch.utils.results import write_results
+from hetsearch.utils.typed_config import load_config
 
 QUICK = ["data.max_train_items=10000", "data.max_test_items=2000"]
 

@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from hetsearch.config import TrainRunConfig, load_config  # noqa: E402
-from hetsearch.eval import count_flops  # noqa: E402
+from hetsearch.config import TrainRunConfig  # noqa: E402
 from hetsearch.models import create_model  # noqa: E402
+from hetsearch.models.cost import count_flops  # noqa: E402
+from hetsearch.utils.typed_config import load_config  # noqa: E402
 from hetsearch.models.memory_format import to_channels_last  # noqa: E402
 from hetsearch.utils.results import write_results  # noqa: E402
 

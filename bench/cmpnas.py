@@ -26,12 +26,13 @@ from pathlib import Path
 import _shared
 import torch
 
-from hetsearch.config import TrainRunConfig, load_config
+from hetsearch.config import TrainRunConfig
 from hetsearch.data import make_splits
 from hetsearch.nas.retrain import retrain
 from hetsearch.nas.runner import SearchRunConfig, run_search
 from hetsearch.train import train
 from hetsearch.utils.results import write_results
+from hetsearch.utils.typed_config import load_config
 
 BUDGETS_MFLOPS = (1.9, 1.0)   # >= 30x and >= 57x fewer FLOPs than the paragon (57.2 MFLOPs)
 ACCEPT_GAP = 0.005            # hetero Recall@1 within 0.5 points of the paragon's homogeneous Recall@1

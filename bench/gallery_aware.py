@@ -39,9 +39,10 @@ from pathlib import Path
 
 import _shared
 
-from hetsearch.config import TrainRunConfig, load_config
+from hetsearch.config import TrainRunConfig
 from hetsearch.utils.io import atomic_write_json
 from hetsearch.utils.results import command_line, write_results
+from hetsearch.utils.typed_config import load_config
 
 PROTOCOLS = ("closed_set", "open_set")
 # METHOD@KEY=VALUE: a variant. "...@train.task_loss=none": label-free (no classification loss, no label

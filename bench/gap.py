@@ -30,11 +30,12 @@ from pathlib import Path
 import _shared
 import torch
 
-from hetsearch.config import TrainRunConfig, load_config
+from hetsearch.config import TrainRunConfig
 from hetsearch.data import make_splits
 from hetsearch.nas.retrain import retrain
 from hetsearch.train import train
 from hetsearch.utils.results import write_results
+from hetsearch.utils.typed_config import load_config
 
 GAP_ISSUE_3 = 0.015   # BCT light models: within 1.5 points of the paragon's Recall@1
 GAP_ISSUE_4 = 0.005   # searched net: within 0.5 points

@@ -450,7 +450,7 @@ def main() -> None:
                 server.wait(timeout=30)
 
         # 3: schema-driven fuzzing (in-process, same index)
-        from hetsearch.export.runtime import TorchEncoder
+        from hetsearch.export.encoders import TorchEncoder
         from hetsearch.index import open_index
         from hetsearch.serve.app import create_app
         from hetsearch.serve.fuzz import fuzz_app

@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def drop_stale_grid(out: Path, cfg) -> None:
     """The pipeline skips a grid that exists: remove one made for another set of models."""
-    from hetsearch.config import read_yaml
+    from hetsearch.utils.typed_config import read_yaml
 
     def name(stage) -> str:
         return stage.name or read_yaml(Path(cfg.base_dir) / stage.config).get("name", Path(stage.config).stem)
@@ -486,7 +486,7 @@ def main() -> None:
     timings = {"fetch_and_build": round(time.perf_counter() - started, 1)}
     if args.build_only:
         return
-    from hetsearch.config import read_yaml
+    from hetsearch.utils.typed_config import read_yaml
 
     args.image_size_note = f"{read_yaml(Path(args.config)).get('data', {}).get('image_size')} px"
     if args.report_only:

@@ -54,8 +54,8 @@ from PIL import Image
 
 from hetsearch.data import FASHION_MNIST_CLASSES, DataConfig, load_source
 from hetsearch.eval import FaissExactIP, retrieval_metrics
+from hetsearch.export.encoders import OnnxEncoder, TorchEncoder
 from hetsearch.export.exporter import export_model
-from hetsearch.export.runtime import OnnxEncoder, TorchEncoder
 from hetsearch.index import build_index, dataset_items, embed_images, load_vectors, open_index
 from hetsearch.index.faiss_index import build_faiss_index, resolve_params, set_search_params
 from hetsearch.models import LoadedModel, create_model, load_checkpoint, save_checkpoint

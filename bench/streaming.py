@@ -154,9 +154,10 @@ def _cpu_seconds() -> float:
 def run_path(args) -> dict:
     import torch
 
-    from hetsearch.config import TrainRunConfig, from_dict
+    from hetsearch.config import TrainRunConfig
     from hetsearch.data import make_splits
     from hetsearch.train import Trainer
+    from hetsearch.utils.typed_config import from_dict
 
     out = Path(args.runs) / args.path
     if out.exists():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hetsearch.export.runtime import TorchEncoder
+from hetsearch.export.encoders import TorchEncoder
 from hetsearch.index import build_index, folder_items, open_index
 from index_fixtures import make_tiny_models, raw_png, write_image_folder
 from hetsearch.models import load_checkpoint

@@ -154,8 +154,9 @@ def test_label_free_training_through_the_cli_logs_m_qg_every_epoch(tmp_path):
 
 
 def test_label_free_without_a_compat_method_is_a_config_error(tmp_path, tiny_train_overrides):
-    from hetsearch.config import TrainRunConfig, load_config
+    from hetsearch.config import TrainRunConfig
     from hetsearch.train import train
+    from hetsearch.utils.typed_config import load_config
 
     cfg = load_config(TrainRunConfig, "configs/fashion_mnist/query_shufflenetv2_x0_5.yaml",
                       [*tiny_train_overrides, "train.task_loss=none", "compat.method=none"])
@@ -164,9 +165,10 @@ def test_label_free_without_a_compat_method_is_a_config_error(tmp_path, tiny_tra
 
 
 def test_matched_views_resume_like_an_uninterrupted_run(tmp_path, tiny_train_overrides):
-    from hetsearch.config import TrainRunConfig, load_config
+    from hetsearch.config import TrainRunConfig
     from hetsearch.train import train
     from hetsearch.train.trainer import Trainer
+    from hetsearch.utils.typed_config import load_config
 
     tiny_gallery(tmp_path / "gallery.pt", size=28, dim=16)
     base = [*tiny_train_overrides, "model.embedding_dim=16", "compat.method=contrastive",
@@ -196,8 +198,9 @@ def test_matched_views_resume_like_an_uninterrupted_run(tmp_path, tiny_train_ove
 
 def test_the_supernet_trains_with_a_non_bct_method(tmp_path, tiny_train_overrides):
     import hetsearch.nas  # noqa: F401  (registers the cmpnas_supernet backbone)
-    from hetsearch.config import TrainRunConfig, load_config
+    from hetsearch.config import TrainRunConfig
     from hetsearch.train import train
+    from hetsearch.utils.typed_config import load_config
 
     gallery_id = tiny_gallery(tmp_path / "gallery.pt", size=28, dim=16)
     cfg = load_config(TrainRunConfig, "configs/fashion_mnist/supernet.yaml", [

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from hetsearch.compat import check_pair, declared_compatible
 from hetsearch.compat.cli import split_models_and_overrides
-from hetsearch.compat.grid import model_label, run_grid
 from hetsearch.data import ImageSet, Splits
 from hetsearch.errors import CompatibilityError, ConfigError
+from hetsearch.eval.grid import model_label, run_grid
 from hetsearch.models import create_model, load_checkpoint, save_checkpoint
+from hetsearch.models.contract import check_pair, declared_compatible
 
 CLASSES = ["a", "b", "c"]
 SIZE = 16

@@ -17,10 +17,11 @@ from hetsearch.compat import build_compat_term, compat_methods
 from hetsearch.compat.bct import PSEUDO_CLASSIFIER_FILE, FrozenClassifier, BCTTerm
 from hetsearch.compat.feature_matching import cosine_distillation_loss, l2_regression_loss
 from hetsearch.compat.gallery import FrozenGallery
-from hetsearch.config import CompatConfig, TrainRunConfig, from_dict
+from hetsearch.config import CompatConfig, TrainRunConfig
 from hetsearch.data import ImageSet, Splits
 from hetsearch.errors import CompatibilityError, ConfigError
 from hetsearch.models import create_model, load_checkpoint, save_checkpoint
+from hetsearch.utils.typed_config import from_dict
 
 CLASSES = ["a", "b", "c", "d"]
 SIZE = 16

@@ -1,7 +1,8 @@
 import pytest
 
-from hetsearch.config import TrainRunConfig, dump_yaml, load_config
+from hetsearch.config import TrainRunConfig
 from hetsearch.errors import ConfigError
+from hetsearch.utils.typed_config import dump_yaml, load_config
 
 
 def test_stage_configs_load():

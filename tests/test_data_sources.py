@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from hetsearch.config import TrainRunConfig, from_dict
+from hetsearch.config import TrainRunConfig
 from hetsearch.data import DataConfig, FileSet, list_datasets, load_raw, make_splits
 from hetsearch.data.files import detect_layout
 from hetsearch.data.transforms import fit_pil_image
 from hetsearch.errors import ConfigError, DataError
+from hetsearch.utils.typed_config import from_dict
 
 
 def colour_images(folder: Path, classes, per_class: int, size: int = 12, offset: int = 0) -> None:

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from hetsearch.errors import DataError
-from hetsearch.eval import count_flops, count_params, embed, measure_latency
+from hetsearch.eval import embed, measure_latency
+from hetsearch.models.cost import count_flops, count_params
 
 
 def conv_net() -> nn.Module:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from hetsearch.errors import HetsearchError
 from hetsearch.export import ExportError, OnnxEncoder, export_model, load_query_encoder, parity_check
+from hetsearch.export.encoders import TorchEncoder
 from hetsearch.export.exporter import parity_sample
-from hetsearch.export.runtime import TorchEncoder
 from hetsearch.index import build_index
 from index_fixtures import make_tiny_models, synthetic_images
 from hetsearch.models import load_checkpoint

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from hetsearch.export.runtime import TorchEncoder
+from hetsearch.export.encoders import TorchEncoder
 from hetsearch.index import build_index, folder_items, open_index
 from index_fixtures import make_tiny_models, write_image_folder
 from hetsearch.models import load_checkpoint

@@ -163,7 +163,7 @@ def test_serve_verify_refuses_at_start(built):
 def test_server_swaps_in_new_index_versions_under_load(built, tmp_path):
     """Clients search and fetch items without pause while the index gets items added and removed and
     is rebuilt: every request answers 200 (none dropped), and the server serves each new version."""
-    from hetsearch.export.runtime import TorchEncoder
+    from hetsearch.export.encoders import TorchEncoder
     from hetsearch.serve.app import create_app
     from hetsearch.serve.reload import LiveIndex
     from hetsearch.serve.server import warm_up
@@ -286,7 +286,8 @@ def test_damaged_model_metadata_is_one_clean_error(tmp_path):
     from onnx import TensorProto, helper
 
     from hetsearch.errors import CheckpointError
-    from hetsearch.export.runtime import ExportError, META_KEY, load_query_encoder
+    from hetsearch.export.encoders import META_KEY, ExportError
+    from hetsearch.export.runtime import load_query_encoder
     from hetsearch.models.checkpoint import FORMAT
 
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",

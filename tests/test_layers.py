@@ -30,11 +30,20 @@ def test_serving_loads_no_training_code(module):
     assert bad == [], f"importing {module} loads {bad}"
 
 
-def test_old_import_paths_still_resolve():
-    from hetsearch.compat.contract import check_pair as old_check
-    from hetsearch.models.contract import check_pair
+@pytest.mark.parametrize("module, name", [
+    ("hetsearch.compat.contract", None), ("hetsearch.eval._modules", None), ("hetsearch.compat.grid", None),
+    ("hetsearch.config", "from_dict"), ("hetsearch.config", "load_config"), ("hetsearch.eval.cost", "count_flops"),
+    ("hetsearch.eval", "count_params"), ("hetsearch.export.runtime", "META_KEY"),
+    ("hetsearch.compat", "check_pair")])
+def test_each_name_has_one_import_path(module, name):
+    """The temporary re-exports are gone (issue 22): a name is imported from the module defining it."""
+    import importlib
 
-    assert old_check is check_pair
+    if name is None:
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(module)
+    else:
+        assert not hasattr(importlib.import_module(module), name)
 
 
 def test_augmentation_is_imported_from_its_module_only():

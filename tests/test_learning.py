@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hetsearch.config import TrainRunConfig, from_dict
+from hetsearch.config import TrainRunConfig
 from hetsearch.data import ImageSet, Splits
 from hetsearch.eval import evaluate_pair
 from hetsearch.models import create_model, load_checkpoint
 from hetsearch.train import train
+from hetsearch.utils.typed_config import from_dict
 
 CLASSES = ["horizontal", "vertical", "diagonal", "checker"]
 SIZE = 16

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hetsearch.errors import ConfigError
-from hetsearch.eval.cost import count_flops, count_params
+from hetsearch.models.cost import count_flops, count_params
 from hetsearch.models import create_model
 from hetsearch.nas.cost import CostTable, LatencyTable
 from hetsearch.nas.evaluator import recalibrate_bn

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from hetsearch.cli import main
-from hetsearch.compat.grid import _ratio
-from hetsearch.config import TrainRunConfig, from_dict
+from hetsearch.config import TrainRunConfig
 from hetsearch.errors import ConfigError
+from hetsearch.eval.grid import _ratio
+from hetsearch.utils.typed_config import from_dict
 
 
 def run(*args) -> int:

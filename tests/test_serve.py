@@ -18,7 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from hetsearch.export.runtime import TorchEncoder, load_query_encoder
+from hetsearch.export.encoders import TorchEncoder
+from hetsearch.export.runtime import load_query_encoder
 from hetsearch.index import build_index, folder_items, open_index
 from index_fixtures import make_tiny_models, raw_png, write_image_folder
 from hetsearch.models import load_checkpoint

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hetsearch.config import TrainRunConfig, from_dict
+from hetsearch.config import TrainRunConfig
 from hetsearch.data import DataConfig, FileSet, iterate_batches, make_splits
 from hetsearch.data.loader import StreamedImages, training_images
 from hetsearch.errors import DataError
 from hetsearch.train import train
+from hetsearch.utils.typed_config import from_dict
 
 from test_data_sources import colour_images
 

@@ -3,11 +3,12 @@ import json
 import pytest
 import torch
 
-from hetsearch.config import TrainRunConfig, load_config
+from hetsearch.config import TrainRunConfig
 from hetsearch.errors import ConfigError
 from hetsearch.models import load_checkpoint
 from hetsearch.train import CHECKPOINT_LAST, train
 from hetsearch.train.schedule import warmup_cosine
+from hetsearch.utils.typed_config import load_config
 
 # gallery.yaml embeds the pooled backbone features: 32 wide for a width-4 ResNet-18
 TINY_MODEL = ["model.backbone=resnet18", "model.backbone_args={width: 4}", "model.embedding_dim=32"]

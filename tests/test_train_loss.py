@@ -17,12 +17,13 @@ from torch import nn
 from hetsearch.compat import base as compat_base
 from hetsearch.compat.base import CompatibilityTerm, SumOfTerms, training_state
 from hetsearch.compat.gallery import FrozenGallery
-from hetsearch.config import TrainRunConfig, from_dict
+from hetsearch.config import TrainRunConfig
 from hetsearch.data import ImageSet, Splits
 from hetsearch.errors import CheckpointError
 from hetsearch.models import create_model, load_checkpoint, save_checkpoint
 from hetsearch.train import CHECKPOINT_LAST, Trainer, train
 from hetsearch.train.loss import ClassificationLoss, TrainingLoss
+from hetsearch.utils.typed_config import from_dict
 
 CLASSES = ["a", "b", "c"]
 SIZE, DIM, QUEUE = 16, 8, 16

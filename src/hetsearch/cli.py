@@ -39,9 +39,10 @@ _COMMAND_MODULES: list[str] = [
 def train(config: Path = typer.Argument(..., help="stage YAML, e.g. configs/fashion_mnist/gallery.yaml"),
           overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. train.lr=0.05"),
           resume: bool = typer.Option(False, "--resume", help="continue the run from its last checkpoint")):
-    from hetsearch.config import TrainRunConfig, load_config
+    from hetsearch.config import TrainRunConfig
     from hetsearch.errors import ConfigError
     from hetsearch.train import train as run_training
+    from hetsearch.utils.typed_config import load_config
 
     cfg = load_config(TrainRunConfig, config, overrides or [])
     if resume and not any((cfg.run_dir / name).exists() for name in ("checkpoint_last.pt", "model.pt")):
@@ -79,8 +80,8 @@ def evaluate(query_model: Path = typer.Option(..., "--query-model", "-q", help="
                                                           "index's gallery model (experiments only)"),
              device: str = typer.Option("auto", help="auto | cpu | cuda")):
     from hetsearch.errors import ConfigError
-    from hetsearch.folder_eval import evaluate_folders, evaluate_index
     from hetsearch.eval.report import evaluate_checkpoints
+    from hetsearch.folder_eval import evaluate_folders, evaluate_index
 
     if queries is None and (gallery is not None or index is not None):
         raise ConfigError("--gallery / --index need --queries DIR (the labelled query folder)")

@@ -146,8 +146,3 @@ class TrainRunConfig:
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
-
-# ---------------------------------------------------------------------------- loading
-# generic loading lives in hetsearch.utils.typed_config (a lower layer); re-exported here
-from hetsearch.utils.typed_config import (apply_overrides, dump_yaml, from_dict, load_config,  # noqa: E402,F401
-                                          read_yaml, to_dict)

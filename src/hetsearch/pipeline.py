@@ -15,17 +15,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from hetsearch.compat.grid import run_grid
-from hetsearch.config import from_dict, load_config, read_yaml
 from hetsearch.data import make_splits
+from hetsearch.eval.grid import run_grid
 from hetsearch.nas.pipeline import nas_stages
 from hetsearch.stages import PipelineConfig, PipelineContext, Stage, StageConfig
 from hetsearch.train import FINAL_MODEL, train
 from hetsearch.train.resume import check_resumable
 from hetsearch.utils.io import atomic_write_json
+from hetsearch.utils.typed_config import from_dict, load_config, read_yaml
 
-__all__ = ["PipelineConfig", "PipelineContext", "Stage", "StageConfig", "build_stages", "load_pipeline_config",
-           "run_pipeline"]
+__all__ = ["build_stages", "load_pipeline_config", "run_pipeline"]  # the stage types: hetsearch.stages
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from hetsearch.config import RuntimeConfig, TrainRunConfig, apply_overrides, from_dict, read_yaml, to_dict
+from hetsearch.config import RuntimeConfig, TrainRunConfig
 from hetsearch.data import DataConfig, Splits
 from hetsearch.errors import ConfigError
+from hetsearch.utils.typed_config import apply_overrides, from_dict, read_yaml, to_dict
 
 
 @dataclass

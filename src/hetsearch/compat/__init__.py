@@ -2,14 +2,13 @@
 
 Compatibility by parameters: a query model is trained with a compatibility term against a frozen
 gallery model (BCT, or the L2 / distillation baselines); methods register by name, so the trainer
-never branches on the method. The model contract (`check_pair`) says which models may be compared;
-the compatibility grid (`hetsearch.compat.grid.run_grid`) measures every (query, gallery) pair.
-See docs/compat.md.
+never branches on the method. The model contract (`hetsearch.models.contract.check_pair`) says
+which models may be compared; the compatibility grid (`hetsearch.eval.grid.run_grid`) measures
+every (query, gallery) pair. See docs/compat.md.
 """
 
 from hetsearch.compat.base import (CompatibilityTerm, build_compat_term, compat_methods,
                                    register_compat_method)
-from hetsearch.compat.contract import check_pair, declared_compatible
 
 # modules that register compatibility methods when imported
 from hetsearch.compat import bct as _bct  # noqa: E402,F401  (registers "bct")
@@ -22,5 +21,5 @@ from hetsearch.compat.feature_matching import FeatureMatchingTerm  # noqa: E402
 from hetsearch.compat.gallery import FrozenGallery  # noqa: E402
 
 __all__ = ["CompatibilityTerm", "build_compat_term", "compat_methods", "register_compat_method",
-           "check_pair", "declared_compatible", "BCTTerm", "FrozenClassifier", "FeatureMatchingTerm",
+           "BCTTerm", "FrozenClassifier", "FeatureMatchingTerm",
            "FrozenGallery", "build_frozen_classifier", "pseudo_classifier_rows"]

@@ -35,7 +35,7 @@ def grid(items: List[str] = typer.Argument(..., metavar="MODEL... [data.key=valu
          device: str = typer.Option("auto", help="auto | cpu | cuda")):
     from rich.console import Console
 
-    from hetsearch.compat.grid import run_grid
+    from hetsearch.eval.grid import run_grid
     from hetsearch.data import make_splits
     from hetsearch.eval.report import data_config_of
     from hetsearch.models import load_checkpoint

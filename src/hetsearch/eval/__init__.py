@@ -6,7 +6,7 @@ M(phi_q, phi_g) -- the accuracy of queries embedded by ``phi_q`` against a galle
 """
 
 from hetsearch.eval.classify import classification_accuracy
-from hetsearch.eval.cost import count_flops, count_params, measure_latency
+from hetsearch.eval.cost import measure_latency
 from hetsearch.eval.embed import embed
 from hetsearch.eval.evaluate import evaluate_embeddings, evaluate_pair
 from hetsearch.eval.knn import (
@@ -27,8 +27,6 @@ __all__ = [
     "KnnBackend",
     "KnnFactory",
     "TorchExactIP",
-    "count_flops",
-    "count_params",
     "embed",
     "evaluate_embeddings",
     "evaluate_pair",

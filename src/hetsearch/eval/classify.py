@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hetsearch.errors import DataError
-from hetsearch.eval._modules import eval_mode, on_device
+from hetsearch.utils.torch_modules import eval_mode, on_device
 from hetsearch.eval.embed import embed
 
 __all__ = ["classification_accuracy"]

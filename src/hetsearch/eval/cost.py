@@ -1,9 +1,5 @@
-"""Model cost: FLOPs, parameter count and measured latency.
-
-FLOPs convention: **FLOPs = 2 x MACs**. ``count_flops`` uses ``torch.utils.flop_counter``, which
-counts matmul-like ops (convolutions, linear/addmm, bmm, attention) as 2 x MACs and does not count
-element-wise work (bias adds, activations, normalisation, pooling); e.g. a 3->8 3x3 convolution
-with padding 1 on a 1x3x8x8 input costs 2 * (8*8*8 outputs) * (3*3*3 MACs each) = 27,648 FLOPs.
+"""Model cost: measured latency. FLOPs and parameter counts are `hetsearch.models.cost`
+(`count_flops`, `count_params`: checkpoints record them, and `models` sits below `eval`).
 """
 
 from __future__ import annotations
@@ -15,10 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hetsearch.models.cost import count_flops, count_params  # noqa: F401  (defined below eval: checkpoints use them)
 from hetsearch.utils.torch_modules import eval_mode, on_device
 
-__all__ = ["count_flops", "count_params", "measure_latency"]
+__all__ = ["measure_latency"]
 
 
 def _input_shape_without_batch(input_shape: Sequence[int]) -> tuple[int, ...]:

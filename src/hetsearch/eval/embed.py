@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hetsearch.errors import DataError
-from hetsearch.eval._modules import eval_mode, model_device, on_device
+from hetsearch.utils.torch_modules import eval_mode, model_device, on_device
 
 __all__ = ["embed"]
 

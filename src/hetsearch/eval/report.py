@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hetsearch.models.contract import check_pair
-from hetsearch.config import apply_overrides, from_dict
 from hetsearch.data import DataConfig, Splits, make_splits
 from hetsearch.eval.embed import embed
 from hetsearch.eval.evaluate import evaluate_embeddings
 from hetsearch.models import LoadedModel, load_checkpoint
+from hetsearch.models.contract import check_pair
 from hetsearch.utils.device import resolve_device
+from hetsearch.utils.typed_config import apply_overrides, from_dict
 
 
 def data_config_of(loaded: LoadedModel, overrides: list[str] | None = None) -> DataConfig:

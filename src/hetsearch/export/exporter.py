@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hetsearch.config import from_dict
 from hetsearch.data import DataConfig, load_source
 from hetsearch.errors import HetsearchError
 from hetsearch.eval.ranking import top_k
@@ -35,6 +34,7 @@ from hetsearch.export.encoders import (META_KEY, TORCHSCRIPT_META_FILE, ExportEr
                                        TorchEncoder, load_torchscript)
 from hetsearch.index.gallery import read_stored
 from hetsearch.index.images import resize_mode_of
+from hetsearch.utils.typed_config import from_dict
 from hetsearch.models.checkpoint import LoadedModel, load_checkpoint
 from hetsearch.utils.io import atomic_write_json
 

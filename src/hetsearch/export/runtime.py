@@ -3,8 +3,7 @@
 A hetsearch checkpoint (``.pt`` from training) runs in eager PyTorch (or, with ``runtime="onnx"``,
 is exported on the fly, with the parity check, and run by ONNX Runtime); an ``.onnx`` or
 TorchScript file written by ``hetsearch export`` runs as such. The encoders themselves are
-`hetsearch.export.encoders` (their names are importable from here too, as `hetsearch query` and
-the server have always imported them).
+`hetsearch.export.encoders` (import them from there).
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ from typing import Optional
 
 from hetsearch.errors import CheckpointError, HetsearchError
 from hetsearch.export import exporter
-from hetsearch.export.encoders import (META_KEY, TORCHSCRIPT_META_FILE, ExportError, OnnxEncoder, QueryEncoder,
-                                       TorchEncoder, TorchScriptEncoder, is_torchscript_file, load_torchscript)
+from hetsearch.export.encoders import OnnxEncoder, QueryEncoder, TorchEncoder, is_torchscript_file, load_torchscript
 from hetsearch.models.checkpoint import load_checkpoint
 
-__all__ = ["META_KEY", "RUNTIMES", "TORCHSCRIPT_META_FILE", "ExportError", "OnnxEncoder", "QueryEncoder",
-           "TorchEncoder", "TorchScriptEncoder", "is_torchscript_file", "load_query_encoder", "load_torchscript"]
+__all__ = ["RUNTIMES", "load_query_encoder"]
 
 RUNTIMES = ("auto", "torch", "onnx", "torchscript")
 

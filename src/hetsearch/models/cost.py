@@ -1,5 +1,5 @@
-"""Model cost counted from the model itself: FLOPs and parameters (`hetsearch.eval.cost` re-exports
-both and adds measured latency).
+"""Model cost counted from the model itself: FLOPs and parameters (measured latency is
+`hetsearch.eval.cost`).
 
 FLOPs convention: **FLOPs = 2 x MACs**. ``count_flops`` uses ``torch.utils.flop_counter``, which
 counts matmul-like ops (convolutions, linear/addmm, bmm, attention) as 2 x MACs and does not count

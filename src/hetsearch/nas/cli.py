@@ -16,8 +16,8 @@ nas_app = typer.Typer(no_args_is_help=True, help="CMP-NAS: compatibility-aware a
                                 "search.\n\nExample: hetsearch nas search configs/fashion_mnist/search.yaml search.max_cost=1.9")
 def search_cmd(config: Path = typer.Argument(..., help="search YAML, e.g. configs/fashion_mnist/search.yaml"),
                overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. search.strategy=random")):
-    from hetsearch.config import load_config
     from hetsearch.nas.runner import SearchRunConfig, run_search
+    from hetsearch.utils.typed_config import load_config
 
     cfg = load_config(SearchRunConfig, config, overrides or [])
     result = run_search(cfg, resume=True)
@@ -34,8 +34,9 @@ def retrain_cmd(config: Path = typer.Argument(..., help="training YAML, e.g. con
                 best: Path = typer.Argument(..., help="best.json of a search"),
                 overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
                 init: str = typer.Option("scratch", help="scratch | supernet (start from inherited weights)")):
-    from hetsearch.config import TrainRunConfig, load_config
+    from hetsearch.config import TrainRunConfig
     from hetsearch.nas.retrain import retrain
+    from hetsearch.utils.typed_config import load_config
 
     result = retrain(load_config(TrainRunConfig, config, overrides or []), best, init=init, resume=True)
     if result.meta is not None:
@@ -48,8 +49,8 @@ def evaluate_cmd(supernet: Path = typer.Option(..., help="supernet checkpoint"),
                  gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help="gallery model checkpoint"),
                  arch: List[str] = typer.Option(..., help="architecture id (repeatable)"),
                  device: str = typer.Option("auto")):
-    from hetsearch.eval.report import data_config_of
     from hetsearch.data import make_splits
+    from hetsearch.eval.report import data_config_of
     from hetsearch.models import load_checkpoint
     from hetsearch.nas.evaluator import CandidateEvaluator
     from hetsearch.utils.device import resolve_device

@@ -4,7 +4,7 @@ optional measured CPU latency table.
 FLOPs follow the project convention (2 x MACs, what `torch.utils.flop_counter` counts at
 batch 1): convolutions and the embedding head's Linear; batch norms, activations, pooling and
 the L2 normalisation count nothing. Parameters are those of the backbone and the embedding
-head (as `ModelMeta.params`). The numbers equal `hetsearch.eval.cost.count_flops` /
+head (as `ModelMeta.params`). The numbers equal `hetsearch.models.cost.count_flops` /
 `ModelMeta.flops` of a standalone `create_model("cmpnas", ..., backbone_args={"arch": id})`
 (tested on random architectures).
 

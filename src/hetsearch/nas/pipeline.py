@@ -22,13 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hetsearch.config import apply_overrides, from_dict, read_yaml, to_dict
 from hetsearch.errors import ConfigError
 from hetsearch.nas.retrain import INITS, retrain
 from hetsearch.nas.runner import SearchRunConfig, run_search
 from hetsearch.nas.search import BEST_JSON
 from hetsearch.stages import PipelineContext, Stage, StageConfig
 from hetsearch.train import FINAL_MODEL, train
+from hetsearch.utils.typed_config import apply_overrides, from_dict, read_yaml, to_dict
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import torch
 
-from hetsearch.config import RuntimeConfig, dump_yaml, to_dict
+from hetsearch.config import RuntimeConfig
 from hetsearch.data import DataConfig, Splits, make_splits
 from hetsearch.models import load_checkpoint
 from hetsearch.nas.efficiency import CostInputs, make_cost
@@ -28,6 +28,7 @@ from hetsearch.nas.space import Architecture
 from hetsearch.nas.supernet import standalone_args
 from hetsearch.utils.device import resolve_device
 from hetsearch.utils.io import atomic_write_json, atomic_write_text
+from hetsearch.utils.typed_config import dump_yaml, to_dict
 
 
 @dataclass

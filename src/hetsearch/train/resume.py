@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from hetsearch.config import TrainRunConfig, from_dict, to_dict
+from hetsearch.config import TrainRunConfig
 from hetsearch.errors import CheckpointError, ConfigError
 from hetsearch.utils.io import atomic_torch_save
+from hetsearch.utils.typed_config import from_dict, to_dict
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 REQUIRED_KEYS = ("config", "model", "optimizer", "scheduler", "epoch", "train_seconds", "history", "torch_rng")

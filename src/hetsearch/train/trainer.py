@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from hetsearch.config import TrainRunConfig, dump_yaml, to_dict
+from hetsearch.config import TrainRunConfig
 from hetsearch.data import Splits, make_splits
 from hetsearch.data.augment import BatchAugment
 from hetsearch.data.loader import training_images
@@ -40,6 +40,7 @@ from hetsearch.train.validation import EpochValidator
 from hetsearch.utils.device import resolve_device, seed_everything
 from hetsearch.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 
+from hetsearch.utils.typed_config import dump_yaml, to_dict
 FINAL_MODEL = "model.pt"
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from hetsearch.data import Splits
 from hetsearch.errors import CompatibilityError
-from hetsearch.eval import far_key
+from hetsearch.eval.verification import far_key
 from hetsearch.eval.report import evaluate_loaded
 from hetsearch.models import LoadedModel, load_checkpoint
 from hetsearch.models.contract import declared_compatible
