@@ -46,12 +46,49 @@ class ModelConfig:
         _check_number("model", "projection_dim", self.projection_dim, low=1, what="a positive integer")
 
 
+def _check_pair(name: str, value, *, high: float | None) -> None:
+    """ConfigError naming ``train.augment.name`` unless value is [min, max] with 0 < min <= max (<= high)."""
+    ok = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if ok:
+        ok = 0 < value[0] <= value[1] and (high is None or value[1] <= high)
+    if not ok:
+        bound = f" <= {high:g}" if high is not None else ""
+        raise ConfigError(f"train.augment.{name}: got {value!r}, expected [min, max] with 0 < min <= max{bound}")
+
+
 @dataclass
 class AugmentConfig:
+    """Training augmentation (`hetsearch.data.augment.BatchAugment`). The photo options (random-resized
+    crop, colour jitter) are off by default, which keeps the pad-crop + flip (+ erase) stream as it was."""
+
     crop_padding: int = 2
     hflip: bool = True
     erase_prob: float = 0.0          # random erasing: probability per sample (0 = off)
     erase_area: list[float] = field(default_factory=lambda: [0.02, 0.25])  # min/max area fraction erased
+    resized_crop_scale: Optional[list[float]] = None  # random-resized crop: [min, max] area fraction, e.g.
+                                                      # [0.35, 1.0] (null = off)
+    resized_crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # its [min, max] width/height
+    brightness: float = 0.0          # colour jitter: per-sample factors uniform in [max(0, 1 - x), 1 + x] (0 = off)
+    contrast: float = 0.0
+    saturation: float = 0.0
+
+    def validate(self) -> None:
+        _check_number("train.augment", "crop_padding", self.crop_padding, low=0, what="an integer >= 0 (0: off)")
+        _check_number("train.augment", "erase_prob", self.erase_prob, low=0, high=1, what="a probability in [0, 1]")
+        _check_pair("erase_area", self.erase_area, high=1)
+        if self.resized_crop_scale is not None:
+            _check_pair("resized_crop_scale", self.resized_crop_scale, high=1)
+        _check_pair("resized_crop_ratio", self.resized_crop_ratio, high=None)
+        for name in ("brightness", "contrast", "saturation"):
+            _check_number("train.augment", name, getattr(self, name), low=0, what="a value >= 0 (0: off)")
+
+    def photo_options(self) -> dict:
+        """The photo options as `BatchAugment` keyword arguments."""
+        scale = self.resized_crop_scale
+        return {"resized_crop_scale": tuple(scale) if scale is not None else None,
+                "resized_crop_ratio": tuple(self.resized_crop_ratio), "brightness": self.brightness,
+                "contrast": self.contrast, "saturation": self.saturation}
 
 
 @dataclass

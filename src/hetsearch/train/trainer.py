@@ -112,7 +112,7 @@ class Trainer:
     def _augment(self) -> BatchAugment:
         aug = self.cfg.train.augment
         return BatchAugment(crop_padding=aug.crop_padding, hflip=aug.hflip, erase_prob=aug.erase_prob,
-                            erase_area=tuple(aug.erase_area))
+                            erase_area=tuple(aug.erase_area), **aug.photo_options())
 
     # ------------------------------------------------------------------ main loop
     def fit(self, resume: bool = False) -> TrainResult:
