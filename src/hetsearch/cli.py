@@ -149,6 +149,55 @@ def info(checkpoint: Path = typer.Argument(..., help="model checkpoint (.pt)"),
     console.print(table)
 
 
+@app.command(help="Refresh a query model on the catalogue an index holds (label-free): new classes or "
+                  "identities indexed by the gallery model become searchable by the tiny query model. Fine-tunes "
+                  "the query model so that its embedding of each stored image lands on the stored gallery "
+                  "embedding, mixed with a replay of its own training images; then verifies the result against "
+                  "the index. Run it again after `hetsearch index add`.\n\n"
+                  "Example: hetsearch refresh --index indexes/shop --query-model runs/q/model.pt epochs=2\n\n"
+                  "Overrides: refresh options (epochs, lr, batch_size, replay, val_fraction, method, seed, "
+                  "data_root) or training ones (runtime.device=cuda, train.bn_recalibration_batches=20).")
+def refresh(index: Path = typer.Option(..., "--index", help="gallery index folder (its stored images and embeddings)"),
+            query_model: Path = typer.Option(..., "--query-model", "-q", help="query model checkpoint to refresh"),
+            gallery_model: Optional[Path] = typer.Option(None, "--gallery-model", "-g",
+                                                         help="the index's gallery model (default: the one the query "
+                                                              "model was trained against)"),
+            out: Optional[Path] = typer.Option(None, "--out", help="runs folder (default: next to the query model's)"),
+            name: Optional[str] = typer.Option(None, "--name", help="run name (default: refresh-<model>-<index>)"),
+            overrides: Optional[List[str]] = typer.Argument(None, help="key=value, e.g. epochs=3 replay=0.5"),
+            resume: bool = typer.Option(False, "--resume", help="continue an interrupted refresh"),
+            verify: str = typer.Option("refuse", "--verify", help="after training, measure M(q, g) on the index's "
+                                       "verification sample: refuse (exit 2 when near chance) | warn | off")):
+    from hetsearch.export.runtime import load_query_encoder
+    from hetsearch.index.gallery import open_index
+    from hetsearch.index.verify import check_verify_option, enforce, verify_query_model
+    from hetsearch.train.refresh import RefreshConfig, refresh as run_refresh, split_overrides
+
+    check_verify_option(verify)
+    fields, training = split_overrides(overrides or [])
+    cfg = RefreshConfig(index=str(index), query_model=str(query_model),
+                        gallery_model=str(gallery_model) if gallery_model else None,
+                        output_dir=str(out) if out else None, name=name, overrides=training, **fields)
+    result = run_refresh(cfg, resume=resume)
+    final = result.train.history[-1] if result.train.history else {}
+    console.print(f"saved {result.train.model_path}  id={result.train.meta.model_id}  "
+                  f"catalogue {result.info['catalogue_train']} + replay {result.info['replay']} items, "
+                  f"trained {result.train.train_seconds:.0f}s", markup=False)
+    if "val_hetero_recall_at_1" in final:
+        console.print(f"held-out index items: M(q, g) Recall@1 {final['val_hetero_recall_at_1']:.4f}, "
+                      f"M(q, q) {final.get('val_recall_at_1', float('nan')):.4f}", markup=False)
+    if verify == "off":
+        return
+    gallery = open_index(index, query_meta=result.train.meta)
+    try:
+        checked = verify_query_model(gallery, load_query_encoder(result.train.model_path))
+    finally:
+        gallery.close()
+    console.print(f"verified against {index}: {checked.summary(result.train.meta.model_id, gallery.gallery_model_id)}",
+                  markup=False)
+    enforce(checked, result.train.meta.model_id, gallery.gallery_model_id, refuse=verify == "refuse")
+
+
 @app.command(help="Run the whole system for one data set: gallery model, compatible query models, "
                   "CMP-NAS (when configured), compatibility grid and report. Finished stages are skipped, "
                   "interrupted ones resume.\n\n"

@@ -264,10 +264,15 @@ def build_bank(gallery, train_set: ImageSet, *, views: ItemViews, num_views: int
                        build_seconds=seconds)
 
 
-def bank_from_index(index_dir: str | Path, gallery_model_id: str, train_set: ImageSet,
-                    views: ItemViews) -> GalleryBank:
+def bank_from_index(index_dir: str | Path, gallery_model_id: str, train_set: ImageSet, views: ItemViews, *,
+                    embed_missing=None) -> GalleryBank:
     """A K = 1 bank from the stored vectors of a gallery index built from the training images
-    (read through the index API, `hetsearch.index.gallery.read_stored`)."""
+    (read through the index API, `hetsearch.index.gallery.read_stored`).
+
+    Training items the index does not hold are an error, unless ``embed_missing`` is given: a
+    callable (ImageSet of the missing items -> float array (M, D)) that embeds them with the gallery
+    model (a catalogue refresh trains on the index's items plus the query model's own training
+    images, most of which were never indexed)."""
     folder = Path(index_dir)
     stored = read_stored(folder)
     if stored.gallery_model_id != gallery_model_id:
@@ -276,12 +281,18 @@ def bank_from_index(index_dir: str | Path, gallery_model_id: str, train_set: Ima
                                  f"({gallery_model_id}); build a bank from the gallery model instead "
                                  "(leave compat.bank.index unset)")
     row_of_source = {source: row for row, source in enumerate(stored.sources) if source is not None}
-    rows = [row_of_source.get(s, -1) for s in train_set.sources]
-    missing = [s for s, r in zip(train_set.sources, rows) if r < 0]
-    if missing:
+    rows = np.asarray([row_of_source.get(s, -1) for s in train_set.sources], dtype=np.int64)
+    missing = np.flatnonzero(rows < 0)
+    if len(missing) and embed_missing is None:
         raise CompatibilityError(f"compat.bank.index={folder}: {len(missing)} of {len(rows)} training items are not "
-                                 f"in the index (e.g. {missing[0]!r}); index the training images themselves "
-                                 "(hetsearch index build --dataset <name>:train) or leave compat.bank.index unset")
-    picked = stored.vectors[np.asarray(rows, dtype=np.int64)].astype(np.float32)
+                                 f"in the index (e.g. {train_set.sources[int(missing[0])]!r}); index the training "
+                                 "images themselves (hetsearch index build --dataset <name>:train), set "
+                                 "compat.bank.index_missing=embed, or leave compat.bank.index unset")
+    picked = np.zeros((len(rows), stored.vectors.shape[1]), dtype=np.float32)
+    found = rows >= 0
+    picked[found] = stored.vectors[rows[found]]
+    if len(missing):
+        picked[missing] = np.asarray(embed_missing(train_set.subset(torch.from_numpy(missing))), dtype=np.float32)
     picked /= np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)
-    return GalleryBank(picked[:, None, :].astype(DTYPE), views, gallery_model_id, path=folder, source="index")
+    source = "index" if not len(missing) else f"index ({int(found.sum())} items) + gallery model ({len(missing)})"
+    return GalleryBank(picked[:, None, :].astype(DTYPE), views, gallery_model_id, path=folder, source=source)

@@ -19,7 +19,7 @@ from hetsearch.errors import ConfigError
 from hetsearch.utils.typed_config import from_dict
 
 PROTOCOLS = ("auto", "closed_set", "open_set")
-GALLERIES = ("auto", "train", "test_rest")
+GALLERIES = ("auto", "train", "test_rest", "catalogue")
 BAD_IMAGE_POLICIES = ("fail", "skip")
 RESIZE_MODES = ("center_crop", "stretch")
 STORAGE_MODES = ("auto", "memory", "stream")
@@ -65,7 +65,9 @@ class DataConfig:
         gallery: "train" (gallery = the whole training split, val included), "test_rest"
             (gallery = the test split itself; each query is excluded from its own results) or
             "auto" (an official gallery split when there is one, else train for the closed set,
-            test_rest for the open set).
+            test_rest for the open set), or "catalogue" (open set: the test classes' own training
+            images, a catalogue the gallery model indexed, searched by their never-seen test
+            images; data without them splits the test classes' items by ``test_fraction``).
         max_train_items / max_test_items: seeded stratified subsets for quick runs and tests
             (train cap applies before the validation split).
         seed: seeds every random choice of the data layer (class split, splits, subsets).
@@ -182,6 +184,9 @@ class DataConfig:
             raise ConfigError(f"data.num_workers: got {self.num_workers!r}, expected an integer >= 0 or null")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"data.seed: got {self.seed!r}, expected an integer")
+        if self.gallery == "catalogue" and self.protocol == "closed_set":
+            raise ConfigError("data.gallery: 'catalogue' (the new classes' own indexed images) needs new classes: "
+                              "use data.protocol=open_set (or auto on data whose test classes are new)")
         if self.protocol == "open_set" and self.gallery == "train":
             raise ConfigError(
                 "data.gallery: 'train' is invalid with data.protocol 'open_set' (the training classes "

@@ -250,6 +250,9 @@ def _pools_from_official_splits(cfg: DataConfig, raw: RawData, num_classes: int)
         pools.gallery = _restrict(pools.gallery, pools.test_classes) if pools.gallery is not None else None
         pools.val = _restrict(pools.val, pools.train_classes) if pools.val is not None else None
         pools.note = "classes split into disjoint training and test classes"
+        if cfg.gallery == "catalogue" and pools.gallery is None:  # the test classes' own training images
+            pools.gallery = _restrict(parts["train"], pools.test_classes)
+            pools.test_desc = "official test split of the test classes; gallery: their official training images"
         return pools
     pools.train_classes, pools.test_classes = sorted(seen), sorted(tested)
     unseen, shared = len(tested - seen), len(set(pools.train_classes) & set(pools.test_classes))
@@ -257,6 +260,24 @@ def _pools_from_official_splits(cfg: DataConfig, raw: RawData, num_classes: int)
                   f"{unseen} of {len(pools.test_classes)} test classes are new (not in training)"
                   + (f", {shared} seen in training" if shared else ""))
     return pools
+
+
+def _catalogue_pools(cfg: DataConfig, pools: _Pools) -> None:
+    """``data.gallery=catalogue``: the new classes' catalogue becomes the gallery, their never-seen
+    images the queries. Without their own training images (one pool, or official splits whose test
+    classes are new) a seeded stratified ``test_fraction`` of the test items are the queries."""
+    if cfg.gallery != "catalogue":
+        return
+    if pools.protocol != "open_set":
+        raise ConfigError("data.gallery: 'catalogue' needs new classes at test time, but the data gives the "
+                          f"{pools.protocol} protocol; use data.protocol=open_set")
+    if pools.gallery is not None and not pools.test_desc.endswith("their official training images"):
+        raise ConfigError("data.gallery: 'catalogue', but the data set has an official gallery split; use "
+                          "data.gallery=auto to search it")
+    if pools.gallery is None:
+        rest, held = stratified_split(pools.test.labels, float(cfg.test_fraction), _generator(cfg.seed, "catalogue"))
+        pools.test, pools.gallery = pools.test.subset(held), pools.test.subset(rest)
+        pools.test_desc = f"stratified {cfg.test_fraction:g} of the test classes' items; gallery: the rest"
 
 
 def _cap_pools(cfg: DataConfig, pools: _Pools) -> None:
@@ -351,6 +372,8 @@ def _validation_split(cfg: DataConfig, pools: _Pools, where: str) -> tuple[Any, 
 def _gallery_mode(cfg: DataConfig, pools: _Pools) -> str:
     """train, gallery_split or test_rest (``data.gallery``; auto: an official gallery split when
     there is one, else by protocol)."""
+    if cfg.gallery == "catalogue":
+        return "catalogue"
     if cfg.gallery == "auto":
         mode = "gallery_split" if pools.gallery is not None else cfg.resolved_gallery(pools.protocol)
     else:
@@ -370,6 +393,9 @@ def _gallery(mode: str, pools: _Pools) -> tuple[Any, str]:
         return gallery, f"whole training split, validation items included ({len(gallery)} items)"
     if mode == "gallery_split":
         return pools.gallery, f"official gallery split ({len(pools.gallery)} items)"
+    if mode == "catalogue":
+        return pools.gallery, (f"catalogue: the test classes' own images, never queried ({len(pools.gallery)} "
+                               "items)")
     return pools.test, f"the test split itself ({len(pools.test)} items); each query is excluded from its own results"
 
 
@@ -431,6 +457,7 @@ def make_splits(cfg: DataConfig, raw: RawData | None = None) -> Splits:
     classes = list(raw.classes)
     build = _pools_from_official_splits if raw.official else _pools_from_one_pool
     pools = build(cfg, raw, len(classes))                          # 1) protocol, class groups, pools
+    _catalogue_pools(cfg, pools)                                   # 1b) data.gallery=catalogue
     _cap_pools(cfg, pools)                                         # 2) caps for quick runs
     storage, skipped = _decode_pools(cfg, raw, pools)              # 3) memory or stream
     train, val, val_desc = _validation_split(cfg, pools, raw.root)  # 4) validation
