@@ -33,11 +33,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from hetsearch.config import TrainRunConfig  # noqa: E402
-from hetsearch.models import create_model  # noqa: E402
 from hetsearch.models.cost import count_flops  # noqa: E402
-from hetsearch.utils.typed_config import load_config  # noqa: E402
+from hetsearch.models.embedding_model import create_model_from_config  # noqa: E402
 from hetsearch.models.memory_format import to_channels_last  # noqa: E402
 from hetsearch.utils.results import write_results  # noqa: E402
+from hetsearch.utils.typed_config import load_config  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "fashion_mnist"
 # (label, config, overrides): the paragon, the two light query models, and the narrow ResNet whose
@@ -61,12 +61,8 @@ def _apply(variant: str, model: torch.nn.Module) -> torch.nn.Module:
 def build(label: str, variant: str, num_classes: int = 10):
     config, overrides = MODELS[label]
     cfg = load_config(TrainRunConfig, CONFIGS / config, overrides)
-    m = cfg.model
     torch.manual_seed(0)
-    model = create_model(m.backbone, num_classes=num_classes, embedding_dim=m.embedding_dim, head=m.head,
-                         head_scale=m.head_scale, head_margin=m.head_margin, in_chans=cfg.data.channels,
-                         image_size=cfg.data.image_size, backbone_args=m.backbone_args,
-                         embedding_layer=m.embedding_layer, projection_dim=m.projection_dim)
+    model = create_model_from_config(cfg.model, cfg.data, num_classes=num_classes)
     flops = count_flops(model, (1, *model.input_shape))
     rewritten = len(to_channels_last(copy.deepcopy(model)))  # layers the fix computes another way
     model = _apply(variant, model.train())

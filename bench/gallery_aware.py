@@ -274,13 +274,11 @@ def paragon_row(args, protocol: str, cache: dict | None = None) -> dict:
 def build_bank_for(cfg: TrainRunConfig) -> dict:
     """Open (building if needed) the bank a query run of `cfg` would use; returns its summary."""
     from hetsearch.compat.bank_terms import open_bank
-    from hetsearch.models import create_model
+    from hetsearch.models.embedding_model import spec_from_config
     from hetsearch.utils.device import resolve_device
 
     splits = _splits(cfg)
-    m = cfg.model
-    spec = create_model(m.backbone, num_classes=len(splits.classes), embedding_dim=m.embedding_dim, head=m.head,
-                        in_chans=cfg.data.channels, image_size=cfg.data.image_size, backbone_args=m.backbone_args).spec
+    spec = spec_from_config(cfg.model, cfg.data, num_classes=len(splits.classes))
     bank = open_bank(cfg.compat, model_spec=spec, train_set=splits.train, run_dir=cfg.run_dir,
                      device=resolve_device(cfg.runtime.device), augment=cfg.train.augment, method=cfg.compat.method)
     return bank.summary

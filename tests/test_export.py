@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from hetsearch.errors import HetsearchError
 from hetsearch.export import ExportError, OnnxEncoder, export_model, load_query_encoder, parity_check
 from hetsearch.export.encoders import TorchEncoder
-from hetsearch.export.exporter import parity_sample
+from hetsearch.export.exporter import IndexSample, parity_sample
 from hetsearch.index import build_index
+from hetsearch.index.gallery import read_stored
 from index_fixtures import make_tiny_models, synthetic_images
 from hetsearch.models import load_checkpoint
 
@@ -38,8 +39,13 @@ def test_onnx_export_carries_the_contract_and_matches_eager(models, tmp_path):
     meta = models.query_meta
     assert props["model_id"] == meta.model_id and props["compatible_with"] == models.gallery_meta.model_id
     assert (props["embedding_dim"], props["image_size"], props["in_chans"]) == ("16", "16", "1")
+    # the model's preprocessing travels with the exported file, as timm's pretrained config does
+    prep = json.loads(props["preprocessing"])
+    assert prep == meta.spec.preprocessing.to_dict() and prep["mean"] is not None
+    assert (prep["image_size"], prep["channels"], prep["resize"], prep["background"]) == (16, 1, "center_crop", "white")
     sidecar = json.loads((tmp_path / "q.onnx.json").read_text())
     assert sidecar["model_id"] == meta.model_id and sidecar["parity"]["passed"]
+    assert sidecar["preprocessing"] == prep
     # the exported net: dynamic batch, same embeddings, same contract
     encoder = load_query_encoder(tmp_path / "q.onnx")
     assert isinstance(encoder, OnnxEncoder) and encoder.meta.model_id == meta.model_id
@@ -87,8 +93,10 @@ def test_parity_sample_from_an_index(models, tmp_path):
     x = torch.from_numpy(images(40))
     build_index(tmp_path / "idx", gallery, GalleryItems(images=x, sources=[str(i) for i in range(40)],
                                                         labels=[None] * 40))
+    stored = read_stored(tmp_path / "idx")  # export reads no index itself: the caller passes the sample
+    sample = IndexSample(stored.thumbnails, stored.vectors, str(tmp_path / "idx"))
     queries, gallery_images, gallery_emb, description = parity_sample(load_checkpoint(models.query),
-                                                                      index_dir=tmp_path / "idx", n_gallery=30)
+                                                                      index=sample, n_gallery=30)
     assert gallery_images is None and gallery_emb.shape == (30, 16) and queries.shape[1:] == (1, 16, 16)
     assert "index" in description
 
@@ -122,9 +130,16 @@ def test_export_cli(models, tmp_path):
 
     if not any(getattr(c, "name", None) == "export" for c in app.registered_commands):
         _register_feature_commands()
+    from hetsearch.index import GalleryItems
+
+    build_index(tmp_path / "idx", load_checkpoint(models.gallery),
+                GalleryItems(images=torch.from_numpy(images(40)), sources=[str(i) for i in range(40)],
+                             labels=[None] * 40))
     out = tmp_path / "cli.onnx"
     result = CliRunner().invoke(app, ["export", "--query-model", str(models.query), "--format", "onnx", "--out",
-                                      str(out), "--exporter", "legacy", "--gallery", "64", "--json"])
+                                      str(out), "--exporter", "legacy", "--gallery", "64", "--json",
+                                      "--index", str(tmp_path / "idx")])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["path"] == str(out) and report["parity"]["passed"] and out.is_file()
+    assert report["parity"]["sample"].startswith(f"index {tmp_path / 'idx'}: ")  # the CLI read the index

@@ -30,6 +30,14 @@ def test_serving_loads_no_training_code(module):
     assert bad == [], f"importing {module} loads {bad}"
 
 
+def test_export_loads_no_index_code():
+    """Export reads the model's preprocessing from the model itself, and a caller passes an index's
+    images for the parity check: `import hetsearch.export` loads no `hetsearch.index` module."""
+    loaded = _loaded_modules("hetsearch.export")
+    assert "hetsearch.export.exporter" in loaded
+    assert [m for m in loaded if m == "hetsearch.index" or m.startswith("hetsearch.index.")] == []
+
+
 @pytest.mark.parametrize("module, name", [
     ("hetsearch.compat.contract", None), ("hetsearch.eval._modules", None), ("hetsearch.compat.grid", None),
     ("hetsearch.config", "from_dict"), ("hetsearch.config", "load_config"), ("hetsearch.eval.cost", "count_flops"),

@@ -203,12 +203,13 @@ def test_malformed_uploads_get_4xx_and_the_service_keeps_serving(service):
 
 DECODE_PEAK = textwrap.dedent("""
     import resource, sys
-    from hetsearch.index.images import decode_image_bytes
+    from hetsearch.data.decode import decode_image_bytes
+    from hetsearch.data.fileset import DecodeSpec
     data = open(sys.argv[1], "rb").read()
-    decode_image_bytes(data, 1, 28)  # warm: imports, allocator
+    decode_image_bytes(data, DecodeSpec(1, 28))  # warm: imports, allocator
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for name in sys.argv[2:]:
-        decode_image_bytes(open(name, "rb").read(), 3, 224)
+        decode_image_bytes(open(name, "rb").read(), DecodeSpec(3, 224))
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 """)
 
@@ -217,7 +218,7 @@ def test_decoding_peak_memory_stays_within_the_pixel_budget(tmp_path):
     """The largest accepted images (a 1:64 strip, a 40-megapixel RGBA square) raise a process's peak
     memory by at most their decoded size x DECODE_COPIES: the crop happens before any resize, so
     no upscaled intermediate (the old 1x1,000,000 -> 224x224,000,000 path) can exist."""
-    from hetsearch.index.images import BYTES_PER_PIXEL, DECODE_COPIES, DEFAULT_MAX_PIXELS, MAX_ASPECT
+    from hetsearch.data.decode import BYTES_PER_PIXEL, DECODE_COPIES, DEFAULT_MAX_PIXELS, MAX_ASPECT
 
     small = tmp_path / "small.png"
     small.write_bytes(raw_png(8, 8))
@@ -235,7 +236,7 @@ def test_decoding_peak_memory_stays_within_the_pixel_budget(tmp_path):
 
 
 def test_memory_error_while_decoding_is_a_413(service, monkeypatch):
-    import hetsearch.index.images as images
+    import hetsearch.data.decode as images
 
     def exhausted(*args, **kwargs):
         raise MemoryError
@@ -248,7 +249,7 @@ def test_memory_error_while_decoding_is_a_413(service, monkeypatch):
 def test_pixel_budget_bounds_concurrent_decodes():
     import threading
 
-    from hetsearch.index.images import PixelBudget
+    from hetsearch.data.decode import PixelBudget
 
     budget, peak, lock = PixelBudget(100), [0], threading.Lock()
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from hetsearch.eval import evaluate_embeddings, evaluate_pair
-from hetsearch.data.fileset import DecodeSpec
 from hetsearch.export.runtime import load_query_encoder
 from hetsearch.index.folders import decode_spec_of, read_labelled_folders, same_folder
 from hetsearch.index.gallery import open_index, read_stored
@@ -63,9 +62,7 @@ def evaluate_index(query_model: str | Path, index: str | Path, queries: str | Pa
     finally:
         opened.close()
     stored = read_stored(index)
-    c, size, _ = encoder.input_shape
-    spec = decode_spec_of(encoder.meta, c, size)
-    q_set, = read_labelled_folders([queries], DecodeSpec(c, size, encoder.resize, spec.background, "fail"))
+    q_set, = read_labelled_folders([queries], encoder.preprocessing.decode_spec())
     names = {name: i for i, name in enumerate(q_set.classes)}  # gallery-only labels get new ids
     g_labels = np.array([names.setdefault(lab, len(names)) if lab is not None else -1 for lab in stored.labels],
                         dtype=np.int64)

@@ -60,7 +60,7 @@ def decode_image(path: str | Path, spec: DecodeSpec) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 # JPEG: decode at the smallest DCT scale (1/2, 1/4, 1/8) still >= the model input in
-                # both sides, as the server does (index/images.py): 256 px -> 64 px costs a fifth.
+                # both sides, as the server does (data/decode.py): 256 px -> 64 px costs a fifth.
                 img.draft(img.mode, (spec.image_size, spec.image_size))
                 img.load()  # decode now: a truncated file fails here, not later
                 return fit_pil_image(img, spec.channels, spec.image_size, spec.resize, background=spec.background)

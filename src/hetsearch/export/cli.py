@@ -26,9 +26,15 @@ def export(query_model: Path = typer.Option(..., "--query-model", "-q", help="qu
            gallery: int = typer.Option(512, help="parity check: sample gallery size"),
            atol: float = typer.Option(1e-4, help="parity check: max abs difference of embeddings"),
            as_json: bool = typer.Option(False, "--json", help="print the export report as JSON")):
-    from hetsearch.export.exporter import export_model
+    from hetsearch.export.exporter import IndexSample, export_model
 
-    report = export_model(query_model, fmt, out, exporter=exporter, parity_data=parity_data, index_dir=index,
+    sample = None
+    if index is not None:
+        from hetsearch.index.gallery import read_stored
+
+        stored = read_stored(index)
+        sample = IndexSample(stored.thumbnails, stored.vectors, str(index))
+    report = export_model(query_model, fmt, out, exporter=exporter, parity_data=parity_data, index=sample,
                           n_queries=queries, n_gallery=gallery, atol=atol)
     if as_json:
         report = dict(report)

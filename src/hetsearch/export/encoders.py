@@ -18,8 +18,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from hetsearch.data.preprocessing import Preprocessing
 from hetsearch.errors import CheckpointError, HetsearchError
-from hetsearch.index.images import resize_mode_of
 from hetsearch.models.checkpoint import ModelMeta
 
 META_KEY = "hetsearch_meta"
@@ -42,8 +42,9 @@ class QueryEncoder:
         return (self.meta.spec.in_chans, self.meta.spec.image_size, self.meta.spec.image_size)
 
     @property
-    def resize(self) -> str:
-        return resize_mode_of(self.meta)
+    def preprocessing(self) -> Preprocessing:
+        """How an image becomes this model's input (decode queries with ``preprocessing.decode_spec()``)."""
+        return self.meta.spec.preprocessing
 
     def embed(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError

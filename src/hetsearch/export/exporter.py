@@ -8,9 +8,12 @@ identical (positions may only differ between gallery items whose scores tie with
 observed difference). The sample comes from a given index (its thumbnails as queries, its stored
 gallery embeddings as the gallery), else from the model's own data set, else synthetic images.
 
-The contract metadata (model id, compatible_with, embedding dim, input size and channels, and the
-full model meta as JSON) goes into the ONNX model's ``metadata_props`` / the TorchScript file's
-extra files, and into a sidecar ``<file>.json`` together with the parity report.
+The contract metadata (model id, compatible_with, embedding dim, input size and channels, the
+model's preprocessing (``preprocessing``: size, channels, mean, std, resize mode, background, as
+JSON), and the full model meta as JSON) goes into the ONNX model's ``metadata_props`` / the
+TorchScript file's extra files, and into a sidecar ``<file>.json`` together with the parity report.
+Export reads no index: a caller that wants the parity check on an index's images reads them
+(`hetsearch.index.gallery.read_stored`) and passes them as an `IndexSample`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import io
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -30,11 +34,9 @@ import torch.nn.functional as F
 from hetsearch.data import DataConfig, load_source
 from hetsearch.errors import HetsearchError
 from hetsearch.eval.ranking import top_k
+from hetsearch.utils.typed_config import from_dict
 from hetsearch.export.encoders import (META_KEY, TORCHSCRIPT_META_FILE, ExportError, OnnxEncoder, QueryEncoder,
                                        TorchEncoder, load_torchscript)
-from hetsearch.index.gallery import read_stored
-from hetsearch.index.images import resize_mode_of
-from hetsearch.utils.typed_config import from_dict
 from hetsearch.models.checkpoint import LoadedModel, load_checkpoint
 from hetsearch.utils.io import atomic_write_json
 
@@ -49,7 +51,8 @@ def contract_metadata(loaded: LoadedModel) -> dict[str, str]:
     return {"model_id": meta.model_id, "compatible_with": meta.compatible_with or "",
             "compatibility": meta.compatibility, "embedding_dim": str(meta.spec.embedding_dim),
             "image_size": str(meta.spec.image_size), "in_chans": str(meta.spec.in_chans),
-            "resize": resize_mode_of(meta), "input": "float32 N x C x H x W in [0, 1]",
+            "resize": meta.spec.resize, "input": "float32 N x C x H x W in [0, 1]",
+            "preprocessing": json.dumps(meta.spec.preprocessing.to_dict(), sort_keys=True),
             "output": "float32 N x D, L2-normalised", "flops": str(meta.flops or ""),
             META_KEY: json.dumps(meta.to_dict(), sort_keys=True)}
 
@@ -127,20 +130,29 @@ def _synthetic_images(n: int, shape: tuple[int, int, int], seed: int) -> torch.T
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+@dataclass
+class IndexSample:
+    """An index's stored images and gallery embeddings for the parity check (e.g. from
+    `hetsearch.index.gallery.read_stored(folder)`): its images as queries, its embeddings as the gallery."""
+
+    thumbnails: np.ndarray  # uint8 (N, C, H, W)
+    vectors: np.ndarray     # float32 (N, D)
+    name: str = "index"
+
+
 def parity_sample(loaded: LoadedModel, *, n_queries: int = 64, n_gallery: int = 512, seed: int = 0,
-                  data: str = "auto", index_dir: Optional[str | Path] = None):
+                  data: str = "auto", index: Optional[IndexSample] = None):
     """(query images uint8, gallery images uint8 or None, gallery embeddings or None, description)."""
     shape = tuple(loaded.model.input_shape)
     rng = np.random.default_rng(seed)
-    if index_dir is not None:
-        stored = read_stored(index_dir)
-        vectors, thumbs = stored.vectors, stored.thumbnails
+    if index is not None:
+        vectors, thumbs = index.vectors, index.thumbnails
         if tuple(thumbs.shape[1:]) != shape:
-            raise ExportError(f"{index_dir}: index images are {tuple(thumbs.shape[1:])}, the model takes {shape}")
+            raise ExportError(f"{index.name}: index images are {tuple(thumbs.shape[1:])}, the model takes {shape}")
         q = np.sort(rng.choice(len(thumbs), min(n_queries, len(thumbs)), replace=False))
         g = np.sort(rng.choice(len(vectors), min(n_gallery, len(vectors)), replace=False))
         return (torch.from_numpy(np.ascontiguousarray(thumbs[q])), None, vectors[g],
-                f"index {index_dir}: {len(q)} items as queries, {len(g)} stored gallery embeddings")
+                f"index {index.name}: {len(q)} items as queries, {len(g)} stored gallery embeddings")
     if data == "auto" and loaded.meta.config.get("data"):
         try:
             cfg = from_dict(DataConfig, dict(loaded.meta.config["data"]), "data")
@@ -205,7 +217,7 @@ def default_output(checkpoint: Path, fmt: str) -> Path:
 
 
 def export_model(model: LoadedModel | str | Path, fmt: str, out: Optional[str | Path] = None, *,
-                 exporter: str = "dynamo", parity_data: str = "auto", index_dir: Optional[str | Path] = None,
+                 exporter: str = "dynamo", parity_data: str = "auto", index: Optional[IndexSample] = None,
                  n_queries: int = 64, n_gallery: int = 512, atol: float = 1e-4, seed: int = 0) -> dict:
     """Export, check parity, then move the file into place and write the sidecar JSON.
 
@@ -232,7 +244,7 @@ def export_model(model: LoadedModel | str | Path, fmt: str, out: Optional[str | 
         if candidate.meta.model_id != loaded.meta.model_id:
             raise ExportError(f"{out}: exported metadata names {candidate.meta.model_id}, expected {loaded.meta.model_id}")
         queries, gallery_images, gallery_embeddings, sample = parity_sample(
-            loaded, n_queries=n_queries, n_gallery=n_gallery, seed=seed, data=parity_data, index_dir=index_dir)
+            loaded, n_queries=n_queries, n_gallery=n_gallery, seed=seed, data=parity_data, index=index)
         parity = parity_check(TorchEncoder(loaded.model, loaded.meta), candidate, queries, gallery_images,
                               gallery_embeddings, atol=atol)
         parity["sample"] = sample
@@ -248,7 +260,8 @@ def export_model(model: LoadedModel | str | Path, fmt: str, out: Optional[str | 
     report = {"path": str(out), "format": fmt, "exporter": used, "model_id": loaded.meta.model_id,
               "compatible_with": loaded.meta.compatible_with, "embedding_dim": loaded.meta.spec.embedding_dim,
               "image_size": loaded.meta.spec.image_size, "in_chans": loaded.meta.spec.in_chans,
-              "resize": resize_mode_of(loaded.meta), "flops": loaded.meta.flops,
+              "resize": loaded.meta.spec.resize, "preprocessing": loaded.meta.spec.preprocessing.to_dict(),
+              "flops": loaded.meta.flops,
               "source_checkpoint": str(loaded.path) if loaded.path else None,
               "torch_version": torch.__version__, "parity": parity,
               "meta": loaded.meta.to_dict()}

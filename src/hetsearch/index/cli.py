@@ -44,7 +44,6 @@ def _index_params(nlist, nprobe, hnsw_m, ef_construction, ef_search, index_type:
 
 def _load_items(gallery, images: Optional[Path], csv: Optional[Path], dataset: Optional[str],
                 data_root: Optional[str], limit: Optional[int], on_bad_image: str, progress: bool, select=None):
-    from hetsearch.index.images import resize_mode_of
     from hetsearch.index.items import csv_items, dataset_items, folder_items
 
     chosen = [x for x in (images, csv, dataset) if x is not None]
@@ -52,19 +51,16 @@ def _load_items(gallery, images: Optional[Path], csv: Optional[Path], dataset: O
         raise HetsearchError("give exactly one of --images DIR, --csv FILE, --dataset SOURCE:SPLIT")
     if on_bad_image not in ("fail", "skip"):
         raise HetsearchError(f"--on-bad-image: got {on_bad_image!r}, expected fail or skip")
-    from hetsearch.index.items import background_of
-
-    spec = gallery.meta.spec
-    resize, background = resize_mode_of(gallery.meta), background_of(gallery.meta)
+    prep = gallery.meta.spec.preprocessing  # the gallery model's size, channels, resize mode, background
     if dataset is not None:
-        items = dataset_items(dataset, spec.in_chans, spec.image_size, root=data_root, limit=limit, resize=resize,
-                              background=background, select=select)
+        items = dataset_items(dataset, prep.channels, prep.image_size, root=data_root, limit=limit,
+                              resize=prep.resize, background=prep.background, select=select)
     elif images is not None:
-        items = folder_items(images, spec.in_chans, spec.image_size, resize, on_bad_image=on_bad_image,
-                             progress=progress, background=background, limit=limit, select=select)
+        items = folder_items(images, prep.channels, prep.image_size, prep.resize, on_bad_image=on_bad_image,
+                             progress=progress, background=prep.background, limit=limit, select=select)
     else:
-        items = csv_items(csv, spec.in_chans, spec.image_size, resize, on_bad_image=on_bad_image, progress=progress,
-                          background=background, limit=limit, select=select)
+        items = csv_items(csv, prep.channels, prep.image_size, prep.resize, on_bad_image=on_bad_image,
+                          progress=progress, background=prep.background, limit=limit, select=select)
     if items.skipped:
         err_console.print(f"[yellow]warning:[/yellow] skipped {len(items.skipped)} unreadable file(s), "
                           f"e.g. {escape(items.skipped[0])}")

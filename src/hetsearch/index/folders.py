@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hetsearch.data import DataConfig
 from hetsearch.data.files import class_sort_key, list_class_folders
 from hetsearch.data.fileset import DecodeSpec, FileSet
 from hetsearch.data.imageset import ImageSet
@@ -22,14 +21,12 @@ from hetsearch.data.splits import Splits
 from hetsearch.data.transforms import fit_tensor_images
 from hetsearch.errors import DataError
 from hetsearch.index.gallery import read_stored
-from hetsearch.index.images import resize_mode_of
-from hetsearch.index.items import background_of
 
 
-def decode_spec_of(meta, channels: int | None = None, image_size: int | None = None) -> DecodeSpec:
-    """How the model ``meta`` sees a user image: its input size, resize mode and background."""
-    return DecodeSpec(channels=channels or meta.spec.in_chans, image_size=image_size or meta.spec.image_size,
-                      resize=resize_mode_of(meta), background=DataConfig(background=background_of(meta)).background_rgb())
+def decode_spec_of(meta) -> DecodeSpec:
+    """How the model ``meta`` sees a user image: its `preprocessing` (input size, channels, resize mode,
+    background)."""
+    return meta.spec.preprocessing.decode_spec()
 
 
 def same_folder(a: str | Path, b: str | Path) -> bool:

@@ -9,8 +9,8 @@ Sources:
 * ``csv_items(FILE)``: a CSV with header ``path,label[,more columns]``; relative paths are relative
   to the CSV's folder, and the extra columns become the item's user fields.
 
-Files are decoded with the data layer's `DecodeSpec` (channels, size, resize mode, background of
-the gallery model's training data), in parallel worker processes for large galleries; a gallery
+Files are decoded with the data layer's `DecodeSpec` (channels, size, resize mode, background: the
+gallery model's `preprocessing`), in parallel worker processes for large galleries; a gallery
 whose decoded pixels exceed 2 GB is decoded into a disk-backed (memory-mapped) array instead of
 RAM, from which the index build embeds batch by batch and writes the thumbnails.
 """
@@ -30,6 +30,7 @@ import torch
 from hetsearch.data import DataConfig, load_raw
 from hetsearch.data.files import read_csv_rows
 from hetsearch.data.fileset import IMAGE_EXTENSIONS, DecodeSpec, default_workers, iterate_decoded
+from hetsearch.data.preprocessing import colour_rgb
 from hetsearch.data.registry import list_datasets
 from hetsearch.data.sources import materialize
 from hetsearch.errors import ConfigError, DataError
@@ -155,7 +156,7 @@ def _decode_all(paths: list[Path], spec: DecodeSpec, progress: bool, num_workers
 
 
 def _spec(channels: int, image_size: int, resize: str, background, on_bad_image: str) -> DecodeSpec:
-    rgb = DataConfig(background=background).background_rgb() if isinstance(background, str) else tuple(background)
+    rgb = colour_rgb(background) if isinstance(background, str) else tuple(background)
     return DecodeSpec(channels=channels, image_size=image_size, resize=resize, background=rgb, on_bad_image=on_bad_image)
 
 
@@ -205,9 +206,3 @@ def csv_items(csv_file: str | Path, channels: int, image_size: int, resize: str 
     return GalleryItems(images=images, sources=[str(e[0]) for e in entries], labels=[e[1] for e in entries],
                         fields=[e[2] for e in entries], skipped=skipped,
                         origin={"kind": "csv", "file": str(csv_file)})
-
-
-def background_of(meta) -> str:
-    """The colour transparent pixels were composited on in the model's training data (default white)."""
-    data = (getattr(meta, "config", None) or {}).get("data", {}) or {}
-    return data.get("background", "white") or "white"

@@ -45,7 +45,7 @@ class ModelMeta:
         """Raises CheckpointError (no path: callers add it) when ``d`` is not a model record."""
         try:
             d = dict(d)
-            d["spec"] = ModelSpec(**d["spec"])
+            d["spec"] = ModelSpec.from_dict(d["spec"], d.get("config"))
             return cls(**d)
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"model metadata is not a hetsearch model record ({type(exc).__name__}: "

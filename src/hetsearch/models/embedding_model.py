@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetsearch.data.preprocessing import Preprocessing, preprocessing_from_saved_config
 from hetsearch.errors import ConfigError
 from hetsearch.models.heads import CosineClassifier, EmbeddingHead
 from hetsearch.models.pretrained import load_pretrained_backbone
@@ -32,6 +33,11 @@ class ModelSpec:
     # torchvision backbones), resolved when the model is built and stored resolved.
     mean: float | list[float] | None = None
     std: float | list[float] | None = None
+    # How user images are brought to image_size ("center_crop" or "stretch") and the colour
+    # transparent pixels are composited on: with in_chans, image_size, mean and std, the model's
+    # `preprocessing` (checkpoints written before these fields take them from their saved data config).
+    resize: str = "center_crop"
+    background: str = "white"
     backbone_args: dict = field(default_factory=dict)
     # "head": the embedding is the projection head's output (the classifier sees the embedding).
     # "backbone": the embedding is the pooled backbone features; the projection head only feeds
@@ -42,6 +48,21 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How an image becomes this model's input (size, channels, mean, std, resize, background)."""
+        return Preprocessing(image_size=self.image_size, channels=self.in_chans, mean=self.mean, std=self.std,
+                             resize=self.resize, background=self.background)
+
+    @classmethod
+    def from_dict(cls, d: dict, saved_config: dict | None = None) -> "ModelSpec":
+        """A stored spec; one written before the spec carried ``resize`` and ``background`` takes them
+        from ``saved_config`` (the checkpoint's training config), as they were read before."""
+        d = dict(d)
+        for name, value in preprocessing_from_saved_config(saved_config).items():
+            d.setdefault(name, value)
+        return cls(**d)
 
 
 EMBEDDING_LAYERS = ("head", "backbone")
@@ -141,7 +162,30 @@ def create_model(backbone: str, *, num_classes: int, pretrained_file: str | None
     ``pretrained_file``: a local timm/torchvision weights file loaded into the backbone (see
     `hetsearch.models.pretrained`); not part of the spec, so loading a checkpoint never reads it.
     """
-    model = EmbeddingModel(ModelSpec(backbone=backbone, num_classes=num_classes, **spec_fields))
+    return _with_pretrained(EmbeddingModel(ModelSpec(backbone=backbone, num_classes=num_classes, **spec_fields)),
+                            pretrained_file)
+
+
+def _with_pretrained(model: EmbeddingModel, pretrained_file: str | None) -> EmbeddingModel:
     if pretrained_file:
-        load_pretrained_backbone(model.backbone, pretrained_file, backbone_name=backbone)
+        load_pretrained_backbone(model.backbone, pretrained_file, backbone_name=model.spec.backbone)
     return model
+
+
+def spec_from_config(model, data, *, num_classes: int) -> ModelSpec:
+    """The one mapping from a run config to a ModelSpec: the architecture (``model:``) and the
+    preprocessing the model carries (``data.image_size``, ``data.channels``, ``data.resize``,
+    ``data.background``, ``model.mean``, ``model.std``). ``model`` and ``data`` are a run config's
+    `ModelConfig` and `DataConfig` sections."""
+    return ModelSpec(backbone=model.backbone, num_classes=num_classes, embedding_dim=model.embedding_dim,
+                     head=model.head, head_scale=model.head_scale, head_margin=model.head_margin,
+                     in_chans=data.channels, image_size=data.image_size, mean=model.mean, std=model.std,
+                     resize=data.resize, background=data.background, backbone_args=model.backbone_args,
+                     embedding_layer=model.embedding_layer, projection_dim=model.projection_dim)
+
+
+def create_model_from_config(model, data, *, num_classes: int) -> EmbeddingModel:
+    """The EmbeddingModel of a run config (`spec_from_config`), with ``model.pretrained_file``
+    loaded into its backbone when set."""
+    return _with_pretrained(EmbeddingModel(spec_from_config(model, data, num_classes=num_classes)),
+                            model.pretrained_file)

@@ -11,7 +11,7 @@ Endpoints (schema at ``/openapi.json``, interactive docs at ``/docs``):
   ``fastapi-offline`` package (no CDN: the page works offline).
 
 Uploads are bounded (``max_upload_bytes``, checked before the body is parsed) and must decode as
-8-bit images within the pixel limits of `hetsearch.index.images` (sides, aspect ratio, pixels;
+8-bit images within the pixel limits of `hetsearch.data.decode` (sides, aspect ratio, pixels;
 concurrent decodes share one `PixelBudget`); anything else is answered with a 4xx and a
 ``{"detail": message}`` body. Every response carries ``X-Content-Type-Options: nosniff``,
 ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and a Content-Security-Policy that
@@ -34,9 +34,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 import hetsearch
+from hetsearch.data.decode import DEFAULT_MAX_PIXELS, PixelBudget
 from hetsearch.export.encoders import QueryEncoder
 from hetsearch.index.gallery import GalleryIndex
-from hetsearch.index.images import DEFAULT_MAX_PIXELS, PixelBudget
 from hetsearch.serve.handler import SearchHandler
 from hetsearch.serve.middleware import BodySizeLimit, SecurityHeaders
 from hetsearch.serve.reload import LiveIndex

@@ -121,18 +121,18 @@ def query(index: Path = typer.Option(..., "--index", "-i", help="index folder"),
     from hetsearch.export.runtime import load_query_encoder
     from hetsearch.index.verify import run_verification
     from hetsearch.index.gallery import open_index
-    from hetsearch.index.images import read_image_file
+    from hetsearch.data.decode import read_image_file
 
     encoder = load_query_encoder(query_model, runtime=runtime)
     gallery = open_index(index, query_meta=encoder.meta, allow_incompatible=allow_incompatible,
                          search_params={"nprobe": nprobe, "efSearch": ef_search})
     for message in gallery.warnings + run_verification(gallery, encoder, verify_mode):
         err_console.print(f"[yellow]warning:[/yellow] {escape(message)}")
-    c, size, _ = encoder.input_shape
+    decode = encoder.preprocessing.decode_spec()  # the model's size, channels, resize mode, background
     images = _query_files(images)
     hits = []
     for start in range(0, len(images), 256):
-        batch = np.stack([read_image_file(path, c, size, encoder.resize) for path in images[start:start + 256]])
+        batch = np.stack([read_image_file(path, decode) for path in images[start:start + 256]])
         hits.extend(gallery.search(encoder.embed(batch), k))
     if as_json:
         print(json.dumps({"index": str(index), "query_model": encoder.meta.model_id,

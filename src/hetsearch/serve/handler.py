@@ -8,10 +8,10 @@ import time
 
 from fastapi import HTTPException
 
+from hetsearch.data.decode import ImageRejected, PixelBudget, decode_image_bytes
 from hetsearch.export.encoders import QueryEncoder
 from hetsearch.index.faiss_index import set_omp_threads
 from hetsearch.index.gallery import GalleryIndex
-from hetsearch.index.images import ImageRejected, PixelBudget, decode_image_bytes
 from hetsearch.serve.memory import trim
 from hetsearch.serve.reload import LiveIndex
 
@@ -30,16 +30,15 @@ class SearchHandler:
                  offload: bool, threads: int | None):
         self.live, self.encoder, self.budget, self.max_pixels = live, encoder, budget, max_pixels
         self.offload, self.threads = offload, threads
-        self.channels, self.image_size, _ = encoder.input_shape
-        self.resize = encoder.resize
+        self.decode = encoder.preprocessing.decode_spec()  # the query model's size, channels, resize, background
         self.thread_state = threading.local()
 
     def _decode(self, data: bytes, filename: str | None):
         name = f"upload {filename[:100]!r}" if filename else "upload"
         decoded_size: dict = {}
         try:
-            return decode_image_bytes(data, self.channels, self.image_size, self.resize, name=name,
-                                      max_pixels=self.max_pixels, budget=self.budget, info=decoded_size)
+            return decode_image_bytes(data, self.decode, name=name, max_pixels=self.max_pixels, budget=self.budget,
+                                      info=decoded_size)
         except ImageRejected as exc:
             raise HTTPException(exc.status_code, str(exc)) from None
         finally:

@@ -10,8 +10,8 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 import hetsearch
+from hetsearch.data.decode import encode_png
 from hetsearch.export.encoders import QueryEncoder
-from hetsearch.index.images import encode_png
 from hetsearch.serve.handler import SearchHandler, item_record
 from hetsearch.serve.reload import LiveIndex
 from hetsearch.serve.schemas import ERRORS, Error, Health, Item, SearchResponse

@@ -27,7 +27,8 @@ from hetsearch.data import Splits, make_splits
 from hetsearch.data.augment import BatchAugment
 from hetsearch.data.loader import training_images
 from hetsearch.errors import ConfigError
-from hetsearch.models import EmbeddingModel, ModelMeta, create_model, load_checkpoint, save_checkpoint
+from hetsearch.models import EmbeddingModel, ModelMeta, load_checkpoint, save_checkpoint
+from hetsearch.models.embedding_model import create_model_from_config
 from hetsearch.models.memory_format import to_channels_last
 from hetsearch.train.bn_recalibration import recalibrate_batchnorm
 from hetsearch.train.distributed import DistContext, barrier, init_distributed
@@ -79,13 +80,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ building blocks
     def _build_model(self) -> EmbeddingModel:
-        m = self.cfg.model
-        model = create_model(m.backbone, num_classes=len(self.splits.classes), embedding_dim=m.embedding_dim,
-                             head=m.head, head_scale=m.head_scale, head_margin=m.head_margin,
-                             in_chans=self.cfg.data.channels, image_size=self.cfg.data.image_size,
-                             backbone_args=m.backbone_args, embedding_layer=m.embedding_layer,
-                             projection_dim=m.projection_dim, mean=m.mean, std=m.std,
-                             pretrained_file=m.pretrained_file)
+        model = create_model_from_config(self.cfg.model, self.cfg.data, num_classes=len(self.splits.classes))
         model.to(self.device)
         if self.cfg.runtime.channels_last:
             to_channels_last(model)

@@ -1,8 +1,9 @@
 """Query and gallery images as the models see them, plus PNG rendering of stored thumbnails.
 
-Decoding reuses `hetsearch.data.transforms.fit_pil_image`, the one definition of how a user's
-image is brought to a model's channels and size (the same call the data layer makes for training
-images), with the resize mode recorded in the model's training config.
+Decoding takes the model's `DecodeSpec` (``Preprocessing.decode_spec()``: channels, size, resize
+mode, background) and reuses `hetsearch.data.transforms.fit_pil_image`, the one definition of how
+a user's image is brought to a model's input (the same call the data layer makes for training
+images and gallery files).
 
 Decoding is bounded before any pixel is touched: from the header alone an image is refused (413)
 when a side exceeds ``MAX_SIDE`` pixels, its aspect ratio exceeds ``MAX_ASPECT``, or it has more
@@ -24,6 +25,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from hetsearch.data.fileset import DecodeSpec
 from hetsearch.data.transforms import fit_pil_image
 from hetsearch.errors import DataError
 
@@ -78,12 +80,6 @@ class PixelBudget:
         return self._used
 
 
-def resize_mode_of(meta) -> str:
-    """How the model's training data brought user images to size ("center_crop" or "stretch")."""
-    data = (getattr(meta, "config", None) or {}).get("data", {}) or {}
-    return data.get("resize", "center_crop") or "center_crop"
-
-
 def _rawmode(img: Image.Image) -> str:
     """The decoder's raw mode (e.g. "RGB;16B" for a 16-bit PNG that Pillow would narrow to "RGB")."""
     for tile in getattr(img, "tile", None) or []:
@@ -119,7 +115,7 @@ def check_header(img: Image.Image, name: str, max_pixels: int) -> None:
 REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})  # Image.reduce supports these
 
 
-def _bounded_fit(img: Image.Image, channels: int, image_size: int, resize: str) -> np.ndarray:
+def _bounded_fit(img: Image.Image, spec: DecodeSpec) -> np.ndarray:
     """`fit_pil_image` on the part of the image it keeps, with every intermediate at most as large as
     the decoded image: for ``center_crop`` the centre square is cut *before* resizing (never an
     upscaled full image), and a large image is first reduced by an integer factor (box filter) to
@@ -127,21 +123,21 @@ def _bounded_fit(img: Image.Image, channels: int, image_size: int, resize: str) 
     if img.getexif().get(0x0112, 1) not in (None, 1):  # EXIF orientation: rotate first (a copy)
         img = ImageOps.exif_transpose(img)
     width, height = img.size
-    if resize != "stretch":
+    if spec.resize != "stretch":
         side = min(width, height)
         if (width, height) != (side, side):
             left, top = (width - side) // 2, (height - side) // 2
             img = img.crop((left, top, left + side, top + side))
-    factor = min(img.size) // (4 * image_size)
+    factor = min(img.size) // (4 * spec.image_size)
     if factor >= 2 and img.mode in REDUCIBLE_MODES:
         img = img.reduce(factor)
-    return fit_pil_image(img, channels, image_size, resize)
+    return fit_pil_image(img, spec.channels, spec.image_size, spec.resize, background=spec.background)
 
 
-def decode_image_bytes(data: bytes, channels: int, image_size: int, resize: str = "center_crop", *,
-                       name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
+def decode_image_bytes(data: bytes, spec: DecodeSpec, *, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
                        budget: PixelBudget | None = None, info: dict | None = None) -> np.ndarray:
-    """uint8 (C, H, W) from encoded image bytes; raises ImageRejected with a clear message.
+    """uint8 (C, H, W) from encoded image bytes, decoded as ``spec`` says (the model's
+    ``preprocessing.decode_spec()``); raises ImageRejected with a clear message.
     ``info``, when given, receives ``pixels``: the decoded size (after JPEG draft scaling)."""
     if not data:
         raise ImageRejected(f"{name}: empty file (0 bytes); expected an encoded image (PNG, JPEG, ...)", 400)
@@ -151,13 +147,13 @@ def decode_image_bytes(data: bytes, channels: int, image_size: int, resize: str 
             with Image.open(io.BytesIO(data)) as img:
                 check_header(img, name, max_pixels)
                 if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the input
-                    img.draft(img.mode, (image_size, image_size))
+                    img.draft(img.mode, (spec.image_size, spec.image_size))
                 width, height = img.size
                 if info is not None:
                     info["pixels"] = width * height
                 with budget.reserve(width * height) if budget is not None else contextlib.nullcontext():
                     img.load()  # a truncated file fails here
-                    return _bounded_fit(img, channels, image_size, resize)
+                    return _bounded_fit(img, spec)
     except ImageRejected:
         raise
     except MemoryError:
@@ -172,8 +168,8 @@ def decode_image_bytes(data: bytes, channels: int, image_size: int, resize: str 
                             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})", 400) from None
 
 
-def read_image_file(path, channels: int, image_size: int, resize: str = "center_crop") -> np.ndarray:
-    """uint8 (C, H, W) for an image file given on the command line."""
+def read_image_file(path, spec: DecodeSpec) -> np.ndarray:
+    """uint8 (C, H, W) for an image file given on the command line, decoded as ``spec`` says."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -181,7 +177,7 @@ def read_image_file(path, channels: int, image_size: int, resize: str = "center_
         raise DataError(f"{path}: image file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
-    return decode_image_bytes(data, channels, image_size, resize, name=str(path))
+    return decode_image_bytes(data, spec, name=str(path))
 
 
 def encode_png(image_chw: np.ndarray) -> bytes:
