@@ -55,9 +55,10 @@ from PIL import Image
 from hetsearch.data import FASHION_MNIST_CLASSES, DataConfig, load_source
 from hetsearch.eval import FaissExactIP, retrieval_metrics
 from hetsearch.export.encoders import OnnxEncoder, TorchEncoder
-from hetsearch.export.exporter import export_model
+from hetsearch.export.exporter import IndexSample, export_model
 from hetsearch.index import build_index, dataset_items, embed_images, load_vectors, open_index
 from hetsearch.index.faiss_index import build_faiss_index, resolve_params, set_search_params
+from hetsearch.index.gallery import read_stored
 from hetsearch.models import LoadedModel, create_model, load_checkpoint, save_checkpoint
 from hetsearch.utils.results import markdown_table, write_results
 
@@ -514,9 +515,11 @@ def main() -> None:
     latency, exports = [], {}
     sample = test.images[:256].numpy()
     started = time.perf_counter()
+    stored = read_stored(index_dir)  # the parity check runs on the index's images and stored embeddings
     for model in queries:
         name = short_name(model)
-        report = export_model(model, "onnx", args.work / f"{name}.onnx", index_dir=index_dir)
+        report = export_model(model, "onnx", args.work / f"{name}.onnx",
+                              index=IndexSample(stored.thumbnails, stored.vectors, str(index_dir)))
         exports[model.meta.model_id] = Path(report["path"])
         eager_ms = embed_latency_ms(TorchEncoder(model.model, model.meta), sample, args.latency_repeats)
         onnx_ms = embed_latency_ms(OnnxEncoder(Path(report["path"]), threads=args.threads), sample,
