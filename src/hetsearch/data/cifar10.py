@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -269,7 +270,7 @@ def read_arrays(path: Path, package: NpmSprites = CIFAR10_NPM) -> tuple[Arrays, 
             arrays = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in splits}
             classes = [str(c) for c in npz["classes"]]
             stored, spec = str(npz["content_sha256"]), str(npz["package"])
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: unreadable CIFAR-10 array file ({exc}); rebuild it with "
                         f"`{GET_COMMAND} --force`") from None
     actual = content_digest(arrays, classes)
