@@ -1,606 +1,294 @@
-"""Issue 15: gallery-aware compatibility. Query models trained against the gallery's own embeddings
-(the gallery embedding bank) vs independent, BCT and L2, closed and open set.
+"""Gallery-aware compatibility (issues 15, 20): query models trained against the gallery's own
+embeddings vs BCT, closed and open set, every choice made on validation, test scored once per
+final configuration. Runs on the experiment runner (bench/runner.py; protocols in bench/protocols.py).
 
-From nothing, in order (each step reuses what a previous call finished):
-  1. the galleries: the closed-set paragon (configs/fashion_mnist/gallery.yaml, 15 epochs, shared
-     with the other benches) and an open-set gallery (the same recipe, data.protocol=open_set:
-     trained on 5 classes);
-  2. their gallery embedding banks (compat.bank, K views per training image);
-  3. a throughput probe: every method on ShuffleNetV2 x0.5, one after another, alone on the
-     device (images/s of training, and the ratio to independent training);
-  4. query models at --epochs: the first of --models with every --method (seed 0) on both
-     protocols, then its other --seeds for the two best methods per protocol (by that seed-0
-     heterogeneous Recall@1); then the other models the same way (--seed-models: which get seeds).
-     Query models use the gallery's data protocol (open set: the 5 training classes) and are
-     scored on its test protocol (open set: the 5 held-out classes, queries = their test images,
-     gallery = the rest of those test images).
-Each finished query model writes runs/<...>/ga_rows/<run>.json; the results files
-docs/results/gallery_aware{,_quick}.{json,md} are rewritten after every finished run, so a run
-cut short still leaves its results, and the next call continues where it stopped.
+Phases (each call continues where the last stopped; a finished run is never redone):
+  1. galleries: per protocol and phase, the paragon recipe (configs/fashion_mnist/gallery.yaml) on
+     the protocol's data: closed set one gallery (runs/bench/gallery, shared with the other
+     benches); open set the 5-class gallery (final) and, for selection, one trained without the
+     --val-classes validation classes. Rows: M(g, g) on validation (select) and test (final).
+  2. select: every --methods candidate (variants METHOD@KEY=VALUE&...) x every --epochs, on the
+     --select-models, seed --select-seed, scored on the VALIDATION split only (closed set: held-out
+     training images against the training images; open set: --val-classes training classes held
+     out of training, each of their images against the others). Per protocol, the candidate with
+     the best mean validation M(q, g) Recall@1 (then MAP@R) is chosen.
+  3. final: the chosen (method, epochs) and the --reference methods (BCT, the paper's) at the
+     chosen epochs, every --models, every --seeds, scored on TEST. Test numbers exist only here.
+Each finished run writes runs/.../<prefix>_rows/<run>.json; docs/results/<results>.{json,md} are
+rewritten after every run (final rows; candidates with their validation numbers under
+"selection"), so a call cut short leaves its results.
 
-    python bench/gallery_aware.py --quick                     # minutes on CPU: checks it runs
-    python bench/gallery_aware.py --device cuda --jobs 12 --data-dir DIR   # the full bench (GPU)
-    python bench/gallery_aware.py --methods none,bct,contrastive --models shufflenetv2_x0_5 --seeds 0
-
-Models: shufflenetv2_x0_5, mobilenetv3_small (x0.5) and cmpnas (the net CMP-NAS found under
-1.9 MFLOPs, arch from docs/results/gap.json, trained like the other two). Methods: any
-compat.method (none = independent), e.g. contrastive+relational.
+    python bench/gallery_aware.py --quick                 # ~2 min on CPU: checks the machinery
+    python bench/gallery_aware.py --jobs 2 --epochs 30 --seeds 0,1,2     # the campaign (hours)
+    python bench/gallery_aware.py --phase select          # candidates only
+    python bench/gallery_aware.py --report-only           # rewrite the results from finished rows
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import functools
 import statistics
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import _shared
+import protocols as P
+from runner import Run, Runner, grid, select_best
 
-from hetsearch.config import TrainRunConfig
-from hetsearch.utils.io import atomic_write_json
-from hetsearch.utils.results import command_line, write_results
-from hetsearch.utils.typed_config import load_config
+from hetsearch.utils.results import markdown_table, write_results
 
-PROTOCOLS = ("closed_set", "open_set")
-# METHOD@KEY=VALUE: a variant. "...@train.task_loss=none": label-free (no classification loss, no label
-# used; the best open-set method in the 6-epoch full-data CPU runs, docs/compat.md "Which method when").
-# τ 0.05 did better than the default 0.1 on the open set in one quick CPU run, but c+r at τ 0.05 was 3
-# points worse than at 0.1 on the full-data open set (6 epochs, seed 0): kept here to settle it at 30 epochs
-DEFAULT_METHODS = ("none", "bct", "l2", "contrastive", "contrastive+relational", "bct+contrastive",
-                   "contrastive+relational@train.task_loss=none", "contrastive@compat.gallery_aware.temperature=0.05")
-BANK_METHODS = ("bank_l2", "contrastive", "relational")
-DEFAULT_MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small", "cmpnas")
-CMPNAS_LABEL = "cmpnas_1.9mf"
-QUICK = {"gallery_epochs": 3, "epochs": 3, "max_train_items": 10000, "max_test_items": 2000,
-         "probe_steps": 20, "methods": ("none", "bct", "bank_l2", "contrastive", "contrastive+relational",
-                                       "bct+contrastive", "contrastive@train.task_loss=none"),
-         "models": ("shufflenetv2_x0_5",), "seeds": (0,)}
-GAP_CLOSED, GAP_OPEN, SPEED_RATIO, MIN_FLOPS_REDUCTION = 0.015, 0.05, 0.8, 30.0
+# candidates of the select phase: "...@train.task_loss=none" is label-free; τ variants of the
+# InfoNCE temperature (0.05 vs the default 0.1) are candidates like any other
+DEFAULT_METHODS = ("l2", "contrastive", "contrastive+relational", "bct+contrastive",
+                   "contrastive+relational@train.task_loss=none",
+                   "contrastive+relational@train.task_loss=none&compat.gallery_aware.temperature=0.05")
+QUICK = {"caps": ("data.max_train_items=2000", "data.max_test_items=400"), "gallery_epochs": 1, "epochs": "1",
+         "methods": "l2,contrastive+relational@train.task_loss=none", "models": "shufflenetv2_x0_5", "seeds": "0,1"}
+GAP_LIMIT = {"closed_set": 0.015, "open_set": 0.05, "open_set_refresh": 0.02}   # issue 20 acceptance
+MIN_FLOPS_REDUCTION = 30.0
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="10k training images, 3-epoch galleries and query models, "
-                                                        "ShuffleNetV2 only, seed 0 (checks that it runs)")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: auto). AMP (bf16) is on on cuda")
-    p.add_argument("--epochs", type=int, default=None, help="query-model epochs (default 30; quick 3)")
-    p.add_argument("--gallery-epochs", type=int, default=None, help="gallery epochs (default: the paragon's 15; quick 3)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick 0). Seed 0 runs every "
-                                                 "method, the others only the two best methods per protocol")
-    p.add_argument("--methods", default=None, help=f"comma-separated compat methods (default {','.join(DEFAULT_METHODS)})")
-    p.add_argument("--models", default=None, help=f"comma-separated query models (default {','.join(DEFAULT_MODELS)})")
-    p.add_argument("--seed-models", default=None, help="models that get the extra seeds (default: all --models)")
-    p.add_argument("--protocols", default=",".join(PROTOCOLS), help="closed_set,open_set (default both)")
+    p.add_argument("--quick", action="store_true", help="2,000 training / 400 test images, 1-epoch models, "
+                                                        "2 candidates, 2 seeds (checks that it runs)")
+    p.add_argument("--protocols", default="closed_set,open_set", help=f"of {', '.join(sorted(P.PROTOCOLS))}")
+    p.add_argument("--models", default=None, help="query models (default shufflenetv2_x0_5,cmpnas; of "
+                                                  f"{', '.join(P.MODELS)})")
+    p.add_argument("--select-models", default=None, help="models the candidates are scored with (default: the "
+                                                         "first of --models)")
+    p.add_argument("--methods", default=None, help="candidate compat methods (default "
+                                                   f"{','.join(DEFAULT_METHODS)})")
+    p.add_argument("--reference", default="bct", help="methods trained in the final phase besides the chosen one "
+                                                      "(default bct, the paper's; '' for none)")
+    p.add_argument("--epochs", default=None, help="candidate query epochs, comma-separated (default 30)")
+    p.add_argument("--seeds", default=None, help="final-phase seeds (default 0,1,2)")
+    p.add_argument("--select-seed", type=int, default=0, help="seed of the select phase (default 0)")
+    p.add_argument("--select-metric", choices=("recall_at_1", "map_at_r"), default="recall_at_1",
+                   help="validation M(q, g) metric the choice maximises (the other breaks ties)")
+    p.add_argument("--val-classes", type=float, default=2, help="open set, select phase: training classes held "
+                                                                "out as validation classes (data.val_classes)")
+    p.add_argument("--phase", choices=("select", "final"), default="final", help="stop after this phase")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 with --jobs > 1)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: auto)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (data.root)")
-    p.add_argument("--jobs", type=int, default=None, help="query models trained at once (default: 1 on CPU, "
-                                                          "min(8, cores - 2) on cuda)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per training process (default: 1 "
-                                                             "with --jobs > 1, else torch's default)")
-    p.add_argument("--probe-steps", type=int, default=None,
-                   help="steps per throughput-probe epoch (default 60; quick 20). 0: run no probe and report the "
-                        "probe numbers an earlier call stored (same --set/--device), for a machine that is not quiet")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every query model (e.g. compat.gallery_aware.temperature=0.07); "
-                        "a single method takes its own as METHOD@KEY=VALUE&KEY=VALUE in --methods")
-    p.add_argument("--bn-recalibration", type=int, default=20,
-                   help="train.bn_recalibration_batches of every query model (default 20; 0: off)")
-    p.add_argument("--runs", default=None, help="runs folder (default runs/bench, quick runs/bench_ga_quick)")
-    p.add_argument("--report-only", action="store_true", help="rewrite the results from finished runs only")
-    args = p.parse_args()
+    p.add_argument("--gallery-epochs", type=int, default=None, help="gallery epochs (default: the paragon's 15)")
+    p.add_argument("--bn-recalibration", type=int, default=20, help="train.bn_recalibration_batches (0: off)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of every query model")
+    p.add_argument("--cmpnas-arch", action="append", default=[], metavar="PROTOCOL=ARCH",
+                   help="the searched net per protocol (default: the closed-set search of docs/results/gap.json)")
+    p.add_argument("--runs", default=None, help="runs folder (default runs/bench; quick runs/bench_ga_quick)")
+    p.add_argument("--results", default=None,
+                   help="results name (default gallery_aware; quick gallery_aware_runner_quick)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the results from finished rows only")
+    args = p.parse_args(argv)
     q = args.quick
-    args.epochs = args.epochs or (QUICK["epochs"] if q else 30)
-    args.gallery_epochs = args.gallery_epochs or (QUICK["gallery_epochs"] if q else None)
-    args.seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(QUICK["seeds"] if q else (0, 1, 2))
-    args.methods = args.methods.split(",") if args.methods else list(QUICK["methods"] if q else DEFAULT_METHODS)
-    args.models = args.models.split(",") if args.models else list(QUICK["models"] if q else DEFAULT_MODELS)
-    args.protocols = args.protocols.split(",")
-    args.seed_models = args.seed_models.split(",") if args.seed_models else list(args.models)
-    if args.probe_steps is None:
-        args.probe_steps = QUICK["probe_steps"] if q else 60
-    bad = sorted(set(args.models) - set(DEFAULT_MODELS)) + sorted(set(args.protocols) - set(PROTOCOLS))
+    args.protocols = [P.get_protocol(x).name for x in args.protocols.split(",")]
+    args.models = (args.models or (QUICK["models"] if q else "shufflenetv2_x0_5,cmpnas")).split(",")
+    bad = sorted(set(args.models) - set(P.MODELS))
     if bad:
-        raise SystemExit(f"unknown model(s)/protocol(s) {bad}; models: {DEFAULT_MODELS}, protocols: {PROTOCOLS}")
-    import torch
-
-    cuda = (args.device or "").startswith("cuda") or (args.device is None and torch.cuda.is_available())
-    args.jobs = args.jobs or (min(8, max(1, (os.cpu_count() or 2) - 2)) if cuda else 1)
+        raise SystemExit(f"unknown model(s) {bad}; known: {', '.join(P.MODELS)}")
+    args.select_models = args.select_models.split(",") if args.select_models else args.models[:1]
+    args.methods = (args.methods or (QUICK["methods"] if q else ",".join(DEFAULT_METHODS))).split(",")
+    args.reference = [m for m in args.reference.split(",") if m]
+    args.epochs = [int(e) for e in (args.epochs or (QUICK["epochs"] if q else "30")).split(",")]
+    args.seeds = [int(s) for s in (args.seeds or (QUICK["seeds"] if q else "0,1,2")).split(",")]
+    args.gallery_epochs = args.gallery_epochs or (QUICK["gallery_epochs"] if q else None)
     args.threads = args.threads or (1 if args.jobs > 1 else None)
-    # quick: its own folder (the other benches' quick galleries use other caps)
     args.runs = args.runs or (f"{_shared.BENCH_RUNS}_ga_quick" if q else _shared.BENCH_RUNS)
+    args.results = args.results or ("gallery_aware_runner_quick" if q else "gallery_aware")
     return args
 
 
-# ----------------------------------------------------------------------------- configs
+def settings_of(args) -> P.Settings:
+    return P.Settings(runs=args.runs, caps=QUICK["caps"] if args.quick else (), data_dir=args.data_dir,
+                      device=args.device, threads=args.threads, gallery_epochs=args.gallery_epochs,
+                      bn_recalibration=args.bn_recalibration, overrides=tuple(args.set), val_classes=args.val_classes,
+                      cmpnas_arch=tuple(tuple(a.split("=", 1)) for a in args.cmpnas_arch))
 
-def common_overrides(args, protocol: str) -> list[str]:
-    out = [f"output_dir={args.runs}", "runtime.progress=false", f"data.protocol={protocol}"]
-    if args.quick:
-        out += [f"data.max_train_items={QUICK['max_train_items']}", f"data.max_test_items={QUICK['max_test_items']}"]
-    if args.data_dir:
-        out.append(f"data.root={args.data_dir}")
-    if args.device:
-        out.append(f"runtime.device={args.device}")
-    if args.threads:
-        out.append(f"runtime.num_threads={args.threads}")
+
+# ----------------------------------------------------------------------------- the runs of each phase
+
+def gallery_runs(settings: P.Settings, protocols: list[str], phase: str) -> list[Run]:
+    out = []
+    for name in protocols:
+        protocol = P.get_protocol(name)
+        cfg = protocol.gallery(settings, protocol, phase)
+        out.append(Run(name, "gallery", "paragon", cfg.runtime.seed, cfg.train.epochs, phase, settings.tag()))
     return out
 
 
-def gallery_name(protocol: str) -> str:
-    return "gallery" if protocol == "closed_set" else "gallery_open_set"
+def select_runs(args, settings: P.Settings) -> list[Run]:
+    return grid(args.protocols, args.select_models, args.methods, [args.select_seed], args.epochs, "select",
+                settings.tag())
 
 
-def gallery_config(args, protocol: str) -> TrainRunConfig:
-    extra = [*common_overrides(args, protocol), f"name={gallery_name(protocol)}"]
-    if args.gallery_epochs:
-        extra.append(f"train.epochs={args.gallery_epochs}")
-    return load_config(TrainRunConfig, _shared.CONFIGS / "gallery.yaml", extra)
+def choose(args, rows: list[dict]) -> dict[str, dict]:
+    """Per protocol whose candidates have all finished: the chosen (method, epochs) and every
+    candidate's validation numbers. Reads val_* metrics only (select_best refuses others)."""
+    out = {}
+    rows = [r for r in rows if r["phase"] == "select" and (r["method"] == "paragon" or (
+        r["method"] in args.methods and r["epochs"] in args.epochs and r["model"] in args.select_models
+        and r["seed"] == args.select_seed))]  # this call's candidates (the rows folder keeps every call's)
+    for protocol in args.protocols:
+        cands = [r for r in rows if r["protocol"] == protocol and r["method"] != "paragon"]
+        if len(cands) < len(args.methods) * len(args.epochs) * len(args.select_models):
+            continue
+        other = "map_at_r" if args.select_metric == "recall_at_1" else "recall_at_1"
+        (method, epochs), table = select_best(cands, metric=f"val_{args.select_metric}", tie_break=f"val_{other}")
+        paragon = next((r for r in rows if r["protocol"] == protocol and r["method"] == "paragon"), {})
+        out[protocol] = {"method": method, "epochs": epochs,
+                         "metric": f"val_{args.select_metric} (M(q, g) on validation)",
+                         "models": args.select_models, "seed": args.select_seed,
+                         "paragon_val_recall_at_1": paragon.get("val_recall_at_1"),
+                         "candidates": [{"method": t["candidate"][0], "epochs": t["candidate"][1],
+                                         "val_recall_at_1": t["val_recall_at_1"], "val_map_at_r": t["val_map_at_r"],
+                                         "val_homo_recall_at_1": _mean(cands, t["candidate"], "val_homo_recall_at_1")}
+                                        for t in table]}
+    return out
 
 
-def cmpnas_arch() -> str:
-    rows = json.loads((_shared.ROOT / "docs" / "results" / "gap.json").read_text())["rows"]
-    return next(r["arch"] for r in rows if r.get("label") == CMPNAS_LABEL)
+def _mean(rows: list[dict], candidate: tuple, key: str) -> float | None:
+    values = [r[key] for r in rows if (r["method"], r["epochs"]) == candidate and r.get(key) is not None]
+    return statistics.mean(values) if values else None
 
 
-def model_overrides(model: str) -> tuple[str, list[str]]:
-    """(config file, overrides): cmpnas is the searched backbone with the light-model recipe."""
-    if model == "cmpnas":
-        return "query_shufflenetv2_x0_5.yaml", ["model.backbone=cmpnas", f"model.backbone_args={{arch: '{cmpnas_arch()}'}}"]
-    return f"query_{model}.yaml", []
+def final_runs(args, settings: P.Settings, chosen: dict[str, dict]) -> list[Run]:
+    runs = []
+    for protocol, c in chosen.items():
+        methods = list(dict.fromkeys([c["method"], *args.reference]))
+        runs += grid([protocol], args.models, methods, args.seeds, [c["epochs"]], "final", settings.tag())
+    return sorted(runs, key=lambda r: (r.seed, r.protocol, r.model, r.method))  # every configuration's seed 0 first
 
 
-def split_method(method: str) -> tuple[str, list[str]]:
-    """"contrastive@compat.gallery_aware.temperature=0.1&compat.weight=2" -> (compat.method, overrides)."""
-    name, _, variant = method.partition("@")
-    return name, [item for item in variant.split("&") if item]
-
-
-def method_slug(method: str) -> str:
-    """A method as it appears in run names: "+" -> "_", a variant's overrides -> a short digest."""
-    import hashlib
-
-    name, variant = split_method(method)
-    slug = name.replace("+", "_")
-    return f"{slug}_v{hashlib.sha256('&'.join(variant).encode()).hexdigest()[:8]}" if variant else slug
-
-
-def run_name(protocol: str, model: str, method: str, seed: int, epochs: int) -> str:
-    return f"ga_{protocol}_{model}_{method_slug(method)}_s{seed}_e{epochs}"
-
-
-def query_config(args, protocol: str, model: str, method: str, seed: int, epochs: int | None = None,
-                 name: str | None = None, extra: list[str] = ()) -> TrainRunConfig:
-    epochs = epochs or args.epochs
-    config, overrides = model_overrides(model)
-    gallery = Path(args.runs) / gallery_name(protocol) / "model.pt"
-    compat_method, variant = split_method(method)
-    return load_config(TrainRunConfig, _shared.CONFIGS / config, [
-        *common_overrides(args, protocol), f"name={name or run_name(protocol, model, method, seed, epochs)}",
-        f"train.epochs={epochs}", f"compat.method={compat_method}", f"compat.gallery_model={gallery}",
-        f"runtime.seed={seed}", f"train.bn_recalibration_batches={args.bn_recalibration}", *overrides, *args.set,
-        *variant, *extra])
-
-
-def uses_bank(method: str) -> bool:
-    return any(part in BANK_METHODS for part in split_method(method)[0].split("+"))
-
-
-# ----------------------------------------------------------------------------- work (in worker processes too)
-
-_SPLITS: dict = {}
-_CACHE: dict = {}
-
-
-def _splits(cfg: TrainRunConfig):
-    from hetsearch.data import make_splits
-
-    key = json.dumps(vars(cfg.data), sort_keys=True, default=str)
-    if key not in _SPLITS:
-        _SPLITS[key] = make_splits(cfg.data)
-    return _SPLITS[key]
-
-
-def _fast_cudnn(cfg: TrainRunConfig) -> None:
-    """Fixed batch shapes: let cuDNN pick its fastest kernels once (GPU runs only)."""
-    import torch
-
-    if str(cfg.runtime.device).startswith("cuda") or (cfg.runtime.device == "auto" and torch.cuda.is_available()):
-        torch.backends.cudnn.benchmark = True
-
-
-def train_gallery(cfg: TrainRunConfig) -> dict:
-    from hetsearch.train import train
-
-    _fast_cudnn(cfg)
-
-    result = train(cfg, resume=True, splits=_splits(cfg))
-    return {"name": cfg.name, "train_seconds": result.train_seconds}
-
-
-def train_and_score(job: dict) -> dict:
-    """Train one query model (resuming/reusing), score it, write and return its row."""
-    from hetsearch.eval.report import evaluate_loaded
-    from hetsearch.models import load_checkpoint
-    from hetsearch.train import train
-
-    cfg: TrainRunConfig = job["cfg"]
-    _fast_cudnn(cfg)
-    splits = _splits(cfg)
-    result = train(cfg, resume=True, splits=splits)
-    device = cfg.runtime.device
-    paragon = load_checkpoint(cfg.compat.gallery_model)
-    q = load_checkpoint(result.model_path)
-    hetero = evaluate_loaded(q, paragon, splits, device=device, embedding_cache=_CACHE)["metrics"]
-    homo = evaluate_loaded(q, q, splits, device=device, embedding_cache=_CACHE)["metrics"]
-    history = result.history
-    speeds = [h["images_per_second"] for h in history[1:]] or [h["images_per_second"] for h in history]
-    row = {"protocol": job["protocol"], "method": job["method"], "model": job["model"], "seed": job["seed"],
-           "epochs": cfg.train.epochs, "query_model": q.meta.model_id, "gallery_model": paragon.meta.model_id,
-           "recall_at_1": hetero["recall_at_1"], "map_at_r": hetero["map_at_r"],
-           "homo_recall_at_1": homo["recall_at_1"], "homo_map_at_r": homo["map_at_r"],
-           "query_mflops": q.meta.flops / 1e6, "gallery_mflops": paragon.meta.flops / 1e6,
-           "train_seconds": round(result.train_seconds, 1),
-           "train_img_per_s": round(statistics.median(speeds), 1) if speeds else None,
-           "val_hetero_curve": [h.get("val_hetero_recall_at_1") for h in history],
-           "val_homo_curve": [h.get("val_recall_at_1") for h in history], "run": cfg.name,
-           "settings": job["settings"], "command": command_line()}
-    atomic_write_json(Path(job["rows_dir"]) / f"{cfg.name}.json", row)
-    return row
-
-
-def paragon_row(args, protocol: str, cache: dict | None = None) -> dict:
-    """The gallery's own M(g, g) on the test protocol; `cache` (the bench state) keeps it per gallery model."""
-    from hetsearch.eval.report import evaluate_loaded
-    from hetsearch.models import load_checkpoint
-
-    cfg = gallery_config(args, protocol)
-    g = load_checkpoint(cfg.run_dir / "model.pt")
-    key = f"{protocol}:{g.meta.model_id}"
-    if cache is not None and key in cache:
-        return dict(cache[key])
-    m = evaluate_loaded(g, g, _splits(cfg), device=cfg.runtime.device, embedding_cache=_CACHE)["metrics"]
-    row = {"protocol": protocol, "method": "paragon", "model": "resnet18_w16", "seed": cfg.runtime.seed,
-            "epochs": cfg.train.epochs, "query_model": g.meta.model_id, "gallery_model": g.meta.model_id,
-            "recall_at_1": m["recall_at_1"], "map_at_r": m["map_at_r"], "homo_recall_at_1": m["recall_at_1"],
-            "homo_map_at_r": m["map_at_r"], "query_mflops": g.meta.flops / 1e6, "gallery_mflops": g.meta.flops / 1e6,
-            "train_seconds": g.meta.extra.get("train_seconds"), "train_img_per_s": None}
-    if cache is not None:
-        cache[key] = dict(row)
-    return row
-
-
-def build_bank_for(cfg: TrainRunConfig) -> dict:
-    """Open (building if needed) the bank a query run of `cfg` would use; returns its summary."""
-    from hetsearch.compat.bank_terms import open_bank
-    from hetsearch.models.embedding_model import spec_from_config
-    from hetsearch.utils.device import resolve_device
-
-    splits = _splits(cfg)
-    spec = spec_from_config(cfg.model, cfg.data, num_classes=len(splits.classes))
-    bank = open_bank(cfg.compat, model_spec=spec, train_set=splits.train, run_dir=cfg.run_dir,
-                     device=resolve_device(cfg.runtime.device), augment=cfg.train.augment, method=cfg.compat.method)
-    return bank.summary
-
-
-def probe(args, method: str, model: str = "shufflenetv2_x0_5") -> float:
-    """Training images/s of `method` alone on the device (2 short epochs; the second is timed)."""
-    import shutil
-
-    from hetsearch.train import train
-
-    name = f"ga_probe_{method_slug(method)}"
-    cfg = query_config(args, "closed_set", model, method, 0, epochs=2, name=name,
-                       extra=[f"train.max_steps_per_epoch={args.probe_steps}", "runtime.eval_every=0",
-                              "train.bn_recalibration_batches=0"])  # training steps only
-    shutil.rmtree(cfg.run_dir, ignore_errors=True)
-    result = train(cfg, resume=False, splits=_splits(cfg))
-    shutil.rmtree(cfg.run_dir, ignore_errors=True)
-    return float(result.history[-1]["images_per_second"])
-
-
-# ----------------------------------------------------------------------------- reporting
-
-def row_settings(args) -> dict:
-    """What, besides protocol, epochs and gallery, makes two query-model rows comparable."""
-    return {"set": list(args.set), "bn_recalibration": args.bn_recalibration}
-
-
-def same_protocol(row: dict, args, galleries: dict[str, str]) -> bool:
-    """A finished run belongs in the results: same query epochs, gallery model (`galleries`: protocol ->
-    the gallery model id of each protocol whose gallery exists) and settings, whatever --protocols says. Every method, model and seed finished so far is kept, whatever this
-    call's --methods/--models/--seeds (a call that adds methods must not drop earlier rows).
-    Rows written before settings were recorded ran with the defaults (no --set, 20 BN batches)."""
-    settings = row.get("settings", {"set": [], "bn_recalibration": 20})
-    return (row["protocol"] in galleries and row["epochs"] == args.epochs and settings == row_settings(args)
-            and row["gallery_model"] == galleries[row["protocol"]])
-
-
-def stored_probes(state: dict, settings: str) -> tuple[dict, str]:
-    """(probe numbers, the settings they were measured with): this call's settings if measured, else
-    (with --probe-steps 0) the most recent entry with the same --set and --device."""
-    by = state.get("probes_by_settings", {})
-    if by.get(settings):
-        return by[settings], settings
-    want = json.loads(settings)
-    for key, probes in reversed(list(by.items())):
-        got = json.loads(key)
-        if probes and got.get("set") == want["set"] and got.get("device") == want["device"]:
-            return probes, key
-    return {}, settings
-
+# ----------------------------------------------------------------------------- the results
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean (and spread) over seeds per (protocol, method, model)."""
+    """Mean and spread over seeds per (protocol, method, model, epochs), with the paragon's gap."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["method"] != "paragon":
-            groups.setdefault((r["protocol"], r["method"], r["model"]), []).append(r)
+            groups.setdefault((r["protocol"], r["method"], r["model"], r["epochs"]), []).append(r)
     paragon = {r["protocol"]: r for r in rows if r["method"] == "paragon"}
     out = []
-    for (protocol, method, model), rs in sorted(groups.items()):
-        het = [r["recall_at_1"] for r in rs]
-        homo = [r["homo_recall_at_1"] for r in rs]
-        p = paragon.get(protocol)
+    for (protocol, method, model, epochs), rs in sorted(groups.items()):
+        het, homo, p = [r["recall_at_1"] for r in rs], [r["homo_recall_at_1"] for r in rs], paragon.get(protocol)
         mean = statistics.mean(het)
-        out.append({"protocol": protocol, "method": method, "model": model, "seeds": len(rs),
-                    "recall_at_1_mean": mean, "recall_at_1_std": statistics.pstdev(het) if len(het) > 1 else 0.0,
-                    "homo_recall_at_1_mean": statistics.mean(homo),
+        out.append({"protocol": protocol, "method": method, "model": model, "epochs": epochs, "seeds": len(rs),
+                    "recall_at_1_mean": mean, "recall_at_1_std": statistics.pstdev(het),
+                    "homo_recall_at_1_mean": statistics.mean(homo), "homo_recall_at_1_std": statistics.pstdev(homo),
                     "map_at_r_mean": statistics.mean(r["map_at_r"] for r in rs),
                     "gap_points": round(100 * (mean - p["recall_at_1"]), 2) if p else None,
                     "flops_reduction": round(p["query_mflops"] / rs[0]["query_mflops"], 1) if p else None,
-                    "query_mflops": rs[0]["query_mflops"],
-                    "compatible": bool(mean > statistics.mean(homo)),
-                    "train_img_per_s": statistics.median([r["train_img_per_s"] for r in rs if r.get("train_img_per_s")] or [0])})
+                    "compatible": bool(mean > statistics.mean(homo))})
     return out
 
 
-def best_methods(rows: list[dict], protocol: str, methods: list[str], model: str, seed: int,
-                 count: int = 2) -> list[str]:
-    """The `count` of `methods` with the highest heterogeneous Recall@1 of `model` at `seed`."""
-    per: dict[str, list[float]] = {}
-    for r in rows:
-        if (r["protocol"] == protocol and r["seed"] == seed and r["model"] == model and r["method"] in methods
-                and r["method"] not in ("paragon", "none")):
-            per.setdefault(r["method"], []).append(r["recall_at_1"])
-    return sorted(per, key=lambda m: -statistics.mean(per[m]))[:count]
-
-
-def acceptance(summary: list[dict], rows: list[dict], probes: dict) -> dict:
-    out: dict = {}
-    for protocol, limit in (("closed_set", GAP_CLOSED), ("open_set", GAP_OPEN)):
-        cands = [s for s in summary if s["protocol"] == protocol and (s["flops_reduction"] or 0) >= MIN_FLOPS_REDUCTION
-                 and s["method"] != "none"]
-        if not cands:
-            continue
-        best = max(cands, key=lambda s: s["recall_at_1_mean"])
-        out[protocol] = {"best": f"{best['model']} / {best['method']}", "seeds": best["seeds"],
-                         "recall_at_1_mean": round(best["recall_at_1_mean"], 4), "gap_points": best["gap_points"],
-                         "limit_points": -100 * limit, "within_limit": bool(best["gap_points"] >= -100 * limit),
-                         "compatible_m_qg_gt_m_qq": best["compatible"],
-                         "flops_reduction": best["flops_reduction"]}
-        by = {(s["method"], s["model"]): s for s in summary if s["protocol"] == protocol}
-        nas = by.get((best["method"], "cmpnas"))
-        hand = by.get((best["method"], "shufflenetv2_x0_5"))  # the hand-designed net at <= the searched net's FLOPs
-        if nas and hand:
-            out[protocol]["searched_net_vs_shufflenetv2"] = {
-                "cmpnas": round(nas["recall_at_1_mean"], 4), "shufflenetv2_x0_5": round(hand["recall_at_1_mean"], 4),
-                "searched_at_least_as_good": bool(nas["recall_at_1_mean"] >= hand["recall_at_1_mean"])}
-    if probes.get("none"):
-        out["throughput_vs_independent"] = {m: round(v / probes["none"], 3) for m, v in probes.items()}
-        out["throughput_ok"] = {m: bool(v / probes["none"] >= SPEED_RATIO) for m, v in probes.items()
-                                if uses_bank(m) and m != "none"}
+def acceptance(summary: list[dict], chosen: dict[str, dict]) -> dict:
+    """Issue 20's checks on the chosen method of each protocol (means over seeds)."""
+    out = {}
+    for protocol, c in chosen.items():
+        mine = [s for s in summary if s["protocol"] == protocol and s["method"] == c["method"]]
+        out[protocol] = {s["model"]: {
+            "seeds": s["seeds"], "gap_points": s["gap_points"], "limit_points": -100 * GAP_LIMIT.get(protocol, 0),
+            "within_limit": s["gap_points"] is not None and s["gap_points"] >= -100 * GAP_LIMIT.get(protocol, 0),
+            "m_qg_gt_m_qq": s["compatible"], "flops_reduction": s["flops_reduction"],
+            "flops_ok": (s["flops_reduction"] or 0) >= MIN_FLOPS_REDUCTION} for s in mine}
     return out
 
 
-def write(args, rows: list[dict], probes: dict, timings: dict, protocol: dict, probe_settings: str = "") -> None:
-    rows = sorted(rows, key=lambda r: (r["protocol"], r["method"] != "paragon", r.get("model", ""), r["method"], r["seed"]))
-    summary = summarise(rows)
-    checks = acceptance(summary, rows, probes)
-    paragon = {r["protocol"]: r for r in rows if r["method"] == "paragon"}
-    for r in rows:
+def report(args, runner: Runner, started: float) -> Path:
+    """Rewrite docs/results/<results>.{json,md} from the finished rows of this call's settings."""
+    tag = settings_of(args).tag()
+    rows = [r for r in runner.rows() if r.get("settings_tag", "") == tag and r["protocol"] in args.protocols]
+    finals = [r for r in rows if r["phase"] == "final"]
+    galleries = {r["protocol"]: r["gallery_model"] for r in finals if r["method"] == "paragon"}
+    finals = [r for r in finals if galleries.get(r["protocol"]) == r["gallery_model"]]  # the current galleries
+    chosen = choose(args, [r for r in rows if r["phase"] == "select"])
+    paragon = {r["protocol"]: r for r in finals if r["method"] == "paragon"}
+    for r in finals:
         p = paragon.get(r["protocol"])
         r["gap_to_paragon_recall_at_1"] = r["recall_at_1"] - p["recall_at_1"] if p else None
         r["compatible"] = None if r["method"] == "paragon" else bool(r["recall_at_1"] > r["homo_recall_at_1"])
-    name = "gallery_aware_quick" if args.quick else "gallery_aware"
-    columns = ["protocol", "method", "model", "seed", "epochs", "recall_at_1", "map_at_r", "homo_recall_at_1",
-               "gap_to_paragon_recall_at_1", "compatible", "query_mflops", "train_img_per_s", "train_seconds"]
-    notes = ("recall_at_1 / map_at_r: heterogeneous M(q, g) with g the protocol's gallery model (closed set: the "
-             "paragon; open set: the gallery trained on the 5 training classes), on the test protocol (closed set: "
-             "test queries vs the whole training split; open set: the 5 held-out classes' test images, each query "
-             "vs the others); homo_recall_at_1: M(q, q). train_img_per_s: median over epochs 2.. of the training "
-             "log of the call that trained the row (its --jobs trainings at once, its --threads, and whatever else "
-             "ran on the machine: see each row's command; rows of different calls are not comparable, the probe "
-             "is).\n\n"
-             "Mean over seeds:\n\n")
-    from hetsearch.utils.results import markdown_table
+        r["chosen"] = r["method"] == chosen.get(r["protocol"], {}).get("method")
+    finals.sort(key=lambda r: (r["protocol"], r["method"] != "paragon", r["model"], r["method"], r["seed"]))
+    summary = summarise(finals)
+    checks = acceptance(summary, chosen)
+    timings = {"this_call_wall": round(time.perf_counter() - started, 1),
+               "train_seconds_select": round(sum(r.get("train_seconds") or 0 for r in rows if r["phase"] == "select")),
+               "train_seconds_final": round(sum(r.get("train_seconds") or 0 for r in finals))}
+    return write_results(args.results, protocol=_protocol_text(args), rows=finals, timings_s=timings, columns=COLUMNS,
+                  title="Gallery-aware compatibility: chosen on validation, scored on test (closed and open set)",
+                  notes=_notes(summary, chosen, checks, runner),
+                  extra={"selection": chosen, "summary": summary, "acceptance": checks, "failures": runner.failures,
+                         "epochs": args.epochs, "seeds": args.seeds, "candidates": args.methods,
+                         "reference": args.reference, "models": args.models, "quick": args.quick})[1]
 
-    notes += markdown_table(summary, ["protocol", "method", "model", "seeds", "recall_at_1_mean", "recall_at_1_std",
-                                      "homo_recall_at_1_mean", "map_at_r_mean", "gap_points", "flops_reduction",
-                                      "compatible"])
-    if probes:
-        notes += "\nThroughput probe (ShuffleNetV2 x0.5, one training at a time, images/s): " + ", ".join(
-            f"{m} {v:.0f}" + (f" ({v / probes['none']:.2f}x)" if probes.get("none") else "") for m, v in probes.items())
-        if args.probe_steps == 0:
-            notes += f" (not rerun by this call: stored by an earlier call, settings {probe_settings})"
-    notes += f"\n\nChecks: {json.dumps(checks)}"
-    commands = sorted({r["command"] for r in rows if r.get("command")})
-    if commands:
-        notes += "\n\nCommands that trained the rows (each row's `command`):\n\n" + "\n".join(f"- `{c}`" for c in commands)
-    write_results(name, protocol=protocol, rows=rows, timings_s=timings, columns=columns,
-                  title="Gallery-aware compatibility: query models vs the gallery's own embeddings (closed and open set)",
-                  notes=notes, extra={"summary": summary, "acceptance": checks, "throughput_probe_img_per_s": probes,
-                                      "probe_settings": probe_settings, "epochs": args.epochs,
-                                      "seeds": sorted({r["seed"] for r in rows if r["method"] != "paragon"}),
-                                      "methods": sorted({r["method"] for r in rows if r["method"] != "paragon"}),
-                                      "models": sorted({r["model"] for r in rows if r["method"] != "paragon"})})
+
+COLUMNS = ["protocol", "method", "model", "seed", "epochs", "recall_at_1", "map_at_r", "homo_recall_at_1",
+           "gap_to_paragon_recall_at_1", "compatible", "query_mflops", "train_seconds", "git_revision"]
+
+
+def _protocol_text(args) -> dict:
+    return {**{name: P.get_protocol(name).description.replace("{val_classes}", f"{args.val_classes:g}")
+               for name in args.protocols},
+            "selection": "candidates scored on the validation split only; test scored once per final configuration",
+            "caps": ", ".join(QUICK["caps"]) if args.quick else "none (Fashion-MNIST 60k / 10k)",
+            "bn_recalibration_batches": args.bn_recalibration, "set": args.set}
+
+
+def _notes(summary: list[dict], chosen: dict, checks: dict, runner: Runner) -> str:
+    lines = ["recall_at_1 / map_at_r: M(q, g) on the test split; homo_recall_at_1: M(q, q). Mean over seeds:", "",
+             markdown_table(summary, ["protocol", "method", "model", "epochs", "seeds", "recall_at_1_mean",
+                                      "recall_at_1_std", "homo_recall_at_1_mean", "gap_points", "flops_reduction",
+                                      "compatible"])]
+    for protocol, c in chosen.items():
+        lines += [f"Selection, {protocol} (on validation; {c['models']} seed {c['seed']}; paragon val Recall@1 "
+                  f"{c['paragon_val_recall_at_1']}): chosen {c['method']} at {c['epochs']} epochs", "",
+                  markdown_table(c["candidates"], ["method", "epochs", "val_recall_at_1", "val_map_at_r",
+                                                   "val_homo_recall_at_1"])]
+    lines.append(f"Acceptance (chosen method): {checks}")
+    if runner.failures:
+        lines.append(f"Failed runs (rerun the command to retry): {runner.failures}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- main
 
-def main() -> None:
-    args = parse_args()
+def prepare_banks(settings: P.Settings, runner: Runner, runs: list[Run]) -> None:
+    """Build, in this process, each bank the unfinished runs will open (before parallel runs do)."""
+    seen = set()
+    for run in runs:
+        key = (run.protocol, P.get_protocol(run.protocol).phase_tag(run.phase), run.method)
+        if P.uses_bank(run.method) and runner.finished(run) is None and key not in seen:
+            seen.add(key)
+            print(f"[gallery_aware] bank {run.protocol} {run.phase}: {P.build_bank(settings, run)}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     started = time.perf_counter()
-    runs = Path(args.runs)
-    rows_dir = runs / ("ga_rows_quick" if args.quick else "ga_rows")
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    state_path = runs / ("ga_state_quick.json" if args.quick else "ga_state.json")
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    timings: dict = dict(state.get("build_timings", {}))  # galleries and banks: kept from the call that built them
-    # throughput probes depend on the query-model settings: kept per settings, reused only for the same
-    settings = json.dumps({"probe": 2, "set": args.set, "steps": args.probe_steps, "device": args.device,
-                           "threads": args.threads})
-    if args.probe_steps == 0:  # no probe this call: report the stored ones
-        probes, probe_settings = stored_probes(state, settings)
-    else:
-        probes, probe_settings = state.setdefault("probes_by_settings", {}).setdefault(settings, {}), settings
-
-    def save_state() -> None:
-        atomic_write_json(state_path, state)
-
-    def load_rows(grid_only: bool = False) -> list[dict]:
-        """Finished rows of this protocol (see same_protocol); grid_only: only this call's methods/models/seeds."""
-        load_paragons()
-        rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
-        galleries = {p: r["query_model"] for p, r in paragons.items()}
-        rows = [r for r in rows if same_protocol(r, args, galleries)]
-        if grid_only:
-            rows = [r for r in rows if r["method"] in args.methods and r["model"] in args.models
-                    and r["seed"] in args.seeds]
-        return rows
-
-    protocol_desc = {"protocols": ", ".join(args.protocols), "query_epochs": args.epochs,
-                     "seeds": ", ".join(map(str, args.seeds)),
-                     "caps": (f"{QUICK['max_train_items']} training / {QUICK['max_test_items']} test items"
-                              if args.quick else "none (Fashion-MNIST 60k / 10k)"),
-                     "open_set": "gallery and query models trained on 5 classes, scored on the other 5",
-                     "bn_recalibration_batches": args.bn_recalibration}
-
-    paragons: dict[str, dict] = {}
-
-    def load_paragons() -> None:
-        for p in PROTOCOLS:  # every protocol with a gallery: a call with one --protocols keeps the other's rows
-            if p not in paragons and (gallery_config(args, p).run_dir / "model.pt").is_file():
-                paragons[p] = paragon_row(args, p, state.setdefault("paragon_rows", {}))
-                save_state()
-
-    def report() -> None:
-        rows = load_rows()
-        timings["this_call_wall"] = round(time.perf_counter() - started, 1)
-        protocol_desc["protocols"] = ", ".join(p for p in PROTOCOLS if p in paragons)
-        protocol_desc["seeds"] = ", ".join(map(str, sorted({r["seed"] for r in rows}))) or protocol_desc["seeds"]
-        write(args, [*paragons.values(), *rows], probes, timings, protocol_desc, probe_settings)
-
-    if args.report_only:
-        report()
-        return
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or 1))
-    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=__import__("multiprocessing").get_context("spawn")) \
-        if args.jobs > 1 else None
-
-    def run_all(fn, items: list) -> list:
-        """fn over items, in the pool when there is one; `on_done` per finished item."""
-        if pool is None:
-            out = []
-            for item in items:
-                out.append(fn(item))
-                yield out[-1]
-            return
-        futures = {pool.submit(fn, item): item for item in items}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                try:
-                    yield f.result()
-                except Exception as exc:  # one failed run must not stop the others
-                    item = futures[f]
-                    name = getattr(item.get("cfg") if isinstance(item, dict) else item, "name", "?")
-                    print(f"[gallery_aware] FAILED {name}: {type(exc).__name__}: {exc}", flush=True)
-                    state.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"
-                    save_state()
-
-    # 1. galleries (in parallel when possible)
-    t = time.perf_counter()
-    for info in run_all(train_gallery, [gallery_config(args, p) for p in args.protocols]):
-        timings[f"train_{info['name']}"] = round(info["train_seconds"], 1)
-        state.setdefault("build_timings", {})[f"train_{info['name']}"] = round(info["train_seconds"], 1)
-        print(f"[gallery_aware] gallery {info['name']} ready ({info['train_seconds']:.0f} s of training)", flush=True)
-    timings["galleries_wall_this_call"] = round(time.perf_counter() - t, 1)
-    save_state()
-
-    # 2. banks (in this process: one build per gallery, before any query model needs it)
-    bank_methods = [m for m in args.methods if uses_bank(m)]
-    if bank_methods:
+    settings = settings_of(args)
+    runner = Runner(Path(args.runs) / f"{settings.prefix}_rows", functools.partial(P.run_job, settings),
+                    jobs=args.jobs, threads=args.threads, on_row=lambda row: report(args, runner, started))
+    if not args.report_only:
+        # final galleries first: the closed set's select and final runs share one gallery training
+        runner.run(gallery_runs(settings, args.protocols, "final"))
+        paragons = runner.run(gallery_runs(settings, args.protocols, "select"))
+        runs = select_runs(args, settings)
+        prepare_banks(settings, runner, runs)
+        chosen = choose(args, paragons + runner.run(runs))
         for protocol in args.protocols:
-            t = time.perf_counter()
-            summary = build_bank_for(query_config(args, protocol, args.models[0], bank_methods[0], 0))
-            timings[f"bank_{protocol}_this_call"] = round(time.perf_counter() - t, 1)
-            timings[f"bank_{protocol}_build"] = state.setdefault("build_timings", {})[f"bank_{protocol}_build"] = \
-                summary.get("build_seconds")
-            state.setdefault("banks", {})[protocol] = summary
-            print(f"[gallery_aware] bank {protocol}: {summary}", flush=True)
-        save_state()
-
-    # 3. throughput probe (alone on the device)
-    if "closed_set" in args.protocols and args.probe_steps > 0:
-        for method in args.methods:
-            if method not in probes:
-                probes[method] = probe(args, method)
-                print(f"[gallery_aware] probe {method}: {probes[method]:.0f} img/s", flush=True)
-                save_state()
-
-    # 4. query models: seed 0 for every method, then the other seeds for the best two methods per protocol
-    def jobs_for(seed: int, methods_of: dict[str, list[str]], models: list[str]) -> list[dict]:
-        jobs = []
-        for model in models:
-            for method_index in range(max(len(v) for v in methods_of.values())):
-                for protocol in args.protocols:
-                    methods = methods_of[protocol]
-                    if method_index >= len(methods):
-                        continue
-                    method = methods[method_index]
-                    cfg = query_config(args, protocol, model, method, seed)
-                    if (rows_dir / f"{cfg.name}.json").is_file():
-                        continue
-                    jobs.append({"cfg": cfg, "protocol": protocol, "model": model, "method": method, "seed": seed,
-                                 "rows_dir": str(rows_dir), "settings": row_settings(args)})
-        return jobs
-
-    def train_jobs(jobs: list[dict]) -> None:
-        for row in run_all(train_and_score, jobs):
-            print(f"[gallery_aware] {row['run']}: M(q,g) {row['recall_at_1']:.4f}, M(q,q) {row['homo_recall_at_1']:.4f}, "
-                  f"{row['train_img_per_s']} img/s", flush=True)
-            report()
-
-    # in phases, so that a run cut short has the most telling results first: the first model with
-    # every method (seed 0), then its other seeds for the two best methods per protocol (chosen on
-    # that model's seed-0 results, then kept), then the other models the same way
-    seed_models = [m for m in args.models if m in args.seed_models]
-    groups = [args.models[:1], args.models[1:]]
-    best: dict[str, list[str]] = {}
-    for number, group in enumerate(groups):
-        if not group:
-            continue
-        t = time.perf_counter()
-        train_jobs(jobs_for(args.seeds[0], {p: list(args.methods) for p in args.protocols}, group))
-        timings[f"seed0_wall_{number}"] = round(time.perf_counter() - t, 1)
-        if not best:  # chosen once, on the first model's first-seed results
-            rows = load_rows(grid_only=True)
-            best = {p: best_methods(rows, p, args.methods, args.models[0], args.seeds[0]) for p in args.protocols}
-        state["best_methods"] = best
-        save_state()
-        t = time.perf_counter()
-        for seed in args.seeds[1:]:
-            train_jobs(jobs_for(seed, best, [m for m in group if m in seed_models]))
-        timings[f"other_seeds_wall_{number}"] = round(time.perf_counter() - t, 1)
-        save_state()
-    report()
-    if pool is not None:
-        pool.shutdown()
-    name = "gallery_aware_quick" if args.quick else "gallery_aware"
-    print(open(_shared.ROOT / "docs" / "results" / f"{name}.md").read())
+            c = chosen.get(protocol)
+            print(f"[gallery_aware] {protocol}: " + (f"chose {c['method']} at {c['epochs']} epochs on validation" if c
+                  else "not every candidate finished (see the failures above): no final phase; rerun"), flush=True)
+        if args.phase == "final":
+            runs = final_runs(args, settings, chosen)
+            prepare_banks(settings, runner, runs)
+            runner.run(runs)
+    print(report(args, runner, started).read_text())
 
 
 if __name__ == "__main__":

@@ -1,61 +1,108 @@
-"""bench/gallery_aware.py: which finished runs a call reports (every method/model/seed of the same
-protocol, not only the call's --methods) and which throughput probe it shows with --probe-steps 0."""
+"""bench/gallery_aware.py on the experiment runner (issue 20): candidates are scored on validation
+only, the chosen configuration and the reference on test only, once each; a second call reuses
+every finished run; the protocols' validation views share nothing with the test split."""
 
 from __future__ import annotations
 
-import importlib.util
+import gzip
 import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))  # the bench imports its sibling _shared
-_SPEC = importlib.util.spec_from_file_location("bench_gallery_aware", BENCH / "gallery_aware.py")
-ga = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(ga)
+import numpy as np
+import pytest
 
-GALLERIES = {"closed_set": "g-closed", "open_set": "g-open"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import gallery_aware as ga  # noqa: E402
+import protocols as P  # noqa: E402
 
-def _args(**kw):
-    base = {"epochs": 6, "set": [], "bn_recalibration": 20, "protocols": ["open_set"], "methods": ["none"]}
-    return SimpleNamespace(**{**base, **kw})
+from hetsearch.data import make_splits  # noqa: E402
+from hetsearch.data.idx import encode_idx  # noqa: E402
 
-
-def _row(**kw):
-    base = {"protocol": "closed_set", "method": "bct", "model": "shufflenetv2_x0_5", "seed": 0, "epochs": 6,
-            "gallery_model": "g-closed", "settings": {"set": [], "bn_recalibration": 20}}
-    return {**base, **kw}
+VAL = {"a": 0.9, "b": 0.5, "bct": 0.3}    # a fake scorer: "a" is best on validation ...
+TEST = {"a": 0.6, "b": 0.95, "bct": 0.7}  # ... "b" on test
 
 
-def test_rows_of_other_methods_models_seeds_and_protocols_are_kept():
-    args = _args()  # a call with --protocols open_set --methods none
-    for row in (_row(), _row(method="contrastive+relational", model="cmpnas", seed=2),
-                _row(protocol="open_set", gallery_model="g-open", method="l2")):
-        assert ga.same_protocol(row, args, GALLERIES)
+@pytest.fixture
+def fake_protocol(monkeypatch):
+    calls = []
+
+    def gallery(settings, protocol, phase):
+        return SimpleNamespace(runtime=SimpleNamespace(seed=0), train=SimpleNamespace(epochs=2), phase=phase)
+
+    def query_model(settings, protocol, run):
+        return Path(f"{run.method}_{run.seed}.pt"), {"train_seconds": 1.0}
+
+    def score(settings, protocol, run, q_path, g_path, split):
+        calls.append((run.phase, split, run.method, run.seed, run.model))
+        value = (VAL if split == "val" else TEST).get(run.method, 0.95) + run.seed / 100
+        prefix = "val_" if split == "val" else ""
+        return {f"{prefix}recall_at_1": value, f"{prefix}map_at_r": value / 2, f"{prefix}homo_recall_at_1": 0.5,
+                f"{prefix}homo_map_at_r": 0.2, "query_model": str(q_path), "gallery_model": "g",
+                "query_mflops": 1.0, "gallery_mflops": 50.0}
+
+    monkeypatch.setattr(P, "train_model", lambda cfg: (Path(f"gallery_{cfg.phase}.pt"), {"train_seconds": 2.0}))
+    monkeypatch.setitem(P.PROTOCOLS, "fake", P.Protocol("fake", "a fake protocol", data=(), select_data=(),
+                                                        gallery=gallery, query_model=query_model, score=score))
+    return calls
 
 
-def test_rows_of_another_protocol_are_dropped():
-    args = _args()
-    assert not ga.same_protocol(_row(epochs=30), args, GALLERIES)                 # other query epochs
-    assert not ga.same_protocol(_row(gallery_model="g-old"), args, GALLERIES)     # other gallery
-    assert not ga.same_protocol(_row(settings={"set": ["compat.weight=2"], "bn_recalibration": 20}), args, GALLERIES)
-    assert not ga.same_protocol(_row(), args, {"open_set": "g-open"})            # its gallery is gone
+def test_select_on_validation_then_final_on_test_once(fake_protocol, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # docs/results/ of the call
+    argv = ["--protocols", "fake", "--methods", "a,b", "--models", "shufflenetv2_x0_5,cmpnas", "--epochs", "30",
+            "--seeds", "0,1,2", "--runs", str(tmp_path / "runs"), "--results", "ga"]
+    ga.main(argv)
+    calls = fake_protocol
+    assert {split for phase, split, *_ in calls if phase == "select"} == {"val"}
+    assert {split for phase, split, *_ in calls if phase == "final"} == {"test"}
+    finals = [c for c in calls if c[0] == "final"]
+    assert len(finals) == len(set(finals))                       # each final configuration scored once
+    assert {c[2] for c in finals} == {"paragon", "a", "bct"}     # never "b", the best on test
+    payload = json.loads((tmp_path / "docs" / "results" / "ga.json").read_text())
+    chosen = payload["selection"]["fake"]
+    assert (chosen["method"], chosen["epochs"]) == ("a", 30)
+    assert [c["method"] for c in chosen["candidates"]] == ["a", "b"]
+    assert chosen["candidates"][0]["val_recall_at_1"] == 0.9
+    rows = payload["rows"]
+    assert {(r["method"], r["model"]) for r in rows} == {("paragon", "gallery"), ("a", "shufflenetv2_x0_5"),
+                                                         ("a", "cmpnas"), ("bct", "shufflenetv2_x0_5"),
+                                                         ("bct", "cmpnas")}
+    assert all(r["protocol"] == "fake" and r["git_revision"] and r["epochs"] in (2, 30) for r in rows)
+    assert sorted(r["seed"] for r in rows if r["method"] == "a" and r["model"] == "cmpnas") == [0, 1, 2]
+    assert all(r["chosen"] == (r["method"] == "a") for r in rows)
+    assert {s["method"]: s["seeds"] for s in payload["summary"]} == {"a": 3, "bct": 3}
+    calls.clear()
+    ga.main(argv)                                                # resumed: every run finished before
+    assert calls == []
 
 
-def test_rows_written_before_settings_were_recorded_count_as_defaults():
-    legacy = _row()
-    del legacy["settings"]
-    assert ga.same_protocol(legacy, _args(), GALLERIES)
-    assert not ga.same_protocol(legacy, _args(bn_recalibration=0), GALLERIES)
+def _fake_fashion_mnist(folder: Path) -> str:
+    folder.mkdir()
+    for prefix, n in (("train", 400), ("t10k", 200)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = np.repeat(labels[:, None, None] * 20, 28 * 28, axis=1).reshape(n, 28, 28).astype(np.uint8)
+        for name, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
+            (folder / f"{name}.gz").write_bytes(gzip.compress(encode_idx(array)))
+    return str(folder)
 
 
-def test_probe_steps_0_reports_the_stored_probe_of_the_same_set_and_device():
-    old = json.dumps({"probe": 2, "set": [], "steps": 20, "device": None, "threads": None})
-    other = json.dumps({"probe": 2, "set": ["compat.weight=2"], "steps": 20, "device": None, "threads": None})
-    state = {"probes_by_settings": {old: {"bct": 2992.3}, other: {"bct": 1.0}}}
-    now = json.dumps({"probe": 2, "set": [], "steps": 0, "device": None, "threads": 1})
-    assert ga.stored_probes(state, now) == ({"bct": 2992.3}, old)
-    assert ga.stored_probes({}, now) == ({}, now)
-    assert ga.stored_probes(state, old) == ({"bct": 2992.3}, old)
+@pytest.mark.parametrize("name", ["closed_set", "open_set"])
+def test_validation_views_share_nothing_with_the_test_split(name, tmp_path):
+    settings = P.Settings(runs=str(tmp_path / "runs"), data_dir=_fake_fashion_mnist(tmp_path / "fm"))
+    protocol = P.get_protocol(name)
+    splits = make_splits(P.gallery_config(settings, protocol, "select").data)
+    view = P.validation_view(splits, name)
+    test = set(splits.query.sources)  # the test images (the closed-set test gallery is the training split)
+    assert not (set(view.query.sources) | set(view.gallery.sources)) & test
+    assert view.query is splits.val and not set(view.query.sources) & set(splits.train.sources)
+    classes = lambda s: set(s.labels.tolist())  # noqa: E731
+    if name == "open_set":   # class-disjoint: validation classes are neither trained nor tested
+        assert view.gallery is splits.val and view.exclude_self
+        assert not classes(splits.val) & (classes(splits.train) | classes(splits.query))
+        assert len(classes(splits.val)) == 2 and len(classes(splits.train)) == 3
+    else:                    # held-out training images against the trained images
+        assert view.gallery is splits.train and not view.exclude_self
+    final = make_splits(P.gallery_config(settings, protocol, "final").data)
+    assert final.test_classes == splits.test_classes            # the test split does not move between phases
