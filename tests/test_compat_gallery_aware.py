@@ -85,7 +85,7 @@ def test_composites_pass_refs_to_the_bank_parts_and_share_the_bank():
     bank, refs = hand_bank(), refs_for()
     parts = {"contrastive": ContrastiveTerm(bank, True, 0.05, 16), "relational": RelationalTerm(bank, True, 32, 0.1)}
     total = SumOfTerms(parts, {"relational": 0.5})
-    assert total.view_source is bank and total.uses_batch_refs
+    assert total.view_source is bank and total.needs_bank
     q = torch.randn(8, D)
     value = apply_term(total, q, None, None, refs)
     expected = parts["contrastive"](q, None, None, refs=refs) + 0.5 * parts["relational"](q, None, None, refs=refs)

@@ -114,7 +114,7 @@ def test_composite_method_errors_name_the_field(tmp_path):
         build("bct+l3", gallery_path)
     with pytest.raises(ConfigError, match="names a method twice"):
         build("l2+l2", gallery_path)
-    with pytest.raises(ConfigError, match="unknown method"):
+    with pytest.raises(ConfigError, match="none .independent training. is not combined"):
         build("none+l2", gallery_path)
     with pytest.raises(ConfigError, match="compat.term_weights: distill not part of"):
         build("bct+l2", gallery_path, term_weights={"distill": 1.0})

@@ -171,10 +171,10 @@ def _make_cost(name):
 
 
 @pytest.mark.parametrize("bad, match, choices", [
-    (lambda: SearchConfig(strategy="annealing").validate(), r"^search\.strategy: got 'annealing'", ("evolution", "random")),
-    (lambda: make_reward(RewardConfig("r9")), r"^reward\.name: got 'r9'", ("r1", "r2", "r3")),
-    (lambda: SearchConfig(cost="joules").validate(), r"^search\.cost: got 'joules'", ("latency_ms", "mflops")),
-    (lambda: _make_cost("joules"), r"^search\.cost: got 'joules'", ("latency_ms", "mflops")),
+    (lambda: SearchConfig(strategy="annealing").validate(), r"^search\.strategy: unknown .*'annealing'", ("evolution", "random")),
+    (lambda: make_reward(RewardConfig("r9")), r"^reward\.name: unknown reward 'r9'", ("r1", "r2", "r3")),
+    (lambda: SearchConfig(cost="joules").validate(), r"^search\.cost: unknown .*'joules'", ("latency_ms", "mflops")),
+    (lambda: _make_cost("joules"), r"^search\.cost: unknown .*'joules'", ("latency_ms", "mflops")),
 ], ids=["strategy", "reward", "cost", "make_cost"])
 def test_unknown_name_in_a_registry_is_one_line_listing_the_choices(bad, match, choices):
     with pytest.raises(ConfigError, match=match) as exc:
@@ -201,17 +201,22 @@ def test_efficiency_predictors_mflops_and_latency_ms(tmp_path):
     assert make_cost("latency_ms", inputs)(arch) == pytest.approx(table(arch) * 1e3)
 
 
-def test_registered_strategy_reward_and_cost_drive_the_search(monkeypatch):
+def test_registered_strategy_reward_and_cost_drive_the_search():
     """A new strategy / reward / efficiency predictor is one registered function or class; the
-    loop uses it by its config name (registrations undone by monkeypatch)."""
+    loop uses it by its config name (registrations undone at the end of `temporary()`)."""
     from hetsearch.nas import efficiency, rewards, strategies
 
-    monkeypatch.setattr(strategies._STRATEGIES, "_entries", dict(strategies._STRATEGIES._entries))
-    monkeypatch.setattr(rewards._REWARDS, "_entries", dict(rewards._REWARDS._entries))
-    monkeypatch.setattr(efficiency._COSTS, "_entries", dict(efficiency._COSTS._entries))
+    with strategies.STRATEGIES.temporary(), rewards.REWARDS.temporary(), efficiency.COSTS.temporary():
+        _search_with_registered_members(strategies, rewards, efficiency)
+    assert "mutants_only" not in strategies.STRATEGIES and "width" not in rewards.REWARDS
+    assert "mparams" not in efficiency.COSTS
 
+
+def _search_with_registered_members(strategies, rewards, efficiency):
     @strategies.register_strategy("mutants_only")
     class MutantsOnly:
+        """Mutations of the parents only (after a random generation 0)."""
+
         def __init__(self, cfg):
             self.population = cfg.population
 
@@ -222,10 +227,12 @@ def test_registered_strategy_reward_and_cost_drive_the_search(monkeypatch):
 
     @rewards.register_reward("width")
     def width(homo_key, hetero_key, alpha):
+        """The sum of the layer widths (a test reward)."""
         return lambda record: float(record["widths"])
 
     @efficiency.register_cost("mparams")
     def mparams(inputs):
+        """Parameters in millions."""
         return lambda arch: inputs.table(arch).params / 1e6
 
     with pytest.raises(ValueError, match="twice"):

@@ -33,6 +33,7 @@ INITIAL_LOG_TAU = math.log(0.5)
 class LearnedTemperatureTerm(CompatibilityTerm):
     """InfoNCE of φ_q(x) against φ_g(x) (in-batch and queued negatives) at a learnable temperature."""
 
+    needs_gallery_forward = True
     frozen_submodules = ("gallery",)
 
     def __init__(self, gallery: FrozenGallery):
@@ -55,14 +56,16 @@ class LearnedTemperatureTerm(CompatibilityTerm):
         self.queue, self.pointer = queue, (self.pointer + len(g)) % QUEUE  # new tensors: the graph keeps the old
         return loss
 
-
-def build_learned_tau(cfg, *, device="cpu", **_):
-    return LearnedTemperatureTerm(FrozenGallery.load(cfg.gallery_model)).to(device)
+    @classmethod
+    def build(cls, cfg, *, model_spec, classes, train_set, run_dir, device, augment):
+        return cls(FrozenGallery.load(cfg.gallery_model)).to(device)
 
 
 @pytest.fixture
-def learned_tau(monkeypatch):
-    monkeypatch.setitem(compat_base._METHODS, "learned_tau", build_learned_tau)
+def learned_tau():
+    with compat_base.METHODS.temporary():
+        compat_base.register_compat_method("learned_tau")(LearnedTemperatureTerm)
+        yield
 
 
 def synthetic_splits() -> Splits:
@@ -234,7 +237,7 @@ def _ddp_worker(rank: int, world: int, tmp: str, port: int) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    compat_base._METHODS["learned_tau"] = build_learned_tau  # a fresh interpreter: register the test term
+    compat_base.register_compat_method("learned_tau")(LearnedTemperatureTerm)  # a fresh interpreter: register it
     from pathlib import Path
 
     trainer = _CapturingTrainer(run_cfg(Path(tmp), "ddp"), splits=synthetic_splits())

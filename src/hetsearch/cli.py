@@ -209,6 +209,30 @@ def pipeline(config: Path = typer.Argument(..., help="pipeline YAML, e.g. config
     run_pipeline(load_pipeline_config(config, overrides or []), log=lambda line: console.print(line, markup=False))
 
 
+@app.command(name="list", help="Every pluggable family (backbones, data sets, heads, task losses, compatibility "
+                               "methods, search strategies, rewards, search costs) with its members, one line each; "
+                               "docs/architecture.md, \"How to add\", says how to add one.\n\nExample: hetsearch list")
+def list_members(as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    import hetsearch.nas as nas  # registers the search's members (and the cmpnas_supernet backbone)
+    from hetsearch.compat import METHODS
+    from hetsearch.data import DATASETS
+    from hetsearch.models import BACKBONES, HEADS
+    from hetsearch.train.loss import TASK_LOSSES
+
+    families = {"backbones": BACKBONES, "data sets": DATASETS, "heads": HEADS, "task losses": TASK_LOSSES,
+                "compatibility methods": METHODS, "search strategies": nas.strategies.STRATEGIES,
+                "rewards": nas.rewards.REWARDS, "search costs": nas.efficiency.COSTS}
+    needs = {name: f" [needs: {', '.join(METHODS[name].needs())}]" for name in METHODS if METHODS[name].needs()}
+    if as_json:
+        print(json.dumps({family: dict(reg.members()) for family, reg in families.items()}, indent=2))
+        return
+    for family, registry in families.items():
+        console.print(f"{family} ({registry.config_key})", markup=False, highlight=False)
+        for name, text in registry.members():
+            line = f"{text}{needs.get(name, '') if registry is METHODS else ''}"
+            console.print(f"  {name:<20} {line}", markup=False, highlight=False, soft_wrap=True)
+
+
 def _register_feature_commands() -> None:
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(app)

@@ -1,7 +1,8 @@
 """Typed configuration: YAML files → nested dataclasses, with `key=value` overrides.
 
 One YAML per pipeline stage (see `configs/`). Unknown keys are errors that list the valid ones,
-so a typo never silently falls back to a default.
+so a typo never silently falls back to a default. The sections are defined here; loading them
+(`load_config`, `from_dict`, `key=value` overrides, YAML) is `hetsearch.utils.typed_config`.
 """
 
 from __future__ import annotations
@@ -155,6 +156,51 @@ class CompatConfig:
     bank: BankConfig = field(default_factory=BankConfig)
     gallery_aware: GalleryAwareConfig = field(default_factory=GalleryAwareConfig)
 
+    def validate(self) -> None:
+        """What the config alone decides, one ConfigError line each: the method's form (parts joined
+        by "+", none alone, no part twice), the weights, the bank's and the bank methods' numbers.
+        Whether each part is a registered method, the gallery model file and what its checkpoint
+        says (embedding width, input, head) are checked before any data is read by
+        `hetsearch.compat.checks.check_compat_config` (the registry lives above this module)."""
+        parts = [part.strip() for part in self.method.split("+")]
+        if "" in parts:
+            raise ConfigError(f"compat.method: got {self.method!r}, expected a method name or names joined by "
+                              "'+' (e.g. bct+l2)")
+        if len(parts) > 1 and "none" in parts:
+            raise ConfigError(f"compat.method: {self.method!r}: none (independent training) is not combined "
+                              "with other methods")
+        if len(set(parts)) != len(parts):
+            raise ConfigError(f"compat.method: {self.method!r} names a method twice; weight a part with "
+                              "compat.term_weights instead")
+        _check_number("compat", "weight", self.weight, low=0, what="a weight >= 0")
+        self._validate_term_weights(parts)
+        bank, ga = self.bank, self.gallery_aware
+        for name in ("views", "batch_size", "chunk_items"):
+            _check_number("compat.bank", name, getattr(bank, name), low=1, what="a positive integer")
+        if bank.index and bank.views != 1 and bank.match_views:
+            raise ConfigError(f"compat.bank.views: a gallery index holds one view per image (the image as is); "
+                              f"set compat.bank.views=1 with compat.bank.index (got {bank.views})")
+        _check_number("compat.gallery_aware", "temperature", ga.temperature, low=0, low_ok=False, what="a value > 0")
+        _check_number("compat.gallery_aware", "negatives", ga.negatives, low=-1,
+                      what="-1 (full bank), 0 (in-batch) or a positive count")
+        _check_number("compat.gallery_aware", "hard_negatives", ga.hard_negatives, low=0, what="a count >= 0")
+        _check_number("compat.gallery_aware", "anchors", ga.anchors, low=1, what="a positive count")
+        _check_number("compat.gallery_aware", "relational_temperature", ga.relational_temperature, low=0,
+                      low_ok=False, what="a value > 0")
+
+    def _validate_term_weights(self, parts: list[str]) -> None:
+        weights = self.term_weights or {}
+        stray = sorted(set(weights) - set(parts))
+        if stray:
+            raise ConfigError(f"compat.term_weights: {', '.join(map(str, stray))} not part of "
+                              f"compat.method={self.method!r}")
+        bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+        if bad:
+            raise ConfigError(f"compat.term_weights: expected numbers, got {bad}")
+        if len(parts) == 1 and weights:
+            raise ConfigError("compat.term_weights: only for composite methods (e.g. bct+l2); "
+                              "a single method is weighted by compat.weight")
+
 
 @dataclass
 class RuntimeConfig:
@@ -182,4 +228,3 @@ class TrainRunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
-

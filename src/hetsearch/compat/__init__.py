@@ -7,11 +7,11 @@ which models may be compared; the compatibility grid (`hetsearch.eval.grid.run_g
 every (query, gallery) pair. See docs/compat.md.
 """
 
-from hetsearch.compat.base import (CompatibilityTerm, build_compat_term, compat_methods,
-                                   register_compat_method)
+from hetsearch.compat.base import (METHODS, CompatibilityTerm, build_compat_term, compat_methods,
+                                   register_compat_method, term_classes)
 
 # modules that register compatibility methods when imported
-from hetsearch.compat import bct as _bct  # noqa: E402,F401  (registers "bct")
+from hetsearch.compat import bct as _bct  # noqa: E402,F401  (registers "bct", "bct_mean")
 from hetsearch.compat import feature_matching as _feature_matching  # noqa: E402,F401  ("l2", "distill")
 from hetsearch.compat import bank_terms as _bank_terms  # noqa: E402,F401  ("bank_l2")
 from hetsearch.compat import contrastive as _contrastive  # noqa: E402,F401  ("contrastive")
@@ -20,6 +20,6 @@ from hetsearch.compat.bct import BCTTerm, FrozenClassifier, build_frozen_classif
 from hetsearch.compat.feature_matching import FeatureMatchingTerm  # noqa: E402
 from hetsearch.compat.gallery import FrozenGallery  # noqa: E402
 
-__all__ = ["CompatibilityTerm", "build_compat_term", "compat_methods", "register_compat_method",
-           "BCTTerm", "FrozenClassifier", "FeatureMatchingTerm",
-           "FrozenGallery", "build_frozen_classifier", "pseudo_classifier_rows"]
+__all__ = ["METHODS", "CompatibilityTerm", "build_compat_term", "compat_methods", "register_compat_method",
+           "term_classes", "BCTTerm", "FrozenClassifier", "FeatureMatchingTerm", "FrozenGallery",
+           "build_frozen_classifier", "pseudo_classifier_rows"]

@@ -66,8 +66,9 @@ def open_bank(cfg, *, model_spec, train_set, run_dir: Path | None, device, augme
 class BankTerm(CompatibilityTerm):
     """Base: holds the bank; subclasses implement `loss(q_unit, refs, bank_tensor)`."""
 
-    uses_batch_refs = True
+    needs_bank = True
     salt = 0
+    method_name = ""                  # set by the registered subclasses
 
     def __init__(self, method: str, bank: GalleryBank, match_views: bool = True, options: dict | None = None):
         super().__init__()
@@ -103,21 +104,24 @@ class BankTerm(CompatibilityTerm):
     def loss(self, q: torch.Tensor, refs: BatchRefs, bank: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-
-def bank_builder(term_cls, method: str):
-    """A registered builder: opens (or builds) the bank, then makes the term."""
-
-    def build(cfg, *, model_spec, train_set, run_dir: Path | None = None, device="cpu", augment=None, **_):
+    @classmethod
+    def build(cls, cfg, *, model_spec, classes: list[str], train_set, run_dir: Path | None, device,
+              augment) -> "BankTerm":
+        """Opens (or builds) the bank, then makes the term (`from_config`)."""
         bank = open_bank(cfg, model_spec=model_spec, train_set=train_set, run_dir=run_dir, device=device,
-                         augment=augment, method=method)
-        return term_cls.from_config(cfg, bank).to(device)
+                         augment=augment, method=cls.method_name)
+        return cls.from_config(cfg, bank).to(device)
 
-    build.__doc__ = f"Builds the `{method}` compatibility term against the gallery embedding bank."
-    return build
+    @classmethod
+    def from_config(cls, cfg, bank: GalleryBank) -> "BankTerm":
+        raise NotImplementedError
 
 
+@register_compat_method("bank_l2")
 class BankL2Term(BankTerm):
-    """View-matched regression: mean ||q̂ - ĝ_{i,v}||² (= 2 - 2 cos) against the bank."""
+    """View-matched regression: mean ||q̂ - ĝ_{i,v}||² (= 2 - 2 cos) against the gallery embedding bank."""
+
+    method_name = "bank_l2"
 
     @classmethod
     def from_config(cls, cfg, bank: GalleryBank) -> "BankL2Term":
@@ -125,6 +129,3 @@ class BankL2Term(BankTerm):
 
     def loss(self, q: torch.Tensor, refs: BatchRefs, bank: torch.Tensor) -> torch.Tensor:
         return (q - self.positives(refs, bank)).pow(2).sum(1).mean()
-
-
-register_compat_method("bank_l2")(bank_builder(BankL2Term, "bank_l2"))

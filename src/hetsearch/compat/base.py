@@ -2,9 +2,13 @@
 
 A term (`CompatibilityTerm`, an `nn.Module`) sees the query model's (unnormalised) embeddings,
 the input batch and the labels, and returns a scalar loss. Methods (BCT, L2, distillation, ...)
-register a builder by name, so the trainer never branches on the method. A term may own trainable
-parameters and state: the trainer's loss module (`hetsearch.train.loss`) optimises the former and
-checkpoints both (`training_state`; frozen copies of the gallery side are left out).
+are term classes registered by name (`METHODS`, `@register_compat_method("name")`), so the trainer
+never branches on the method. Each class declares what it needs (`needs_labels`, `needs_bank`,
+`needs_gallery_forward`, `same_head`: typed class attributes, read by the trainer and by the
+config check before any data is read) and builds itself with `build(cfg, *, model_spec, classes,
+train_set, run_dir, device, augment)`. A term may own trainable parameters and state: the
+trainer's loss module (`hetsearch.train.loss`) optimises the former and checkpoints both
+(`training_state`; frozen copies of the gallery side are left out).
 
 Methods compose with "+": `compat.method: bct+l2` sums the BCT influence loss and L2 regression
 onto the gallery embedding, each part weighted by `compat.term_weights` (default 1 each), all
@@ -17,13 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from hetsearch.errors import ConfigError
 from hetsearch.utils.io import atomic_write_json
+from hetsearch.utils.registry import Registry
 
 SUMMARY_FILE = "compat.json"
 
@@ -39,24 +44,46 @@ class CompatibilityTerm(nn.Module):
     from the gallery checkpoint at every start: a term names the submodules holding them in
     `frozen_submodules`, and they are left out of the training checkpoint.
 
-    `forward(embeddings, images, labels)` returns the scalar loss; terms that read the gallery
-    embedding bank set `uses_batch_refs` and take `refs=BatchRefs(...)` as well (`apply_term`).
+    `forward(embeddings, images, labels)` returns the scalar loss; terms with `needs_bank` take
+    `refs=BatchRefs(...)` as well (`apply_term`).
     """
+
+    # What a term needs: declared by each term class, read by the trainer (`needs_labels`,
+    # `needs_bank`) and by the config check that runs before any data is read (`same_head`).
+    needs_labels: bool = False           # the batch's class labels (BCT: targets of the gallery classifier)
+    needs_bank: bool = False             # the gallery embedding bank: forward takes refs= (item indices and
+                                         # views) and the batches are the bank's stored views (`view_source`)
+    needs_gallery_forward: bool = False  # a forward pass of the frozen gallery model on every training batch
+    same_head: bool = False              # the query model's head (type, scale, margin) must be the gallery's
+    frozen_submodules: tuple[str, ...] = ()  # children holding frozen gallery copies (not checkpointed)
 
     method: str = ""
     gallery_model_id: str = ""
     summary: dict = MappingProxyType({})
-    uses_batch_refs: bool = False       # forward takes refs= (the batch's item indices and views)
-    view_source = None                  # the bank whose stored views the batches must be (`prepare_batch`)
-    match_views: bool = True
-    frozen_submodules: tuple[str, ...] = ()  # children holding frozen gallery copies (not checkpointed)
+    view_source: Optional[Any] = None   # needs_bank: the bank whose stored views the batches are (`prepare_batch`)
+    match_views: bool = True            # needs_bank: the query sees view v of image i (else the trainer's augmentation)
     last_parts = MappingProxyType({})   # composite terms: each part's unweighted value at the last call
+
+    @classmethod
+    def build(cls, cfg, *, model_spec, classes: list[str], train_set, run_dir: Optional[Path], device,
+              augment) -> "CompatibilityTerm":
+        """The term for ``cfg`` (a `CompatConfig`) and this run: the query model's `ModelSpec`, the
+        class names, the training split, the run folder (None: no cache), the device and the
+        trainer's augmentation config (`train.augment`)."""
+        raise NotImplementedError(f"{cls.__name__}.build")
+
+    @classmethod
+    def needs(cls) -> list[str]:
+        """The names of what the term needs, for people (`hetsearch list`)."""
+        flags = {"labels": cls.needs_labels, "bank": cls.needs_bank, "gallery forward": cls.needs_gallery_forward,
+                 "same head": cls.same_head}
+        return [name for name, needed in flags.items() if needed]
 
 
 def _frozen_prefixes(module: nn.Module) -> tuple[str, ...]:
     prefixes = []
     for name, sub in module.named_modules():
-        for child in getattr(sub, "frozen_submodules", ()):
+        for child in (sub.frozen_submodules if isinstance(sub, CompatibilityTerm) else ()):
             prefixes.append(f"{name}.{child}." if name else f"{child}.")
     return tuple(prefixes)
 
@@ -90,13 +117,13 @@ class BatchRefs:
     seed: int = 0
 
 
-def view_source(term) -> object | None:
+def view_source(term: Optional[CompatibilityTerm]) -> object | None:
     """The bank whose views a term's batches must be made of (`None`: the trainer's augmentation)."""
-    return getattr(term, "view_source", None) if term is not None else None
+    return term.view_source if term is not None and term.needs_bank else None
 
 
-def prepare_batch(term, images_uint8: torch.Tensor, indices: torch.Tensor, augment, generator: torch.Generator,
-                  seed: int) -> tuple[torch.Tensor, BatchRefs | None]:
+def prepare_batch(term: Optional[CompatibilityTerm], images_uint8: torch.Tensor, indices: torch.Tensor, augment,
+                  generator: torch.Generator, seed: int) -> tuple[torch.Tensor, BatchRefs | None]:
     """The uint8 batch the model sees, and the refs a bank term needs.
 
     Terms without a bank: the trainer's random augmentation, unchanged (same random stream).
@@ -106,7 +133,7 @@ def prepare_batch(term, images_uint8: torch.Tensor, indices: torch.Tensor, augme
     source = view_source(term)
     if source is None:
         return augment(images_uint8, generator), None
-    if not getattr(term, "match_views", True):
+    if not term.match_views:
         views = torch.zeros_like(indices)
         return augment(images_uint8, generator), BatchRefs(indices, views, seed)
     draw = _device_generator(images_uint8.device, seed)
@@ -130,29 +157,34 @@ def step_generator(device: torch.device, refs: BatchRefs, salt: int) -> torch.Ge
     return _device_generator(device, refs.seed * 1_000_003 + salt)
 
 
-def apply_term(term, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+def apply_term(term: CompatibilityTerm, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
                refs: BatchRefs | None) -> torch.Tensor:
     """term(embeddings, images, labels), passing `refs` to the terms that use the bank."""
-    if getattr(term, "uses_batch_refs", False):
+    if term.needs_bank:
         return term(embeddings, images, labels, refs=refs)
     return term(embeddings, images, labels)
 
 
-# builder(compat_cfg, *, model_spec, classes, train_set, run_dir, device) -> CompatibilityTerm
-TermBuilder = Callable[..., CompatibilityTerm]
-_METHODS: dict[str, TermBuilder] = {}
+# compat.method -> the term class (a CompatibilityTerm subclass with `build`); "none" is no term
+METHODS: Registry[type[CompatibilityTerm]] = Registry("compatibility method", "compat.method")
 
 
-def register_compat_method(name: str) -> Callable[[TermBuilder], TermBuilder]:
-    def decorator(builder: TermBuilder) -> TermBuilder:
-        _METHODS[name] = builder
-        return builder
+def register_compat_method(name: str, *, description: str | None = None):
+    """Class decorator: register a `CompatibilityTerm` subclass as ``compat.method: name`` (its
+    docstring, or ``description``, is the line `hetsearch list` shows)."""
+    def decorator(cls: type[CompatibilityTerm]) -> type[CompatibilityTerm]:
+        if not (isinstance(cls, type) and issubclass(cls, CompatibilityTerm)):
+            raise TypeError(f"compat method {name!r}: register a CompatibilityTerm subclass (with a build "
+                            f"classmethod), got {cls!r}")
+        if cls.build is CompatibilityTerm.build:
+            raise TypeError(f"compat method {name!r}: {cls.__name__} does not define build()")
+        return METHODS.add(name, cls, description=description)
 
     return decorator
 
 
 def compat_methods() -> list[str]:
-    return ["none", *sorted(_METHODS)]
+    return ["none", *METHODS.names()]
 
 
 class SumOfTerms(CompatibilityTerm):
@@ -173,10 +205,13 @@ class SumOfTerms(CompatibilityTerm):
         self.summary = {"method": self.method, "term_weights": self.weights,
                         "terms": {name: term.summary for name, term in terms.items()}}
         self.last_parts: dict[str, torch.Tensor] = {}
+        self.needs_labels = any(term.needs_labels for term in terms.values())
+        self.needs_gallery_forward = any(term.needs_gallery_forward for term in terms.values())
+        self.same_head = any(term.same_head for term in terms.values())
         sources = [view_source(term) for term in terms.values() if view_source(term) is not None]
         self.view_source = sources[0] if sources else None
-        self.uses_batch_refs = bool(sources)
-        self.match_views = all(getattr(t, "match_views", True) for t in terms.values() if view_source(t) is not None)
+        self.needs_bank = bool(sources)
+        self.match_views = all(t.match_views for t in terms.values() if view_source(t) is not None)
         keys = {getattr(s, "key", None) for s in sources}
         if len(keys) > 1:  # cannot happen through build_compat_term (one compat.bank)
             raise ValueError("SumOfTerms: the parts use different gallery embedding banks")
@@ -189,41 +224,44 @@ class SumOfTerms(CompatibilityTerm):
 
 
 def method_parts(method: str) -> list[str]:
-    """"bct+l2" -> ["bct", "l2"]; a clear error for unknown or repeated parts."""
+    """"bct+l2" -> ["bct", "l2"]; one ConfigError line for unknown parts (repeated parts and "none"
+    among others: `CompatConfig.validate`)."""
     parts = [part.strip() for part in method.split("+")]
-    unknown = [part for part in parts if part not in _METHODS]
-    if unknown or (len(parts) > 1 and "none" in parts):
+    unknown = [part for part in parts if part not in METHODS]
+    if unknown:
         raise ConfigError(f"compat.method: unknown method {method!r}; expected one of "
                           f"{', '.join(compat_methods())}, or several of them joined by '+' (e.g. bct+l2)")
-    if len(set(parts)) != len(parts):
-        raise ConfigError(f"compat.method: {method!r} names a method twice; weight a part with "
-                          "compat.term_weights instead")
     return parts
 
 
-def build_compat_term(cfg, *, run_dir: Path | None = None, **context) -> CompatibilityTerm | None:
-    """`None` for method "none" (independent training); otherwise the registered term(s).
+def term_classes(method: str) -> dict[str, type[CompatibilityTerm]]:
+    """compat.method -> {part: its registered term class} ({} for "none"), without building anything:
+    what the trainer and the config check read the terms' needs from."""
+    if method == "none":
+        return {}
+    return {part: METHODS[part] for part in method_parts(method)}
+
+
+def build_compat_term(cfg, *, model_spec=None, classes: Optional[list[str]] = None, train_set=None,
+                      run_dir: Optional[Path] = None, device: torch.device | str = "cpu",
+                      augment=None) -> CompatibilityTerm | None:
+    """`None` for method "none" (independent training); otherwise the registered term(s), each built
+    by its class's `build` from the query model's spec, the class names, the training split, the run
+    folder, the device and the trainer's augmentation config.
 
     With a `run_dir`, the term's summary is written to `run_dir/compat.json`.
     """
-    if cfg.method == "none":
+    cfg.validate()
+    classes_of = term_classes(cfg.method)
+    if not classes_of:
         return None
-    parts = method_parts(cfg.method)
     if not cfg.gallery_model:
         raise ConfigError(f"compat.gallery_model: method {cfg.method!r} needs the path of a gallery "
                           "model checkpoint (e.g. compat.gallery_model=runs/gallery/model.pt)")
-    weights = dict(cfg.term_weights or {})
-    stray = sorted(set(weights) - set(parts))
-    if stray:
-        raise ConfigError(f"compat.term_weights: {', '.join(stray)} not part of compat.method={cfg.method!r}")
-    bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
-    if bad:
-        raise ConfigError(f"compat.term_weights: expected numbers, got {bad}")
-    if len(parts) == 1 and weights:
-        raise ConfigError("compat.term_weights: only for composite methods (e.g. bct+l2); "
-                          "a single method is weighted by compat.weight")
-    terms = {part: _METHODS[part](cfg, run_dir=run_dir, **context) for part in parts}
-    term = terms[parts[0]] if len(parts) == 1 else SumOfTerms(terms, weights)
+    terms = {part: cls.build(cfg, model_spec=model_spec, classes=classes, train_set=train_set, run_dir=run_dir,
+                             device=device, augment=augment)
+             for part, cls in classes_of.items()}
+    term = next(iter(terms.values())) if len(terms) == 1 else SumOfTerms(terms, dict(cfg.term_weights))
     if run_dir is not None:
         atomic_write_json(Path(run_dir) / SUMMARY_FILE, {"gallery_model": str(cfg.gallery_model),
                                                          "weight": cfg.weight, **term.summary})

@@ -104,15 +104,23 @@ class FrozenClassifier(nn.Module):
         return logits_with_margin(cosine, rows, self.head, self.scale, self.margin), rows
 
 
+@register_compat_method("bct")
 class BCTTerm(CompatibilityTerm):
-    """λ-less influence loss: cross-entropy of the frozen gallery classifier on query embeddings."""
+    """BCT: the gallery classifier's rows, class means only for classes the gallery lacks.
 
+    λ-less influence loss: cross-entropy of the frozen gallery classifier on query embeddings.
+    """
+
+    needs_labels = True
+    same_head = True
     frozen_submodules = ("classifier",)  # W_g: rebuilt from the gallery checkpoint, never checkpointed
+    rows_from = "classifier"             # where the frozen rows come from (`build_frozen_classifier`)
+    method_name = "bct"
 
     def __init__(self, classifier: FrozenClassifier, gallery_model_id: str, label_smoothing: float = 0.0,
-                 pseudo_classes: list[str] | None = None, method: str = "bct"):
+                 pseudo_classes: list[str] | None = None, method: str | None = None):
         super().__init__()
-        self.method = method
+        self.method = method or self.method_name
         self.classifier = classifier
         self.gallery_model_id = gallery_model_id
         self.label_smoothing = float(label_smoothing)
@@ -121,6 +129,29 @@ class BCTTerm(CompatibilityTerm):
     def forward(self, embeddings: torch.Tensor, images: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
         logits, rows = self.classifier(embeddings.float(), labels)
         return F.cross_entropy(logits, rows, label_smoothing=self.label_smoothing)
+
+    @classmethod
+    def build(cls, cfg, *, model_spec, classes: list[str], train_set: ImageSet, run_dir: Path | None,
+              device: torch.device | str, augment) -> "BCTTerm":
+        method = cls.method_name
+        gallery = FrozenGallery.load(cfg.gallery_model)
+        check_same_embedding_space(model_spec, gallery.meta, method)
+        check_same_head(model_spec, gallery.meta, method)
+        gallery.to(device)
+        cache = PseudoClassifierCache(Path(run_dir) / PSEUDO_CLASSIFIER_FILE) if run_dir is not None else None
+        classifier, summary = build_frozen_classifier(gallery, classes, train_set, cache, rows_from=cls.rows_from)
+        # only the classifier rows are kept: the gallery model itself is released here
+        term = cls(classifier, gallery.model_id, pseudo_classes=summary["pseudo_classes"]).to(device)
+        term.summary = {"method": method, "gallery_model_id": gallery.model_id, "label_smoothing": 0.0, **summary}
+        return term
+
+
+@register_compat_method("bct_mean")
+class BCTMeanTerm(BCTTerm):
+    """BCT with the gallery model's class means as every row of the frozen classifier."""
+
+    rows_from = "class_mean"
+    method_name = "bct_mean"
 
 
 # ----------------------------------------------------------------------------- pseudo-classifier
@@ -212,30 +243,3 @@ def build_frozen_classifier(gallery: FrozenGallery, classes: list[str], train_se
     classifier = FrozenClassifier(rows, row_of_label, spec.head, spec.head_scale, resolved_margin(spec), projection)
     summary = {"gallery_classes": [classes[c] for c in old], "pseudo_classes": [classes[c] for c in new]}
     return classifier, summary
-
-
-def build_bct_term(cfg, *, model_spec, classes: list[str], train_set: ImageSet, run_dir: Path | None = None,
-                   device: torch.device | str = "cpu", method: str = "bct", rows_from: str = "classifier",
-                   **_) -> BCTTerm:
-    gallery = FrozenGallery.load(cfg.gallery_model)
-    check_same_embedding_space(model_spec, gallery.meta, method)
-    check_same_head(model_spec, gallery.meta, method)
-    gallery.to(device)
-    cache = PseudoClassifierCache(Path(run_dir) / PSEUDO_CLASSIFIER_FILE) if run_dir is not None else None
-    classifier, summary = build_frozen_classifier(gallery, classes, train_set, cache, rows_from=rows_from)
-    # only the classifier rows are kept: the gallery model itself is released here
-    term = BCTTerm(classifier, gallery.model_id, pseudo_classes=summary["pseudo_classes"], method=method).to(device)
-    term.summary = {"method": method, "gallery_model_id": gallery.model_id, "label_smoothing": 0.0, **summary}
-    return term
-
-
-@register_compat_method("bct")
-def build_bct(cfg, **context) -> BCTTerm:
-    """Published BCT: gallery classifier rows, class means only for classes the gallery lacks."""
-    return build_bct_term(cfg, **context, method="bct", rows_from="classifier")
-
-
-@register_compat_method("bct_mean")
-def build_bct_mean(cfg, **context) -> BCTTerm:
-    """BCT with the gallery model's class means as every row of the frozen classifier."""
-    return build_bct_term(cfg, **context, method="bct_mean", rows_from="class_mean")

@@ -23,13 +23,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hetsearch.compat.bank_terms import BankTerm, bank_builder
+from hetsearch.compat.bank_terms import BankTerm
 from hetsearch.compat.base import BatchRefs, register_compat_method
 from hetsearch.errors import ConfigError
 
 
+@register_compat_method("contrastive")
 class ContrastiveTerm(BankTerm):
+    """Asymmetric InfoNCE of the query embedding against the gallery embedding bank (label-free)."""
+
     salt = 11
+    method_name = "contrastive"
 
     def __init__(self, bank, match_views: bool, temperature: float, negatives: int, hard_negatives: int = 0):
         if not temperature > 0:
@@ -66,5 +70,3 @@ class ContrastiveTerm(BankTerm):
         logits = torch.cat(parts, dim=1) / self.temperature
         return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.int64, device=q.device))
 
-
-register_compat_method("contrastive")(bank_builder(ContrastiveTerm, "contrastive"))

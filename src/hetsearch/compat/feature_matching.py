@@ -17,6 +17,7 @@ expensive one), and they ignore labels.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -37,7 +38,10 @@ def cosine_distillation_loss(query_raw: torch.Tensor, gallery_raw: torch.Tensor)
 class FeatureMatchingTerm(CompatibilityTerm):
     """loss(φ_q(x), φ_g(x)) against a frozen gallery model run on the same images."""
 
+    needs_gallery_forward = True
     frozen_submodules = ("gallery",)  # the gallery model: loaded from its checkpoint, never checkpointed
+    method_name = ""                  # set by the registered subclasses
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = staticmethod(l2_regression_loss)
 
     def __init__(self, method: str, gallery: FrozenGallery, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         super().__init__()
@@ -54,19 +58,25 @@ class FeatureMatchingTerm(CompatibilityTerm):
         target = self.gallery(images, normalize=False)
         return self.loss(embeddings.float(), target)
 
-
-_LOSSES = {"l2": l2_regression_loss, "distill": cosine_distillation_loss}
-
-
-def _builder(method: str):
-    def build(cfg, *, model_spec, device: torch.device | str = "cpu", **_) -> FeatureMatchingTerm:
+    @classmethod
+    def build(cls, cfg, *, model_spec, classes: list[str], train_set, run_dir: Path | None,
+              device: torch.device | str, augment) -> "FeatureMatchingTerm":
         gallery = FrozenGallery.load(cfg.gallery_model)
-        check_same_embedding_space(model_spec, gallery.meta, method)
-        return FeatureMatchingTerm(method, gallery, _LOSSES[method]).to(device)
-
-    build.__doc__ = f"Builds the `{method}` compatibility term (see module doc)."
-    return build
+        check_same_embedding_space(model_spec, gallery.meta, cls.method_name)
+        return cls(cls.method_name, gallery, cls.loss_fn).to(device)
 
 
-for _method in _LOSSES:
-    register_compat_method(_method)(_builder(_method))
+@register_compat_method("l2")
+class L2RegressionTerm(FeatureMatchingTerm):
+    """L2 regression of the raw query embedding onto the gallery's, image by image."""
+
+    method_name = "l2"
+    loss_fn = staticmethod(l2_regression_loss)
+
+
+@register_compat_method("distill")
+class DistillationTerm(FeatureMatchingTerm):
+    """Feature distillation on directions: mean 1 - cos(φ_q(x), φ_g(x))."""
+
+    method_name = "distill"
+    loss_fn = staticmethod(cosine_distillation_loss)

@@ -50,6 +50,13 @@ def check_same_head(query: ModelSpec, gallery: ModelMeta, method: str = "bct") -
             f"model.head_scale={g[1]:g} model.head_margin={g[2]:g}")
 
 
+def check_gallery_file(path: str | Path) -> None:
+    """``compat.gallery_model`` names a file (one ConfigError line otherwise)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"compat.gallery_model: {path}: no such checkpoint file; train the gallery model "
+                          "first (hetsearch train GALLERY_CONFIG) or set compat.gallery_model=PATH/model.pt")
+
+
 def gallery_trained_class_names(meta: ModelMeta) -> list[str]:
     """Classes whose classifier rows the gallery model actually learned.
 
@@ -87,9 +94,7 @@ class FrozenGallery(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> "FrozenGallery":
         """The gallery model named by ``compat.gallery_model``."""
-        if not Path(path).is_file():
-            raise ConfigError(f"compat.gallery_model: {path}: no such checkpoint file; train the gallery model "
-                              "first (hetsearch train GALLERY_CONFIG) or set compat.gallery_model=PATH/model.pt")
+        check_gallery_file(path)
         return cls(load_checkpoint(path))
 
     @property

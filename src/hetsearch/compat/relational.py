@@ -19,13 +19,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hetsearch.compat.bank_terms import BankTerm, bank_builder
+from hetsearch.compat.bank_terms import BankTerm
 from hetsearch.compat.base import BatchRefs, register_compat_method
 from hetsearch.errors import ConfigError
 
 
+@register_compat_method("relational")
 class RelationalTerm(BankTerm):
+    """Match the gallery's neighbour distribution over sampled bank anchors: KL(p_g || p_q) (label-free)."""
+
     salt = 23
+    method_name = "relational"
 
     def __init__(self, bank, match_views: bool, anchors: int, temperature: float):
         if anchors < 1:
@@ -51,5 +55,3 @@ class RelationalTerm(BankTerm):
         # KL(p_g || p_q); masked entries have p_g = 0 and contribute nothing
         return torch.where(own, torch.zeros_like(p_g), p_g * (log_p_g - log_p_q)).sum(1).mean()
 
-
-register_compat_method("relational")(bank_builder(RelationalTerm, "relational"))

@@ -16,13 +16,14 @@ from hetsearch.data.config import DataConfig
 from hetsearch.data.fashion_mnist import FASHION_MNIST_CLASSES
 from hetsearch.data.fileset import DecodeSpec, FileSet
 from hetsearch.data.imageset import ImageSet
-from hetsearch.data.registry import DatasetSource, RawData, get_dataset, list_datasets, register_dataset
+from hetsearch.data.registry import DATASETS, DatasetSource, RawData, get_dataset, list_datasets, register_dataset
 from hetsearch.data.sources import load_raw, load_source
 from hetsearch.data.splits import Splits, make_splits, stratified_split
 from hetsearch.data import cifar10, fashion_mnist, files  # noqa: E402,F401  (register the built-in data sets)
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "DATASETS",
     "DataConfig",
     "DatasetSource",
     "DecodeSpec",

@@ -1,4 +1,5 @@
-"""Data-set registry: `get_dataset(name)` instead of if/else ladders over source names.
+"""Data-set registry (`DATASETS`, a `hetsearch.utils.registry.Registry`): `get_dataset(name)`
+instead of if/else ladders over source names.
 
 A data set is a class registered with `@register_dataset` that declares
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hetsearch.errors import ConfigError
+from hetsearch.utils.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from hetsearch.data.config import DataConfig
@@ -69,30 +70,21 @@ class DatasetSource:
         raise NotImplementedError
 
 
-_DATASETS: dict[str, type[DatasetSource]] = {}
+DATASETS: Registry[type[DatasetSource]] = Registry("data set", "data.source")
 
 
 def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:
-    """Class decorator: make ``cls`` available as ``data.source: cls.name``."""
+    """Class decorator: make ``cls`` available as ``data.source: cls.name`` (its ``help``, else its
+    docstring, is the line `hetsearch list` shows)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__}: a registered data set needs a name")
-    if cls.name in _DATASETS and _DATASETS[cls.name] is not cls:
-        raise ValueError(f"data set {cls.name!r} is registered twice")
-    _DATASETS[cls.name] = cls
-    return cls
+    return DATASETS.add(cls.name, cls, description=cls.help or None)
 
 
-def list_datasets() -> list[str]:
-    return sorted(_DATASETS)
-
-
-def get_dataset(name: str) -> type[DatasetSource]:
-    """The registered data set class; ConfigError listing the known names otherwise."""
-    if name not in _DATASETS:
-        raise ConfigError(f"data.source: unknown data set {name!r}; known: {', '.join(sorted(_DATASETS))}")
-    return _DATASETS[name]
+list_datasets = DATASETS.names
+get_dataset = DATASETS.get  # the registered data set class; one ConfigError line listing the known names otherwise
 
 
 def all_legacy_keys() -> dict[str, dict[str, str]]:
     """data set name -> {old flat data.KEY: option name}."""
-    return {name: dict(cls.legacy_keys) for name, cls in _DATASETS.items() if cls.legacy_keys}
+    return {name: dict(DATASETS[name].legacy_keys) for name in DATASETS if DATASETS[name].legacy_keys}

@@ -74,16 +74,19 @@ def _timm_resnet(block: str, layers, *, in_chans: int, image_size: int, width: i
 
 @register_backbone("resnet18", input_norm=_timm_norm("resnet18"))
 def resnet18(**kwargs) -> tuple[nn.Module, int]:
+    """ResNet-18 (timm; options: width, small_stem)."""
     return _timm_resnet("BasicBlock", (2, 2, 2, 2), **kwargs)
 
 
 @register_backbone("resnet34", input_norm=_timm_norm("resnet34"))
 def resnet34(**kwargs) -> tuple[nn.Module, int]:
+    """ResNet-34 (timm; options: width, small_stem)."""
     return _timm_resnet("BasicBlock", (3, 4, 6, 3), **kwargs)
 
 
 @register_backbone("resnet50", input_norm=_timm_norm("resnet50"))
 def resnet50(**kwargs) -> tuple[nn.Module, int]:
+    """ResNet-50, bottleneck blocks (timm; options: width, small_stem)."""
     return _timm_resnet("Bottleneck", (3, 4, 6, 3), **kwargs)
 
 
@@ -107,11 +110,13 @@ def _timm_mobilenetv3(family: str, width: float, *, in_chans: int, image_size: i
 
 @register_backbone("mobilenetv3_small", input_norm=_mobilenetv3_norm("mobilenetv3_small"))
 def mobilenetv3_small(*, width: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
+    """MobileNetV3-small (timm; options: width 0.5 / 0.75 / 1.0, small_stem)."""
     return _timm_mobilenetv3("mobilenetv3_small", width, **kwargs)
 
 
 @register_backbone("mobilenetv3_large", input_norm=_mobilenetv3_norm("mobilenetv3_large"))
 def mobilenetv3_large(*, width: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
+    """MobileNetV3-large (timm; options: width, small_stem)."""
     return _timm_mobilenetv3("mobilenetv3_large", width, **kwargs)
 
 
@@ -140,9 +145,11 @@ def _torchvision_shufflenet(width: str, *, in_chans: int, image_size: int,
 
 @register_backbone("shufflenetv2_x0_5", input_norm=_torchvision_norm("ShuffleNet_V2_X0_5_Weights"))
 def shufflenetv2_x0_5(**kwargs) -> tuple[nn.Module, int]:
+    """ShuffleNetV2 x0.5 (torchvision; option: small_stem)."""
     return _torchvision_shufflenet("0_5", **kwargs)
 
 
 @register_backbone("shufflenetv2_x1_0", input_norm=_torchvision_norm("ShuffleNet_V2_X1_0_Weights"))
 def shufflenetv2_x1_0(**kwargs) -> tuple[nn.Module, int]:
+    """ShuffleNetV2 x1.0 (torchvision; option: small_stem)."""
     return _torchvision_shufflenet("1_0", **kwargs)

@@ -88,12 +88,13 @@ def save_checkpoint(path: str | Path, model: EmbeddingModel, *, classes: list[st
     return meta
 
 
-def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
+def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's payload, checked; ``mmap``: the weights are mapped, not read (metadata only)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # pickle/zip errors vary by corruption; torch's messages run to many lines
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"{path}: not a readable hetsearch checkpoint ({exc.__class__.__name__}: {reason}); "
@@ -107,6 +108,12 @@ def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload.get("state_dict"), dict):
         raise CheckpointError(f"{path}: checkpoint without weights (state_dict)")
     return payload
+
+
+def read_checkpoint_meta(path: str | Path) -> ModelMeta:
+    """A checkpoint's metadata without reading its weights (memory-mapped): cheap enough to check a
+    run's config against a gallery model before any data is read."""
+    return ModelMeta.from_dict(read_checkpoint_file(path, mmap=True)["meta"])
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:

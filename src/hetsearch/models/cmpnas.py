@@ -56,6 +56,7 @@ class CmpNasNet(nn.Module):
 
 @register_backbone("cmpnas")
 def cmpnas(*, in_chans: int, image_size: int, arch: Optional[str] = None, **layout_options) -> tuple[nn.Module, int]:
+    """The network of one searched CMP-NAS architecture (option: arch, its id; docs/nas.md)."""
     if arch is None:
         raise ConfigError("model.backbone_args.arch: the cmpnas backbone needs an architecture id "
                           "(e.g. from runs/<search>/best.json)")

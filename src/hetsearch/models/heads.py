@@ -15,40 +15,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hetsearch.errors import ConfigError
+from hetsearch.utils.registry import Registry
 
-# margin functions: (cosine of the target class, margin) -> adjusted target cosine
-_MARGINS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {}
+# model.head -> margin function: (cosine of the target class, margin) -> adjusted target cosine
+HEADS: Registry[Callable[[torch.Tensor, float], torch.Tensor]] = Registry("head", "model.head")
+DEFAULT_MARGINS: dict[str, float] = {}  # model.head -> the margin when model.head_margin is not set
 
 
-def _register_margin(name: str):
+def register_head(name: str, default_margin: float, *, description: str | None = None):
+    """Decorator: register a margin function as ``model.head: name`` with its default margin."""
     def decorator(fn):
-        _MARGINS[name] = fn
+        HEADS.add(name, fn, description=description)
+        DEFAULT_MARGINS[name] = float(default_margin)
         return fn
 
     return decorator
 
 
-@_register_margin("norm_softmax")
+@register_head("norm_softmax", 0.0)
 def _no_margin(cos_target: torch.Tensor, margin: float) -> torch.Tensor:
+    """Normalised softmax: scaled cosine logits, no margin (NormFace)."""
     return cos_target
 
 
-@_register_margin("cosface")
+@register_head("cosface", 0.35)
 def _additive_cosine_margin(cos_target: torch.Tensor, margin: float) -> torch.Tensor:
+    """CosFace: additive cosine margin, cos(theta) - m on the target class."""
     return cos_target - margin
 
 
-@_register_margin("arcface")
+@register_head("arcface", 0.5)
 def _additive_angular_margin(cos_target: torch.Tensor, margin: float) -> torch.Tensor:
+    """ArcFace: additive angular margin, cos(theta + m) on the target class."""
     theta = torch.acos(cos_target.clamp(-1 + 1e-7, 1 - 1e-7))
     # beyond pi - m the angle would wrap around; fall back to the CosFace-style penalty there
     return torch.where(theta + margin < math.pi, torch.cos(theta + margin),
                        cos_target - margin * math.sin(margin))
-
-
-HEAD_TYPES = tuple(_MARGINS)
-DEFAULT_MARGINS = {"norm_softmax": 0.0, "cosface": 0.35, "arcface": 0.5}
 
 
 class CosineClassifier(nn.Module):
@@ -60,8 +62,7 @@ class CosineClassifier(nn.Module):
     def __init__(self, num_classes: int, embedding_dim: int, head: str = "norm_softmax",
                  scale: float = 16.0, margin: float | None = None):
         super().__init__()
-        if head not in _MARGINS:
-            raise ConfigError(f"model.head: unknown head {head!r}; expected one of {', '.join(HEAD_TYPES)}")
+        HEADS.check(head)
         self.head = head
         self.scale = float(scale)
         self.margin = float(DEFAULT_MARGINS[head] if margin is None else margin)
@@ -84,7 +85,7 @@ def logits_with_margin(cosine: torch.Tensor, labels: torch.Tensor | None, head: 
     if labels is None or margin == 0.0:
         return scale * cosine
     target = cosine.gather(1, labels[:, None])
-    adjusted = _MARGINS[head](target.float(), margin).to(cosine.dtype)
+    adjusted = HEADS[head](target.float(), margin).to(cosine.dtype)
     return scale * cosine.scatter(1, labels[:, None], adjusted)
 
 

@@ -1,4 +1,5 @@
-"""Backbone registry: `create_backbone(name, **kwargs)` instead of if/else ladders over names.
+"""Backbone registry (`BACKBONES`, a `hetsearch.utils.registry.Registry`): `create_backbone(name,
+**kwargs)` instead of if/else ladders over names.
 
 A backbone factory takes `in_chans`, `image_size` and its own keyword options and returns
 `(module, feature_dim)` where `module(x)` maps `N×C×H×W` floats to pooled `N×feature_dim` features.
@@ -20,19 +21,22 @@ from typing import Callable, Sequence
 from torch import nn
 
 from hetsearch.errors import ConfigError
+from hetsearch.utils.registry import Registry
 
 BackboneFactory = Callable[..., tuple[nn.Module, int]]
 NormFactory = Callable[..., tuple[Sequence[float], Sequence[float]]]
-_BACKBONES: dict[str, BackboneFactory] = {}
+BACKBONES: Registry[BackboneFactory] = Registry(
+    "backbone", "model.backbone", hint="(the search's cmpnas_supernet registers when hetsearch.nas is imported)")
 _INPUT_NORMS: dict[str, NormFactory] = {}
 FALLBACK_MEAN, FALLBACK_STD = 0.5, 0.25  # the scalar every model used before per-channel normalisation
 
 
-def register_backbone(name: str, input_norm: NormFactory | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
+def register_backbone(name: str, input_norm: NormFactory | None = None, *,
+                      description: str | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator: register a backbone factory as ``model.backbone: name`` (its docstring, or
+    ``description``, is the line `hetsearch list` shows)."""
     def decorator(factory: BackboneFactory) -> BackboneFactory:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        _BACKBONES[name] = factory
+        BACKBONES.add(name, factory, description=description)
         if input_norm is not None:
             _INPUT_NORMS[name] = input_norm
         return factory
@@ -52,15 +56,12 @@ def default_input_norm(name: str, in_chans: int, **backbone_args) -> tuple[list[
     return [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
 
 
-def list_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+list_backbones = BACKBONES.names
 
 
 def create_backbone(name: str, *, in_chans: int, image_size: int, **kwargs) -> tuple[nn.Module, int]:
-    if name not in _BACKBONES:
-        raise ConfigError(f"model.backbone: unknown backbone {name!r}; known: {', '.join(sorted(_BACKBONES))} "
-                          "(the search's cmpnas_supernet registers when hetsearch.nas is imported)")
+    factory = BACKBONES[name]
     try:
-        return _BACKBONES[name](in_chans=in_chans, image_size=image_size, **kwargs)
+        return factory(in_chans=in_chans, image_size=image_size, **kwargs)
     except TypeError as exc:  # unknown keyword option for this backbone
         raise ConfigError(f"model.backbone_args for {name!r}: {exc}") from exc

@@ -39,26 +39,27 @@ class CostInputs:
 
 
 CostFactory = Callable[[CostInputs], CostPredictor]
-_COSTS: Registry[CostFactory] = Registry("search cost", config_key="search.cost")
-register_cost = _COSTS.register
-cost_names = _COSTS.names
-check_cost = _COSTS.check
+COSTS: Registry[CostFactory] = Registry("search cost", "search.cost")
+register_cost = COSTS.register
+cost_names = COSTS.names
+check_cost = COSTS.check
 
 
 def make_cost(name: str, inputs: CostInputs) -> CostPredictor:
     """The efficiency predictor `name` (`search.cost`) over `inputs`."""
-    check_cost(name)
-    return _COSTS[name](inputs)
+    return COSTS[name](inputs)
 
 
 @register_cost("mflops")
 def mflops(inputs: CostInputs) -> CostPredictor:
+    """Exact FLOPs of the whole model in millions, from the supernet's cost table."""
     table = inputs.table
     return lambda arch: table.flops(arch) / 1e6
 
 
 @register_cost("latency_ms")
 def latency_ms(inputs: CostInputs) -> CostPredictor:
+    """Predicted CPU latency in ms: the sum of a measured per-layer table (`latency_table`)."""
     if not inputs.latency_table:
         raise ConfigError("search.cost latency_ms needs latency_table: <json from `hetsearch nas latency-table`>")
     table = LatencyTable.from_dict(json.loads(Path(inputs.latency_table).read_text()))

@@ -22,9 +22,9 @@ from hetsearch.utils.registry import Registry
 METRICS = ("recall_at_1", "map_at_r")
 Reward = Callable[[dict], float]  # evaluation record -> the scalar the search maximises
 RewardFactory = Callable[[str, str, float], Reward]  # (homo key, hetero key, alpha) -> reward
-_REWARDS: Registry[RewardFactory] = Registry("reward", config_key="reward.name")
-register_reward = _REWARDS.register
-reward_names = _REWARDS.names
+REWARDS: Registry[RewardFactory] = Registry("reward", "reward.name")
+register_reward = REWARDS.register
+reward_names = REWARDS.names
 
 
 @dataclass
@@ -34,7 +34,7 @@ class RewardConfig:
     metric: str = "recall_at_1"
 
     def validate(self) -> None:
-        _REWARDS.check(self.name)
+        REWARDS.check(self.name)
         if self.metric not in METRICS:
             raise ConfigError(f"reward.metric: got {self.metric!r}, expected one of {', '.join(METRICS)}")
         if self.alpha < 0:
@@ -44,7 +44,7 @@ class RewardConfig:
 def make_reward(cfg: RewardConfig) -> Reward:
     """record (with homo_<metric> and hetero_<metric>) -> reward."""
     cfg.validate()
-    return _REWARDS[cfg.name](f"homo_{cfg.metric}", f"hetero_{cfg.metric}", float(cfg.alpha))
+    return REWARDS[cfg.name](f"homo_{cfg.metric}", f"hetero_{cfg.metric}", float(cfg.alpha))
 
 
 @register_reward("r1")

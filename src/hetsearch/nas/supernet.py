@@ -161,6 +161,7 @@ def cmpnas_supernet(*, in_chans: int, image_size: int, seed: int = 0, sample_mfl
                     sample_embedding_dim: int = 128, eval_arch: Optional[str] = None, share_kernels: bool = True,
                     warmup_steps: int = 0, warmup_arch: Optional[str] = None,
                     **space_options) -> tuple[nn.Module, int]:
+    """The CMP-NAS supernet: one sampled path per training batch (registered by hetsearch.nas)."""
     net = CmpNasSupernet(_space(image_size, space_options), in_chans, image_size=image_size, seed=seed,
                          sample_mflops=sample_mflops, sample_embedding_dim=sample_embedding_dim, eval_arch=eval_arch,
                          share_kernels=share_kernels, warmup_steps=warmup_steps, warmup_arch=warmup_arch)

@@ -1,6 +1,7 @@
 """The training loss as one `nn.Module`: the task loss plus λ · the compatibility term(s).
 
-    loss = task loss (label-smoothed cross-entropy through the model's own classifier, or none)
+    loss = task loss (`TASK_LOSSES`: label-smoothed cross-entropy through the model's own classifier,
+           or none)
          + compat.weight · compatibility term (BCT, L2, contrastive, ...; hetsearch.compat)
 
 The module owns its losses and their state, the trainer runs the loop (`hetsearch.train.trainer`):
@@ -25,10 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from hetsearch.compat import build_compat_term
-from hetsearch.compat.base import BatchRefs, apply_term, load_training_state, prepare_batch, training_state
+from hetsearch.compat.base import (BatchRefs, apply_term, load_training_state, prepare_batch, term_classes,
+                                   training_state)
 from hetsearch.errors import CheckpointError, ConfigError
+from hetsearch.utils.registry import Registry
 
 
+# train.task_loss -> the task loss class (an nn.Module with `uses_labels` and `build(train_cfg)`)
+TASK_LOSSES: Registry[type[nn.Module]] = Registry("task loss", "train.task_loss")
+
+
+@TASK_LOSSES.register("classification")
 class ClassificationLoss(nn.Module):
     """Label-smoothed cross-entropy of the model's own (margin) classifier on its embeddings."""
 
@@ -38,31 +46,33 @@ class ClassificationLoss(nn.Module):
         super().__init__()
         self.label_smoothing = label_smoothing
 
+    @classmethod
+    def build(cls, train_cfg) -> "ClassificationLoss":
+        return cls(train_cfg.label_smoothing)
+
     def forward(self, model: nn.Module, embeddings: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model.classifier(model.classifier_input(embeddings).float(), labels)
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing), logits
 
 
+@TASK_LOSSES.register("none")
 class NoTaskLoss(nn.Module):
-    """Label-free training (`train.task_loss: none`): the compatibility term alone."""
+    """Label-free training: the compatibility term alone (it needs a compatibility method)."""
 
     uses_labels = False
+
+    @classmethod
+    def build(cls, train_cfg) -> "NoTaskLoss":
+        return cls()
 
     def forward(self, model: nn.Module, embeddings: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, None]:
         return embeddings.new_zeros((), dtype=torch.float32), None
 
 
-# train.task_loss -> builder(train config)
-TASK_LOSSES = {"classification": lambda train_cfg: ClassificationLoss(train_cfg.label_smoothing),
-               "none": lambda train_cfg: NoTaskLoss()}
-
-
 def build_task_loss(train_cfg) -> nn.Module:
-    if train_cfg.task_loss not in TASK_LOSSES:
-        raise ConfigError(f"train.task_loss: got {train_cfg.task_loss!r}, expected one of {', '.join(TASK_LOSSES)}")
-    return TASK_LOSSES[train_cfg.task_loss](train_cfg)
+    return TASK_LOSSES[train_cfg.task_loss].build(train_cfg)
 
 
 @dataclass
@@ -107,7 +117,7 @@ class TrainingLoss(nn.Module):
         if self.compat is None:
             return LossOutput(task_loss, task_loss, None, logits)
         compat_loss = apply_term(self.compat, embeddings.float(), images, labels, refs)
-        parts = dict(getattr(self.compat, "last_parts", {}))  # composite methods (bct+l2)
+        parts = dict(self.compat.last_parts)  # composite methods (bct+l2)
         return LossOutput(task_loss + self.weight * compat_loss, task_loss, compat_loss, logits, parts)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -131,6 +141,17 @@ def build_training_loss(cfg, *, model_spec, splits, run_dir: Path | None, device
     compat = build_compat_term(cfg.compat, model_spec=model_spec, classes=splits.classes, train_set=splits.train,
                                run_dir=run_dir, device=device, augment=cfg.train.augment)
     if compat is None and not task.uses_labels:
-        raise ConfigError("train.task_loss=none (label-free) needs a compatibility method to train with, "
-                          "e.g. compat.method=contrastive compat.gallery_model=<gallery model.pt>")
+        raise label_free_without_term()
     return TrainingLoss(task, compat, cfg.compat.weight)
+
+
+def label_free_without_term() -> ConfigError:
+    return ConfigError("train.task_loss=none (label-free) needs a compatibility method to train with, "
+                       "e.g. compat.method=contrastive compat.gallery_model=<gallery model.pt>")
+
+
+def needs_labels(cfg) -> bool:
+    """Whether a run (`cfg`: a TrainRunConfig) trains on class labels: its task loss, or a
+    compatibility term that declares `needs_labels` (read from the classes, nothing is built)."""
+    return TASK_LOSSES[cfg.train.task_loss].uses_labels or \
+        any(cls.needs_labels for cls in term_classes(cfg.compat.method).values())

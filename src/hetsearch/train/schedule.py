@@ -37,8 +37,15 @@ def build_optimizer(modules: torch.nn.Module | Sequence[torch.nn.Module], cfg) -
                 (no_decay if param.ndim <= 1 else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    check_optimizer(cfg.optimizer)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ConfigError(f"train.optimizer: got {cfg.optimizer!r}, expected 'sgd' or 'adamw'")
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer: got {name!r}, expected 'sgd' or 'adamw'")

@@ -33,17 +33,17 @@ from hetsearch.models.memory_format import to_channels_last
 from hetsearch.train.bn_recalibration import recalibrate_batchnorm
 from hetsearch.train.distributed import DistContext, barrier, init_distributed
 from hetsearch.train.epoch import EpochSetup, epoch_seed, train_epoch
-from hetsearch.train.loss import TrainingLoss, build_training_loss
+from hetsearch.train.checks import check_run_config
+from hetsearch.train.loss import TrainingLoss, build_training_loss, needs_labels
 from hetsearch.train.progress import EpochBar, epoch_line
 from hetsearch.train.resume import CHECKPOINT_LAST, RunProgress, resume_from, save_last
 from hetsearch.train.schedule import build_optimizer, warmup_cosine
 from hetsearch.train.validation import EpochValidator
 from hetsearch.utils.device import resolve_device, seed_everything
 from hetsearch.utils.io import append_jsonl, atomic_write_json, atomic_write_text
-
 from hetsearch.utils.typed_config import dump_yaml, to_dict
+
 FINAL_MODEL = "model.pt"
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 @dataclass
@@ -57,16 +57,17 @@ class TrainResult:
 class Trainer:
     def __init__(self, cfg: TrainRunConfig, splits: Splits | None = None):
         self.cfg = cfg
+        check_run_config(cfg)  # the whole config, before any data is read
         self.device = resolve_device(cfg.runtime.device)
         if cfg.runtime.num_threads:
             torch.set_num_threads(cfg.runtime.num_threads)
         self.dist: DistContext = init_distributed(self.device)
         self.run_dir = cfg.run_dir
         self.splits = splits if splits is not None else make_splits(cfg.data)
-        if self.splits.protocol.get("protocol") == "unlabelled" and \
-                getattr(cfg.train, "task_loss", "classification") == "classification":
+        if self.splits.protocol.get("protocol") == "unlabelled" and needs_labels(cfg):
             raise ConfigError(f"data.root={cfg.data.root}: unlabelled images (layout ROOT/*) have no classes to train "
-                              "a classifier on; use ROOT/CLASS/* folders, or label-free training "
+                              f"a classifier on (train.task_loss={cfg.train.task_loss}, compat.method="
+                              f"{cfg.compat.method}); use ROOT/CLASS/* folders, or label-free training "
                               "(train.task_loss=none with a gallery-aware compatibility method)")
         per_rank = len(self.splits.train) // self.dist.world_size
         if 1 < per_rank < cfg.train.batch_size:  # a small catalogue: one batch per epoch, not an error
@@ -74,8 +75,6 @@ class Trainer:
                 print(f"[{cfg.name}] train.batch_size={cfg.train.batch_size} is larger than the training split "
                       f"({per_rank} images per process): training with batches of {per_rank}", flush=True)
             cfg.train.batch_size = per_rank
-        if cfg.runtime.amp not in AMP_MODES:
-            raise ConfigError(f"runtime.amp: got {cfg.runtime.amp!r}, expected auto, off, bf16 or fp16")
         self.validator = EpochValidator(self.splits.val, cfg.compat, self.device, announce=self.dist.is_main)
 
     # ------------------------------------------------------------------ building blocks
