@@ -5,19 +5,21 @@ traceback or a 5xx."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
 
 import numpy as np
 import pytest
+import torch
 
 from hetsearch.errors import CompatibilityError, HetsearchError
 from hetsearch.index import IndexOpenError, add_items, build_index, folder_items, open_index, rebuild_index, remove_items
 from hetsearch.index.check import check_folder
 from hetsearch.index.manifest import read_manifest
 from index_fixtures import DAMAGES, make_tiny_models, write_image_folder
-from hetsearch.models import load_checkpoint
+from hetsearch.models import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -173,12 +175,60 @@ def test_server_swaps_in_new_index_versions_under_load(built, tmp_path):
     query = load_checkpoint(built["models"].query)
     encoder = TorchEncoder(query.model, query.meta)
     live = LiveIndex(open_index(folder, query_meta=query.meta), interval=0.05,
-                     warmup=lambda g: warm_up(g, encoder, 1), log=lambda message: None)
+                     warmup=lambda g, enc: warm_up(g, enc, 1), log=lambda message: None)
     app = create_app(live, encoder)
     result = run_under_load(app, lambda base: exercise_writes(folder, built, tmp_path, base))
     assert result["dropped"] == 0, result
     assert result["requests"] >= 20 and live.reloads == 3, (result, live.reloads)
     assert result["revisions"] == [2, 3, 4], result
+
+
+def test_server_swaps_in_a_refreshed_query_model_under_load(built, tmp_path):
+    """A refreshed query model installed over the served file (atomic rename, as `hetsearch refresh
+    --install` does) is loaded, checked against the index and swapped in while clients search: no
+    request dropped, /health and the answers name the new model; a model the index's contract refuses
+    is not swapped in (the server keeps the one it has and says why)."""
+    from hetsearch.export.encoders import TorchEncoder
+    from hetsearch.serve.app import create_app
+    from hetsearch.serve.reload import LiveIndex
+    from hetsearch.serve.server import warm_up
+
+    served = tmp_path / "query.pt"
+    shutil.copy(built["models"].query, served)
+    query = load_checkpoint(served)
+    load = lambda path: TorchEncoder(load_checkpoint(path).model, load_checkpoint(path).meta)  # noqa: E731
+    live = LiveIndex(open_index(built["index"], query_meta=query.meta), interval=0.05,
+                     warmup=lambda g, enc: warm_up(g, enc, 1), log=lambda message: None,
+                     encoder=load(served), model_path=served, load_encoder=load)
+    app = create_app(live, live.encoder)
+    refreshed = query.model
+    with torch.no_grad():
+        for param in refreshed.parameters():
+            param.add_(0.01)
+    fresh_meta = save_checkpoint(tmp_path / "fresh.pt", refreshed, classes=query.meta.classes,
+                                 compatible_with=query.meta.compatible_with, compatibility="contrastive+relational")
+
+    def install_models(base: str) -> list[str]:
+        import httpx
+        seen = []
+        os.replace(shutil.copy(tmp_path / "fresh.pt", tmp_path / "fresh.tmp"), served)
+        deadline = time.time() + 60
+        while httpx.get(f"{base}/health", timeout=30).json()["query_model"]["model_id"] != fresh_meta.model_id:
+            assert time.time() < deadline, "the refreshed model was not swapped in"
+            time.sleep(0.05)
+        seen.append(fresh_meta.model_id)
+        os.replace(shutil.copy(built["models"].stranger, tmp_path / "stranger.tmp"), served)
+        while not httpx.get(f"{base}/health", timeout=30).json()["warnings"]:
+            assert time.time() < deadline, "the refused model left no warning"
+            time.sleep(0.05)
+        health = httpx.get(f"{base}/health", timeout=30).json()
+        assert health["query_model"]["model_id"] == fresh_meta.model_id
+        assert "could not be swapped in" in health["warnings"][-1]
+        return seen
+
+    result = run_under_load(app, install_models)
+    assert result["dropped"] == 0, result
+    assert live.model_reloads == 1 and live.encoder.meta.model_id == fresh_meta.model_id
 
 
 def exercise_writes(folder, built, tmp_path, base: str) -> list[int]:

@@ -58,10 +58,11 @@ def test_refresh_trains_on_the_catalogue_plus_replay_and_keeps_the_contract(trai
     out = trained["root"] / "refreshed"
     code = run("refresh", "--index", trained["index"], "--query-model", trained["query"], "--out", out,
                "--name", "r1", "epochs=1", "batch_size=32", "runtime.progress=false", "runtime.device=cpu",
-               "--verify", "warn")
+               "--verify", "warn", "--install", trained["root"] / "served.pt")
     assert code == 0
     text = capsys.readouterr().out
     assert "verified against" in text
+    assert (trained["root"] / "served.pt").read_bytes() == (out / "r1" / "model.pt").read_bytes()
     meta = read_checkpoint_file(out / "r1" / "model.pt")["meta"]
     query_meta = read_checkpoint_file(trained["query"])["meta"]
     assert meta["compatible_with"] == read_stored(trained["index"]).gallery_model_id

@@ -167,11 +167,13 @@ def refresh(index: Path = typer.Option(..., "--index", help="gallery index folde
             overrides: Optional[List[str]] = typer.Argument(None, help="key=value, e.g. epochs=3 replay=0.5"),
             resume: bool = typer.Option(False, "--resume", help="continue an interrupted refresh"),
             verify: str = typer.Option("refuse", "--verify", help="after training, measure M(q, g) on the index's "
-                                       "verification sample: refuse (exit 2 when near chance) | warn | off")):
-    from hetsearch.export.runtime import load_query_encoder
-    from hetsearch.index.gallery import open_index
-    from hetsearch.index.verify import check_verify_option, enforce, verify_query_model
+                                       "verification sample: refuse (exit 2 when near chance) | warn | off"),
+            install: Optional[Path] = typer.Option(None, "--install", help="after verification, replace this file "
+                                                   "(the query model a running `hetsearch serve` serves) with the "
+                                                   "refreshed model, atomically: the server swaps it in")):
+    from hetsearch.index.verify import check_verify_option
     from hetsearch.train.refresh import RefreshConfig, refresh as run_refresh, split_overrides
+    from hetsearch.utils.io import atomic_write_bytes
 
     check_verify_option(verify)
     fields, training = split_overrides(overrides or [])
@@ -186,16 +188,27 @@ def refresh(index: Path = typer.Option(..., "--index", help="gallery index folde
     if "val_hetero_recall_at_1" in final:
         console.print(f"held-out index items: M(q, g) Recall@1 {final['val_hetero_recall_at_1']:.4f}, "
                       f"M(q, q) {final.get('val_recall_at_1', float('nan')):.4f}", markup=False)
-    if verify == "off":
-        return
-    gallery = open_index(index, query_meta=result.train.meta)
+    if verify != "off":
+        _verify_refreshed(index, result.train, refuse=verify == "refuse")
+    if install is not None:
+        atomic_write_bytes(install, Path(result.train.model_path).read_bytes())
+        console.print(f"installed {result.train.model_path} as {install}", markup=False)
+
+
+def _verify_refreshed(index: Path, trained, *, refuse: bool) -> None:
+    """M(q, g) of the refreshed model on the index's verification sample (refused near chance)."""
+    from hetsearch.export.runtime import load_query_encoder
+    from hetsearch.index.gallery import open_index
+    from hetsearch.index.verify import enforce, verify_query_model
+
+    gallery = open_index(index, query_meta=trained.meta)
     try:
-        checked = verify_query_model(gallery, load_query_encoder(result.train.model_path))
+        checked = verify_query_model(gallery, load_query_encoder(trained.model_path))
     finally:
         gallery.close()
-    console.print(f"verified against {index}: {checked.summary(result.train.meta.model_id, gallery.gallery_model_id)}",
+    console.print(f"verified against {index}: {checked.summary(trained.meta.model_id, gallery.gallery_model_id)}",
                   markup=False)
-    enforce(checked, result.train.meta.model_id, gallery.gallery_model_id, refuse=verify == "refuse")
+    enforce(checked, trained.meta.model_id, gallery.gallery_model_id, refuse=refuse)
 
 
 @app.command(help="Run the whole system for one data set: gallery model, compatible query models, "

@@ -94,6 +94,7 @@ def create_app(gallery: GalleryIndex | LiveIndex, encoder: QueryEncoder, *,
     folder; its watcher runs while the app runs). ``decode_budget_pixels``: pixels decoded at once
     across all requests (default ``max_pixels``: one largest image, or many small ones)."""
     live = gallery if isinstance(gallery, LiveIndex) else LiveIndex(gallery, interval=None)
+    live.serve_with(encoder)
     start_warnings = list(warnings or []) + list(live.current.warnings)
     app, swagger = _new_app(live, encoder, max_upload_bytes)
     app.state.live_index = live

@@ -33,11 +33,12 @@ class SearchHandler:
         self.decode = encoder.preprocessing.decode_spec()  # the query model's size, channels, resize, background
         self.thread_state = threading.local()
 
-    def _decode(self, data: bytes, filename: str | None):
+    def _decode(self, data: bytes, filename: str | None, encoder: QueryEncoder):
         name = f"upload {filename[:100]!r}" if filename else "upload"
         decoded_size: dict = {}
+        spec = self.decode if encoder is self.encoder else encoder.preprocessing.decode_spec()
         try:
-            return decode_image_bytes(data, self.decode, name=name, max_pixels=self.max_pixels, budget=self.budget,
+            return decode_image_bytes(data, spec, name=name, max_pixels=self.max_pixels, budget=self.budget,
                                       info=decoded_size)
         except ImageRejected as exc:
             raise HTTPException(exc.status_code, str(exc)) from None
@@ -50,15 +51,16 @@ class SearchHandler:
             # OpenMP thread counts are per thread: apply the start-up setting to this pool thread
             set_omp_threads(self.threads)
             self.thread_state.ready = True
-        gallery = self.live.current  # this request uses one version of the index from start to end
+        served = self.live.state  # one index version and one query model from start to end
+        gallery, encoder = served.gallery, served.encoder or self.encoder
         read_done = time.perf_counter()
-        image = self._decode(data, filename)
+        image = self._decode(data, filename, encoder)
         decoded = time.perf_counter()
-        embedding = self.encoder.embed(image[None])
+        embedding = encoder.embed(image[None])
         embedded = time.perf_counter()
         hits = gallery.search(embedding, k)[0]
         done = time.perf_counter()
-        return {"query_model": self.encoder.meta.model_id, "gallery_model": gallery.gallery_model_id, "k": k,
+        return {"query_model": encoder.meta.model_id, "gallery_model": gallery.gallery_model_id, "k": k,
                 "results": [{"rank": rank, "score": hit.score,
                              **item_record(gallery, hit.id, {"label": hit.label, "source": hit.source,
                                                               "fields": hit.fields})}

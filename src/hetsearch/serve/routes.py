@@ -36,7 +36,8 @@ def add_page_routes(app: FastAPI, swagger: Path | None) -> None:
 def _health(live: LiveIndex, encoder: QueryEncoder, start_warnings: list[str], max_upload_bytes: int,
             max_k: int) -> dict:
     """The /health body for the index version being served now."""
-    gallery = live.current
+    served = live.state
+    gallery, encoder = served.gallery, served.encoder or encoder
     gallery_meta = gallery.manifest["gallery_model"]
     manifest = gallery.manifest
     all_warnings = start_warnings + ([live.error] if live.error else [])

@@ -67,8 +67,9 @@ def run_server(index_dir: str | Path, query_model: str | Path, *, host: str = "1
                                     verify=verify)
     for message in gallery.warnings:
         log(f"warning: {message}")
-    live = LiveIndex(gallery, interval=reload_interval or None, warmup=lambda fresh: warm_up(fresh, encoder, 1),
-                     log=log)
+    live = LiveIndex(gallery, interval=reload_interval or None, warmup=lambda fresh, enc: warm_up(fresh, enc, 1),
+                     log=log, encoder=encoder, model_path=query_model, verify=verify,
+                     load_encoder=lambda path: load_query_encoder(path, runtime=runtime, threads=threads))
     app = create_app(live, encoder, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES, max_k=max_k,
                      threads=threads)
     info = encoder.describe()
