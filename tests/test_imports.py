@@ -106,3 +106,19 @@ def test_the_allow_list_is_documented():
     layers = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
     missing = [name for name in ALLOWED_LAZY if f"`{name}`" not in layers]
     assert missing == [], f"docs/architecture.md, 'Layers': list the allowed lazy imports {missing}"
+
+
+def test_test_only_packages_are_not_runtime_dependencies():
+    """pytorch-metric-learning cross-checks our losses and metrics in the tests only (issue 22): it
+    is in the dev extra, not in the runtime dependencies, and no module of the package imports it."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["project"]
+    assert not any(dep.startswith("pytorch-metric-learning") for dep in project["dependencies"])
+    assert any(dep.startswith("pytorch-metric-learning") for dep in project["optional-dependencies"]["dev"])
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(n.split(".")[0] == "pytorch_metric_learning" for n in names), path
