@@ -128,6 +128,8 @@ class BankConfig:
     view_seed: int = 0               # view v of image i is a pure function of (view_seed, i, v)
     dir: Optional[str] = None        # where banks live (None: <output_dir>/banks, shared by the runs there)
     index: Optional[str] = None      # a gallery index folder of the same images serves as the bank (views: 1)
+    index_missing: str = "error"     # training items the index lacks: error | embed (with the gallery model;
+                                     # a catalogue refresh, hetsearch.train.refresh)
     match_views: bool = True         # the query sees view v of image i, its target is bank[i, v]; false:
                                      # the trainer's random augmentation against bank[i, 0] (the image as is)
     batch_size: int = 1024           # gallery forward batch while building
@@ -177,6 +179,8 @@ class CompatConfig:
         bank, ga = self.bank, self.gallery_aware
         for name in ("views", "batch_size", "chunk_items"):
             _check_number("compat.bank", name, getattr(bank, name), low=1, what="a positive integer")
+        if bank.index_missing not in ("error", "embed"):
+            raise ConfigError(f"compat.bank.index_missing: got {bank.index_missing!r}, expected error or embed")
         if bank.index and bank.views != 1 and bank.match_views:
             raise ConfigError(f"compat.bank.views: a gallery index holds one view per image (the image as is); "
                               f"set compat.bank.views=1 with compat.bank.index (got {bank.views})")

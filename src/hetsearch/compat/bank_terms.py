@@ -47,9 +47,18 @@ def open_bank(cfg, *, model_spec, train_set, run_dir: Path | None, device, augme
         if cfg.bank.views != 1 and cfg.bank.match_views:
             raise ConfigError(f"compat.bank.views: a gallery index holds one view per image (the image as is); "
                               f"set compat.bank.views=1 with compat.bank.index (got {cfg.bank.views})")
-        cache_key = ("index", str(Path(cfg.bank.index).resolve()), gallery.model_id, len(train_set), crop, hflip)
+        cache_key = ("index", str(Path(cfg.bank.index).resolve()), gallery.model_id, data_fingerprint(train_set),
+                     crop, hflip, cfg.bank.index_missing)
         if cache_key not in _BANKS:
-            _BANKS[cache_key] = bank_from_index(cfg.bank.index, gallery.model_id, train_set, views)
+            embed_missing = None
+            if cfg.bank.index_missing == "embed":
+                def embed_missing(missing_set):
+                    bank = build_bank(gallery, missing_set, views=views, num_views=1, root=bank_root(cfg, run_dir),
+                                      device=device, batch_size=cfg.bank.batch_size,
+                                      chunk_items=cfg.bank.chunk_items)
+                    return bank.array[:, 0]
+            _BANKS[cache_key] = bank_from_index(cfg.bank.index, gallery.model_id, train_set, views,
+                                                embed_missing=embed_missing)
         return _BANKS[cache_key]
     root = bank_root(cfg, run_dir)
     fingerprint = data_fingerprint(train_set)
