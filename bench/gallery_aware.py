@@ -120,6 +120,19 @@ def gallery_runs(settings: P.Settings, protocols: list[str], phase: str) -> list
     return out
 
 
+def gallery_batches(settings: P.Settings, protocols: list[str]) -> list[list[Run]]:
+    """The gallery runs of both phases in two batches, the first training each gallery once (the
+    closed set's phases share one; a protocol with gallery_of shares another's), the second reusing."""
+    batches: list[list[Run]] = [[], []]
+    seen: set[str] = set()
+    for phase in ("final", "select"):
+        for run in gallery_runs(settings, protocols, phase):
+            name = P.gallery_run_name(settings, P.get_protocol(run.protocol), phase)
+            batches[name in seen].append(run)
+            seen.add(name)
+    return batches
+
+
 def select_runs(args, settings: P.Settings) -> list[Run]:
     return grid(args.protocols, args.select_models, args.methods, [args.select_seed], args.epochs, "select",
                 settings.tag())
@@ -274,9 +287,9 @@ def main(argv: list[str] | None = None) -> None:
     runner = Runner(Path(args.runs) / f"{settings.prefix}_rows", functools.partial(P.run_job, settings),
                     jobs=args.jobs, threads=args.threads, on_row=lambda row: report(args, runner, started))
     if not args.report_only:
-        # final galleries first: the closed set's select and final runs share one gallery training
-        runner.run(gallery_runs(settings, args.protocols, "final"))
-        paragons = runner.run(gallery_runs(settings, args.protocols, "select"))
+        for batch in gallery_batches(settings, args.protocols):
+            runner.run(batch)
+        paragons = runner.run(gallery_runs(settings, args.protocols, "select"))  # finished: their rows
         runs = select_runs(args, settings)
         prepare_banks(settings, runner, runs)
         chosen = choose(args, paragons + runner.run(runs))

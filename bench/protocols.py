@@ -7,11 +7,14 @@ its gallery model, how to make a query model, and how to score a (query, gallery
 validation or the test split. Adding one is one `register(Protocol(...))`; e.g. the catalogue
 refresh (issue 20; `hetsearch.train.refresh`) is the open set with another `query_model` (train,
 then refresh on the held-out classes' catalogue) and another `score` (queries never seen against
-the catalogue), sharing the open-set gallery through `gallery_name`:
+the catalogue), using the open-set galleries (`gallery_of`: trained once, shared):
 
-    register(Protocol("open_set_refresh", "...", data=OPEN_SET.data, select_data=OPEN_SET.select_data,
-                      gallery_name=OPEN_SET.gallery_name, query_model=refreshed_query_model,
-                      score=score_against_catalogue))
+    register(Protocol("open_set_refresh", "...", data=(*OPEN_SET.data, "data.gallery=catalogue"),
+                      select_data=(*OPEN_SET.select_data, "data.gallery=catalogue"), gallery_of="open_set",
+                      query_model=refreshed_query_model))
+
+(`score_pair` scores on the protocol's own data: with data.gallery=catalogue, the held-out classes'
+test images against their training images, the catalogue.)
 
 Runs: `Run.method` "paragon" is the protocol's gallery model itself (M(g, g)); any other method is
 a compat.method (with METHOD@KEY=VALUE&... variants, bench/runner.py) of a query model of
@@ -71,6 +74,7 @@ class Protocol:
     data: tuple[str, ...]                       # data.* overrides of every model, final phase
     select_data: tuple[str, ...]                # ... select phase (validation disjoint from test)
     gallery_name: str = ""                      # the gallery model's run name (default: gallery_<name>)
+    gallery_of: str = ""                        # use (share) the galleries of that protocol instead
     gallery: Callable = field(default=None)     # (settings, protocol, phase) -> TrainRunConfig
     query_model: Callable = field(default=None)  # (settings, protocol, run) -> (checkpoint, info dict)
     score: Callable = field(default=None)       # (settings, protocol, run, q_path, g_path, split) -> metrics
@@ -146,13 +150,20 @@ def common_overrides(settings: Settings, protocol: Protocol, phase: str) -> list
     return out
 
 
+def gallery_owner(protocol: Protocol) -> Protocol:
+    """The protocol whose galleries `protocol` uses (itself unless `gallery_of`)."""
+    return get_protocol(protocol.gallery_of) if protocol.gallery_of else protocol
+
+
 def gallery_run_name(settings: Settings, protocol: Protocol, phase: str) -> str:
+    protocol = gallery_owner(protocol)
     name = protocol.gallery_name + ("_val" if protocol.phase_tag(phase) else "")
     return name + (f"_e{settings.gallery_epochs}" if settings.gallery_epochs else "")
 
 
 def gallery_config(settings: Settings, protocol: Protocol, phase: str) -> TrainRunConfig:
     """The paragon recipe (configs/fashion_mnist/gallery.yaml) on the protocol's data of `phase`."""
+    protocol = gallery_owner(protocol)
     extra = [*common_overrides(settings, protocol, phase), f"name={gallery_run_name(settings, protocol, phase)}"]
     if settings.gallery_epochs:
         extra.append(f"train.epochs={settings.gallery_epochs}")
@@ -192,12 +203,18 @@ _CACHES: dict = {"val": {}, "test": {}}  # embeddings per split: a val and a tes
 
 
 def splits_of(cfg: TrainRunConfig):
+    """The run's splits, made once per process and data config."""
     from hetsearch.data import make_splits
 
     key = json.dumps(vars(cfg.data), sort_keys=True, default=str)
     if key not in _SPLITS:
         _SPLITS[key] = make_splits(cfg.data)
     return _SPLITS[key]
+
+
+def scoring_config(settings: Settings, protocol: Protocol, phase: str) -> TrainRunConfig:
+    """A config holding the protocol's own data of `phase` (what its models are scored on)."""
+    return load_config(TrainRunConfig, _shared.CONFIGS / "gallery.yaml", common_overrides(settings, protocol, phase))
 
 
 def _fast_cudnn(cfg: TrainRunConfig) -> None:
@@ -253,7 +270,7 @@ def score_pair(settings: Settings, protocol: Protocol, run: Run, q_path: Path, g
     from hetsearch.eval.report import evaluate_loaded
     from hetsearch.models import load_checkpoint
 
-    cfg = gallery_config(settings, protocol, run.phase)  # every model of a phase shares its data
+    cfg = scoring_config(settings, protocol, run.phase)
     splits = splits_of(cfg)
     splits = validation_view(splits, protocol.name) if split == "val" else splits
     g = load_checkpoint(g_path)

@@ -106,3 +106,20 @@ def test_validation_views_share_nothing_with_the_test_split(name, tmp_path):
         assert view.gallery is splits.train and not view.exclude_self
     final = make_splits(P.gallery_config(settings, protocol, "final").data)
     assert final.test_classes == splits.test_classes            # the test split does not move between phases
+
+
+def test_a_protocol_is_one_entry_and_can_share_another_protocols_galleries(monkeypatch, tmp_path):
+    # the shape of the catalogue-refresh protocol: the open set's galleries, its own scoring data
+    extra = P.Protocol("open_set_extra", "the open set, scored on the catalogue", gallery_of="open_set",
+                       data=(*P.OPEN_SET.data, "data.max_test_items=50"), select_data=P.OPEN_SET.select_data)
+    monkeypatch.setitem(P.PROTOCOLS, extra.name, extra)
+    settings = P.Settings(runs=str(tmp_path))
+    for phase in ("select", "final"):
+        assert P.gallery_path(settings, extra, phase) == P.gallery_path(settings, P.OPEN_SET, phase)
+    assert P.scoring_config(settings, extra, "final").data.max_test_items == 50
+    assert P.scoring_config(settings, P.OPEN_SET, "final").data.max_test_items is None
+    first, second = ga.gallery_batches(settings, ["closed_set", "open_set", "open_set_extra"])
+    assert [(r.protocol, r.phase) for r in first] == [("closed_set", "final"), ("open_set", "final"),
+                                                      ("open_set", "select")]   # each gallery trained once
+    assert {(r.protocol, r.phase) for r in second} == {("open_set_extra", "final"), ("closed_set", "select"),
+                                                       ("open_set_extra", "select")}
