@@ -27,6 +27,7 @@ rewritten after every run (final rows; candidates with their validation numbers 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import statistics
 import time
@@ -133,9 +134,13 @@ def gallery_batches(settings: P.Settings, protocols: list[str]) -> list[list[Run
     return batches
 
 
+def tagged(settings: P.Settings, runs: list[Run]) -> list[Run]:
+    return [dataclasses.replace(r, tag=P.run_tag(settings, r.protocol, r.model)) for r in runs]
+
+
 def select_runs(args, settings: P.Settings) -> list[Run]:
-    return grid(args.protocols, args.select_models, args.methods, [args.select_seed], args.epochs, "select",
-                settings.tag())
+    return tagged(settings, grid(args.protocols, args.select_models, args.methods, [args.select_seed], args.epochs,
+                                 "select"))
 
 
 def choose(args, rows: list[dict]) -> dict[str, dict]:
@@ -172,7 +177,7 @@ def final_runs(args, settings: P.Settings, chosen: dict[str, dict]) -> list[Run]
     runs = []
     for protocol, c in chosen.items():
         methods = list(dict.fromkeys([c["method"], *args.reference]))
-        runs += grid([protocol], args.models, methods, args.seeds, [c["epochs"]], "final", settings.tag())
+        runs += tagged(settings, grid([protocol], args.models, methods, args.seeds, [c["epochs"]], "final"))
     return sorted(runs, key=lambda r: (r.seed, r.protocol, r.model, r.method))  # every configuration's seed 0 first
 
 
@@ -214,8 +219,9 @@ def acceptance(summary: list[dict], chosen: dict[str, dict]) -> dict:
 
 def report(args, runner: Runner, started: float) -> Path:
     """Rewrite docs/results/<results>.{json,md} from the finished rows of this call's settings."""
-    tag = settings_of(args).tag()
-    rows = [r for r in runner.rows() if r.get("settings_tag", "") == tag and r["protocol"] in args.protocols]
+    settings = settings_of(args)
+    rows = [r for r in runner.rows() if r["protocol"] in args.protocols and r.get("settings_tag", "") == settings.tag()
+            and (r["method"] == "paragon" or r["tag"] == P.run_tag(settings, r["protocol"], r["model"]))]
     finals = [r for r in rows if r["phase"] == "final"]
     galleries = {r["protocol"]: r["gallery_model"] for r in finals if r["method"] == "paragon"}
     finals = [r for r in finals if galleries.get(r["protocol"]) == r["gallery_model"]]  # the current galleries

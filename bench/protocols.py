@@ -174,9 +174,17 @@ def gallery_path(settings: Settings, protocol: Protocol, phase: str) -> Path:
     return Path(settings.runs) / gallery_run_name(settings, protocol, phase) / "model.pt"
 
 
+def run_tag(settings: Settings, protocol: str, model: str) -> str:
+    """`Run.tag` of a (protocol, model): the settings' tag, and for a net given by --cmpnas-arch a
+    digest of its arch (a run of another arch is never reused for it, nor reported with it)."""
+    given = dict(settings.cmpnas_arch)
+    parts = [settings.tag()] + ([f"a{digest(given[protocol], 6)}"] if model == "cmpnas" and protocol in given else [])
+    return "_".join(p for p in parts if p)
+
+
 def query_run_name(settings: Settings, protocol: Protocol, run: Run) -> str:
     """Shared by the select and final runs of one configuration when both phases train on the same data."""
-    tag = settings.tag()
+    tag = run.tag
     return (f"{settings.prefix}_{run.protocol}{protocol.phase_tag(run.phase)}_{run.model}_{method_slug(run.method)}"
             f"_s{run.seed}_e{run.epochs}" + (f"_{tag}" if tag else ""))
 

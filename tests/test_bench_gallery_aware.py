@@ -123,3 +123,14 @@ def test_a_protocol_is_one_entry_and_can_share_another_protocols_galleries(monke
                                                       ("open_set", "select")]   # each gallery trained once
     assert {(r.protocol, r.phase) for r in second} == {("open_set_extra", "final"), ("closed_set", "select"),
                                                        ("open_set_extra", "select")}
+
+
+def test_a_given_cmpnas_arch_gets_its_own_runs():
+    default, given = P.Settings(), P.Settings(cmpnas_arch=(("open_set", "30-30-30"),))
+    assert P.run_tag(default, "open_set", "cmpnas") == "" == P.run_tag(given, "closed_set", "cmpnas")
+    assert P.run_tag(given, "open_set", "cmpnas").startswith("a")
+    assert P.run_tag(given, "open_set", "shufflenetv2_x0_5") == ""
+    assert P.model_recipe(given, "open_set", "cmpnas")[2] == {"arch": "30-30-30", "arch_searched_on": "open_set"}
+    runs = ga.tagged(given, [ga.Run("open_set", "cmpnas", "bct", 0, 30),
+                             ga.Run("open_set", "shufflenetv2_x0_5", "bct", 0, 30)])
+    assert runs[0].key != ga.Run("open_set", "cmpnas", "bct", 0, 30).key and runs[1].tag == ""
