@@ -5,16 +5,11 @@ A protocol is one `Protocol` entry in `PROTOCOLS`: its data (final phase, and se
 validation split shares no image, and in the open set no class, with the test split), how to build
 its gallery model, how to make a query model, and how to score a (query, gallery) pair on the
 validation or the test split. Adding one is one `register(Protocol(...))`; e.g. the catalogue
-refresh (issue 20; `hetsearch.train.refresh`) is the open set with another `query_model` (train,
-then refresh on the held-out classes' catalogue) and another `score` (queries never seen against
-the catalogue), using the open-set galleries (`gallery_of`: trained once, shared):
-
-    register(Protocol("open_set_refresh", "...", data=(*OPEN_SET.data, "data.gallery=catalogue"),
-                      select_data=(*OPEN_SET.select_data, "data.gallery=catalogue"), gallery_of="open_set",
-                      query_model=refreshed_query_model))
-
-(`score_pair` scores on the protocol's own data: with data.gallery=catalogue, the held-out classes'
-test images against their training images, the catalogue.)
+refresh (issue 20, `hetsearch.train.refresh`, at the end of this file) is the open set with another
+`query_model` (the open-set model of the same method and seed, refreshed on the index of the new
+classes' catalogue) and another `score` (test: queries never seen against the catalogue,
+data.gallery=catalogue; val: the refresh's held-out catalogue items), on the open-set galleries
+(`gallery_of`: trained once, shared).
 
 Runs: `Run.method` "paragon" is the protocol's gallery model itself (M(g, g)); any other method is
 a compat.method (with METHOD@KEY=VALUE&... variants, bench/runner.py) of a query model of
@@ -185,13 +180,14 @@ def run_tag(settings: Settings, protocol: str, model: str) -> str:
 def query_run_name(settings: Settings, protocol: Protocol, run: Run) -> str:
     """Shared by the select and final runs of one configuration when both phases train on the same data."""
     tag = run.tag
-    return (f"{settings.prefix}_{run.protocol}{protocol.phase_tag(run.phase)}_{run.model}_{method_slug(run.method)}"
+    method = split_refresh(run.method)[0]  # refresh options change the refresh, not the model it starts from
+    return (f"{settings.prefix}_{run.protocol}{protocol.phase_tag(run.phase)}_{run.model}_{method_slug(method)}"
             f"_s{run.seed}_e{run.epochs}" + (f"_{tag}" if tag else ""))
 
 
 def query_config(settings: Settings, protocol: Protocol, run: Run) -> TrainRunConfig:
     config, model_overrides, _ = model_recipe(settings, run.protocol, run.model)
-    compat_method, variant = split_method(run.method)
+    compat_method, variant = split_method(split_refresh(run.method)[0])
     return load_config(TrainRunConfig, _shared.CONFIGS / config, [
         *common_overrides(settings, protocol, run.phase), f"name={query_run_name(settings, protocol, run)}",
         f"train.epochs={run.epochs}", f"compat.method={compat_method}",
@@ -319,6 +315,7 @@ def build_bank(settings: Settings, run: Run) -> dict:
     from hetsearch.models.embedding_model import spec_from_config
     from hetsearch.utils.device import resolve_device
 
+    run = training_run(run)
     protocol = get_protocol(run.protocol)
     cfg = query_config(settings, protocol, run)
     splits = splits_of(cfg)
@@ -340,3 +337,96 @@ OPEN_SET = register(Protocol(
     "(each validation image against the others), galleries and query models trained on the rest; final phase: "
     "trained on the 5 (minus a stratified 10% of their images)",
     data=("data.protocol=open_set",), select_data=("data.protocol=open_set", "data.val_classes={val_classes}")))
+
+
+# ----------------------------------------------------------------------------- catalogue refresh (issue 20)
+# New classes arrive as a catalogue that the gallery model indexes; their queries are never seen.
+# Final phase: the 5 test classes' own training images are the catalogue (data.gallery=catalogue),
+# their test images the queries. Select phase: the validation classes play the new classes (their
+# images, held out of training, are the catalogue) and a refresh is scored on its own validation
+# split, the held-out share of the catalogue (hetsearch.train.refresh), never on test images.
+# A method variant may carry refresh options: "METHOD@...&refresh.epochs=3&refresh.replay=0.25".
+
+REFRESH_DEFAULTS = {"epochs": 2}   # else hetsearch.train.refresh.RefreshConfig's defaults
+
+
+def split_refresh(method: str) -> tuple[str, dict]:
+    """("METHOD@rest", {refresh option: value}) of a method variant."""
+    import yaml
+
+    name, variant = split_method(method)
+    options = {k.split(".", 1)[1]: yaml.safe_load(v) for k, v in (i.split("=", 1) for i in variant)
+               if k.startswith("refresh.")}
+    rest = [i for i in variant if not i.startswith("refresh.")]
+    return name + ("@" + "&".join(rest) if rest else ""), {**REFRESH_DEFAULTS, **options}
+
+
+def training_run(run: Run) -> Run:
+    """The run whose query model `run` trains (a refresh run: the open-set model it starts from)."""
+    if run.protocol != "open_set_refresh":
+        return run
+    return dataclasses.replace(run, protocol="open_set", method=split_refresh(run.method)[0])
+
+
+def catalogue_index(settings: Settings, protocol: Protocol, phase: str) -> Path:
+    """The index of the phase's catalogue, built once by the phase's gallery model."""
+    from hetsearch.index import build_index
+    from hetsearch.index.items import GalleryItems
+    from hetsearch.models import load_checkpoint
+
+    folder = Path(settings.runs) / f"{gallery_run_name(settings, protocol, phase)}_catalogue_index"
+    if (folder / "manifest.json").is_file():
+        return folder
+    splits = splits_of(scoring_config(settings, protocol, phase))
+    catalogue = splits.val if phase == "select" else splits.gallery
+    items = GalleryItems(images=catalogue.images, sources=list(catalogue.sources),
+                         labels=[catalogue.classes[int(i)] for i in catalogue.labels],
+                         fields=[{} for _ in range(len(catalogue))])
+    build_index(folder, load_checkpoint(gallery_path(settings, protocol, phase)), items)
+    return folder
+
+
+def refreshed_query_model(settings: Settings, protocol: Protocol, run: Run) -> tuple[Path, dict]:
+    """The open-set query model of the same method and seed, refreshed on the catalogue index."""
+    from hetsearch.train.refresh import RefreshConfig, refresh
+
+    options = split_refresh(run.method)[1]
+    base_path, info = train_query_model(settings, OPEN_SET, training_run(run))
+    index = catalogue_index(settings, protocol, run.phase)
+    overrides = {"runtime.progress": "false", **({"runtime.num_threads": settings.threads} if settings.threads else {}),
+                 **({"runtime.device": settings.device} if settings.device else {})}
+    result = refresh(RefreshConfig(index=str(index), query_model=str(base_path), output_dir=settings.runs,
+                                   name=f"{query_run_name(settings, protocol, run)}_r{digest(options, 6)}",
+                                   seed=run.seed, overrides=overrides,
+                                   **options), resume=True)
+    last = result.train.history[-1] if result.train.history else {}
+    return result.train.model_path, {
+        **info, "refreshed_from": info.get("training_run"), "refresh_options": options, "refresh_index": str(index),
+        "refresh_seconds": round(result.train.train_seconds, 1), "refresh_items": result.info,
+        "refresh_val_hetero_recall_at_1": last.get("val_hetero_recall_at_1"),
+        "refresh_val_recall_at_1": last.get("val_recall_at_1")}
+
+
+def score_refresh(settings: Settings, protocol: Protocol, run: Run, q_path: Path, g_path: Path, split: str) -> dict:
+    """Test: queries never seen against the catalogue (score_pair on data.gallery=catalogue). Val: the
+    refresh's own validation, held-out catalogue items each against the others (M(q, g) and M(q, q))."""
+    if split == "test" or Path(q_path) == Path(g_path):
+        return score_pair(settings, protocol, run, q_path, g_path, split)
+    from hetsearch.models.checkpoint import ModelMeta, read_checkpoint_file
+
+    last = json.loads((Path(q_path).parent / "metrics.jsonl").read_text().splitlines()[-1])
+    q, g = (ModelMeta.from_dict(read_checkpoint_file(p)["meta"]) for p in (q_path, g_path))
+    return {"val_recall_at_1": last["val_hetero_recall_at_1"], "val_map_at_r": last["val_hetero_map_at_r"],
+            "val_homo_recall_at_1": last["val_recall_at_1"], "val_homo_map_at_r": last["val_map_at_r"],
+            "query_model": q.model_id, "gallery_model": g.model_id, "query_mflops": q.flops / 1e6,
+            "gallery_mflops": g.flops / 1e6,
+            "scored_on": "val: the refresh's held-out catalogue items, each against the others"}
+
+
+OPEN_SET_REFRESH = register(Protocol(
+    "open_set_refresh", "open set with a catalogue refresh: the open-set query model fine-tuned label-free on the "
+    "index of the new classes' catalogue (hetsearch refresh, replay of its own training images); final phase: "
+    "catalogue = the 5 test classes' training images, queries = their test images (never seen); select phase: the "
+    "{val_classes} validation classes' images are the catalogue, scored on the refresh's held-out share of it",
+    data=(*OPEN_SET.data, "data.gallery=catalogue"), select_data=OPEN_SET.select_data, gallery_of="open_set",
+    query_model=refreshed_query_model, score=score_refresh))

@@ -134,3 +134,19 @@ def test_a_given_cmpnas_arch_gets_its_own_runs():
     runs = ga.tagged(given, [ga.Run("open_set", "cmpnas", "bct", 0, 30),
                              ga.Run("open_set", "shufflenetv2_x0_5", "bct", 0, 30)])
     assert runs[0].key != ga.Run("open_set", "cmpnas", "bct", 0, 30).key and runs[1].tag == ""
+
+
+def test_refresh_options_ride_on_the_method_and_share_the_model_they_start_from():
+    method, options = P.split_refresh("contrastive+relational@train.task_loss=none&refresh.epochs=3&refresh.replay=0.25")
+    assert method == "contrastive+relational@train.task_loss=none"
+    assert options == {"epochs": 3, "replay": 0.25}
+    assert P.split_refresh("bct") == ("bct", P.REFRESH_DEFAULTS)
+    run = P.Run("open_set_refresh", "shufflenetv2_x0_5", "bct@refresh.epochs=1", 0, 30, "final")
+    base = P.training_run(run)
+    assert (base.protocol, base.method) == ("open_set", "bct")
+    settings = P.Settings()
+    # the open-set model a refresh starts from is the open-set protocol's own run (trained once)
+    assert P.query_run_name(settings, P.OPEN_SET, base) == P.query_run_name(
+        settings, P.OPEN_SET, P.Run("open_set", "shufflenetv2_x0_5", "bct", 0, 30, "final"))
+    assert P.get_protocol("open_set_refresh").gallery_of == "open_set"
+    assert "data.gallery=catalogue" in P.get_protocol("open_set_refresh").data
