@@ -4,8 +4,7 @@ New classes or identities arrive as catalogue images that the gallery model inde
 come later and were never seen. A query model trained before they existed lands off the gallery's
 embeddings of them (docs/compat.md: M(q, g) below M(q, q) on new classes). The index already holds
 what is needed to fix that, without a label and without running the gallery model on it: every
-item's image as the gallery model saw it (``thumbnails.npy``) and its gallery embedding
-(``vectors.npy``). A refresh fine-tunes the query model so that its embedding of each stored image
+item's image as the gallery model saw it and its gallery embedding (`read_stored`). A refresh fine-tunes the query model so that its embedding of each stored image
 lands on the stored gallery embedding (the label-free bank methods, `compat.bank.index`), mixed with
 a replay of the query model's own training images (their gallery embeddings computed once by the
 gallery model, `compat.bank.index_missing=embed`) so the classes it knew are not forgotten.
