@@ -130,7 +130,7 @@ def test_missing_training_items_are_embedded_by_the_gallery_model(trained):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["epochs=0"], "refresh.epochs"),
+    (["epochs=-1"], "refresh.epochs"),
     (["replay=1"], "refresh.replay"),
     (["nonsense=3"], "not a refresh option"),
     (["epochs"], "expected key=value"),
@@ -153,3 +153,39 @@ def test_a_gallery_model_that_did_not_build_the_index_is_refused(trained, tmp_pa
 def test_split_overrides_types_refresh_options():
     fields, training = split_overrides(["epochs=3", "lr=0.01", "runtime.device=cpu"])
     assert fields == {"epochs": 3, "lr": 0.01} and training == {"runtime.device": "cpu"}
+
+
+def test_a_folded_affine_map_is_exactly_the_map_of_the_embedding():
+    from hetsearch.models import create_model
+    from hetsearch.models.linear_map import fold_affine_map
+
+    torch.manual_seed(0)
+    model = create_model("shufflenetv2_x0_5", num_classes=3, embedding_dim=16, in_chans=1, image_size=28)
+    model.train()
+    model(torch.rand(32, 1, 28, 28))          # BatchNorm statistics that are not the defaults
+    model.eval()
+    x = torch.rand(8, 1, 28, 28)
+    matrix, bias = torch.randn(16, 16), torch.randn(16)
+    with torch.no_grad():
+        expected = model(x, normalize=False) @ matrix + bias
+        fold_affine_map(model, matrix, bias)
+        assert torch.allclose(model(x, normalize=False), expected, atol=1e-4)
+
+
+def test_a_linear_only_refresh_fits_checks_and_folds_a_map(trained, capsys):
+    out = trained["root"] / "linear"
+    args = ["refresh", "--index", trained["index"], "--query-model", trained["query"], "--out", out, "--name", "lin",
+            "epochs=0", "val_fraction=0.25", "runtime.device=cpu", "--verify", "off"]
+    assert run(*args) == 0
+    meta = read_checkpoint_file(out / "lin" / "model.pt")["meta"]
+    fitted = meta["extra"]["linear_map"]
+    assert fitted["fitted_on"] == 90 and fitted["validated_on"] == 30
+    assert fitted["applied"] == (fitted["val_recall_at_1_after"] > fitted["val_recall_at_1_before"])
+    query_meta = read_checkpoint_file(trained["query"])["meta"]
+    assert (meta["model_id"] != query_meta["model_id"]) == fitted["applied"]
+    assert meta["extra"]["protocol"]["replay"] == 0            # no fine-tuning, no replay loaded
+    assert run(*args[:-2], "--resume", "--verify", "off") == 0  # done already: not fitted twice
+    assert read_checkpoint_file(out / "lin" / "model.pt")["meta"]["model_id"] == meta["model_id"]
+    assert run("refresh", "--index", trained["index"], "--query-model", trained["query"], "epochs=0",
+               "linear=false", "--verify", "off") == 2
+    assert "nothing to do" in capsys.readouterr().err

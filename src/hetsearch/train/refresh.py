@@ -34,12 +34,15 @@ from hetsearch.config import TrainRunConfig
 from hetsearch.data import ImageSet, Splits, make_splits
 from hetsearch.data.transforms import fit_tensor_images
 from hetsearch.errors import CompatibilityError, ConfigError
+from hetsearch.eval.metrics import retrieval_metrics
 from hetsearch.index.gallery import StoredGallery, read_stored
-from hetsearch.models import EmbeddingModel, load_checkpoint
+from hetsearch.models import EmbeddingModel, load_checkpoint, save_checkpoint
 from hetsearch.models.checkpoint import read_checkpoint_file
+from hetsearch.models.linear_map import fold_affine_map
 from hetsearch.models.memory_format import to_channels_last
-from hetsearch.train.trainer import Trainer, TrainResult
-from hetsearch.utils.typed_config import apply_overrides, from_dict, to_dict
+from hetsearch.train.trainer import FINAL_MODEL, Trainer, TrainResult
+from hetsearch.utils.io import atomic_write_text
+from hetsearch.utils.typed_config import apply_overrides, dump_yaml, from_dict, to_dict
 
 # label-free: the positive is the stored gallery embedding of the very image (InfoNCE against a
 # sampled bank) plus the gallery's similarity structure (relational); the best open-set method of
@@ -56,7 +59,10 @@ class RefreshConfig:
     gallery_model: Optional[str] = None  # default: the query model's compat.gallery_model
     output_dir: Optional[str] = None     # default: next to the query model (<its folder>/../refresh)
     name: Optional[str] = None           # default: refresh-<query model id>-<index digest>
-    epochs: int = 2
+    epochs: int = 2                  # 0: no fine-tuning, only the linear map (seconds)
+    linear: bool = True              # then fit an affine map of the query embedding onto the stored gallery
+                                     # embeddings (ridge, λ and whether at all chosen on the held-out items),
+                                     # folded into the embedding head (same architecture, same cost)
     lr: float = 0.02                 # SGD, cosine from here, no warm-up (a fine-tune, not a fresh start)
     batch_size: int = 256
     replay: float = 0.5              # share of the training items that are the query model's own images
@@ -72,10 +78,14 @@ class RefreshConfig:
             raise ConfigError("refresh.index: expected the gallery index folder to refresh against (--index DIR)")
         if not self.query_model:
             raise ConfigError("refresh.query_model: expected the query model checkpoint (--query-model PATH)")
-        for name, value, low_ok in (("epochs", self.epochs, False), ("lr", self.lr, False),
+        if self.epochs == 0 and not self.linear:
+            raise ConfigError("refresh.epochs=0 with refresh.linear=false leaves nothing to do; give epochs >= 1 "
+                              "or linear=true")
+        for name, value, low_ok in (("epochs", self.epochs, True), ("lr", self.lr, False),
                                     ("batch_size", self.batch_size, False), ("max_val_items", self.max_val_items, True)):
             if not (value > 0 or (low_ok and value == 0)):
-                raise ConfigError(f"refresh.{name}: got {value!r}, expected a positive number")
+                raise ConfigError(f"refresh.{name}: got {value!r}, expected a positive number"
+                                  + (" (or 0: only the linear map)" if name == "epochs" else ""))
         if not 0.0 <= self.replay < 1.0:
             raise ConfigError(f"refresh.replay: got {self.replay!r}, expected a share in [0, 1) (0.5: half the "
                               "training items are the query model's own images)")
@@ -154,7 +164,7 @@ def training_config(cfg: RefreshConfig, base: TrainRunConfig, *, gallery_model: 
     """The query model's config turned into the refresh run: label-free, against the index."""
     run = copy.deepcopy(base)
     run.name, run.output_dir = run_name, output_dir
-    run.train.epochs, run.train.lr, run.train.batch_size = cfg.epochs, cfg.lr, cfg.batch_size
+    run.train.epochs, run.train.lr, run.train.batch_size = max(cfg.epochs, 1), cfg.lr, cfg.batch_size
     run.train.warmup_epochs, run.train.task_loss, run.train.max_steps_per_epoch = 0.0, "none", None
     run.compat.method, run.compat.gallery_model = cfg.method, gallery_model
     run.compat.bank.index, run.compat.bank.views, run.compat.bank.match_views = cfg.index, 1, True
@@ -196,15 +206,17 @@ def _as_images(train) -> ImageSet:
     return train if isinstance(train, ImageSet) else train.materialize()
 
 
-def refresh_splits(cfg: RefreshConfig, run: TrainRunConfig, stored: StoredGallery, meta: dict) -> Splits:
+def refresh_splits(cfg: RefreshConfig, run: TrainRunConfig, stored: StoredGallery,
+                   meta: dict) -> tuple[Splits, ImageSet]:
     """Training: the index's items (minus validation) + the replayed share of the query model's
-    training images; validation: the held-out share of the index."""
+    training images; validation: the held-out share of the index. Also the catalogue's training
+    share with its labels (the linear map fits and scores on it)."""
     spec = meta["spec"]
     channels, size = int(spec["in_chans"]), int(spec["image_size"])
     cat_train, cat_val = catalogue_sets(stored, channels, size, val_fraction=cfg.val_fraction,
                                         max_val_items=cfg.max_val_items, seed=cfg.seed)
     classes = list(meta.get("classes") or ["unlabelled"])
-    replay_count = int(round(len(cat_train) * cfg.replay / (1.0 - cfg.replay)))
+    replay_count = int(round(len(cat_train) * cfg.replay / (1.0 - cfg.replay))) if cfg.epochs else 0
     parts = [ImageSet(images=cat_train.images, labels=torch.full((len(cat_train),), -1, dtype=torch.int64),
                       classes=classes, sources=cat_train.sources)]
     if replay_count:
@@ -222,7 +234,7 @@ def refresh_splits(cfg: RefreshConfig, run: TrainRunConfig, stored: StoredGaller
                 "replay": replayed, "val_desc": f"{len(cat_val)} held-out index items (seeded, refresh.seed)",
                 "counts": {"train": len(train), "val": len(cat_val)}}
     return Splits(train=train, val=cat_val, query=cat_val, gallery=cat_val, classes=classes, train_classes=[],
-                  test_classes=[], exclude_self=True, protocol=protocol)
+                  test_classes=[], exclude_self=True, protocol=protocol), cat_train
 
 
 def refresh(cfg: RefreshConfig, *, resume: bool = False) -> RefreshResult:
@@ -235,9 +247,111 @@ def refresh(cfg: RefreshConfig, *, resume: bool = False) -> RefreshResult:
     name = cfg.name or f"refresh-{meta['model_id'][:8]}-{digest[:8]}"
     output_dir = cfg.output_dir or str(Path(cfg.query_model).resolve().parent.parent)
     run = training_config(cfg, base, gallery_model=gallery_model, run_name=name, output_dir=output_dir)
-    splits = refresh_splits(cfg, run, stored, meta)
-    result = RefreshTrainer(run, splits, cfg.query_model).fit(resume=resume)
+    splits, catalogue = refresh_splits(cfg, run, stored, meta)
+    if cfg.epochs:
+        result = RefreshTrainer(run, splits, cfg.query_model).fit(resume=resume)
+    else:
+        result = _untrained(run, splits, cfg.query_model, resume=resume)
+    if cfg.linear:
+        result = apply_linear_map(result, Catalogue(catalogue, splits.val, stored))
     return RefreshResult(result, run.run_dir, dict(splits.protocol))
+
+
+def _untrained(run: TrainRunConfig, splits: Splits, query_model: str, *, resume: bool) -> TrainResult:
+    """refresh.epochs=0: the query model itself, saved as the run's model (the linear map follows)."""
+    final = run.run_dir / FINAL_MODEL
+    if final.exists() and not resume:
+        raise ConfigError(f"{run.run_dir} already holds a run; pass --resume to continue it, or choose another "
+                          "name (name=...)")
+    if not final.exists():
+        loaded = load_checkpoint(query_model)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.run_dir / "config.yaml", dump_yaml(run))
+        save_checkpoint(final, loaded.model, classes=loaded.meta.classes, compatible_with=loaded.meta.compatible_with,
+                        compatibility=loaded.meta.compatibility, config=to_dict(run),
+                        extra={"train_seconds": 0.0, "protocol": splits.protocol, "refresh_epochs": 0})
+    return TrainResult(final, load_checkpoint(final).meta, 0.0, [])
+
+
+@torch.no_grad()
+def raw_embeddings(model: EmbeddingModel, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """The model's embeddings before L2 normalisation (what a folded map acts on), float64."""
+    model.eval()
+    device = next(model.parameters()).device
+    parts = [model(images[i:i + batch_size].to(device).float().div_(255), normalize=False).double().cpu()
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(parts).numpy()
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def fit_affine_map(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression [x, 1] -> y: (B (D, D), c (D,)); the bias is not penalised."""
+    xb = np.c_[x, np.ones(len(x))]
+    penalty = lam * np.eye(xb.shape[1])
+    penalty[-1, -1] = 0.0
+    solution = np.linalg.solve(xb.T @ xb + penalty, xb.T @ y)
+    return solution[:-1], solution[-1]
+
+
+@dataclass
+class Catalogue:
+    """The index's items as the refresh split them, with their stored gallery embeddings."""
+
+    train: ImageSet
+    val: ImageSet
+    stored: StoredGallery
+
+    def targets(self, items: ImageSet) -> np.ndarray:
+        row = {source: i for i, source in enumerate(self.stored.sources) if source is not None}
+        picked = np.asarray([row.get(source, -1) for source in items.sources])
+        if (picked < 0).any():  # unreachable: every catalogue item comes from the index
+            raise CompatibilityError("refresh: a catalogue item is missing from the index")
+        return _unit(self.stored.vectors[picked].astype(np.float64))
+
+    def val_recall(self, queries: np.ndarray) -> float:
+        """Held-out items searching the stored gallery embeddings: label Recall@1 against the
+        training share when the index has labels, else whether the item's own stored embedding
+        comes first among all of them."""
+        labels, train_labels = self.val.labels.numpy(), self.train.labels.numpy()
+        if (labels >= 0).all() and (train_labels >= 0).all() and len(set(labels.tolist())) > 1:
+            return retrieval_metrics(_unit(queries), labels, self.targets(self.train), train_labels,
+                                     ks=(1,))["recall_at_1"]
+        everything = np.concatenate([self.targets(self.val), self.targets(self.train)])
+        return float(np.mean(np.argmax(_unit(queries) @ everything.T, axis=1) == np.arange(len(queries))))
+
+
+LAMBDAS = (0.01, 1.0, 10.0)
+
+
+def apply_linear_map(result: TrainResult, catalogue: Catalogue) -> TrainResult:
+    """Fit an affine map of the raw query embedding onto the stored gallery embeddings of the
+    catalogue's training share (ridge, λ from LAMBDAS), keep it only when it raises Recall@1 of the
+    held-out items, fold it into the embedding head and save the model again. Idempotent: a model
+    that records its map is returned as it is."""
+    loaded = load_checkpoint(result.model_path)
+    if "linear_map" in loaded.meta.extra or len(catalogue.val) == 0:
+        return result
+    model = loaded.model
+    x_train, x_val = raw_embeddings(model, catalogue.train.images), raw_embeddings(model, catalogue.val.images)
+    before = catalogue.val_recall(x_val)
+    fits = []
+    for lam in LAMBDAS:
+        matrix, bias = fit_affine_map(x_train, catalogue.targets(catalogue.train), lam)
+        fits.append((catalogue.val_recall(x_val @ matrix + bias), lam, matrix, bias))
+    after, lam, matrix, bias = max(fits, key=lambda fit: fit[0])
+    info = {"val_recall_at_1_before": round(before, 6), "val_recall_at_1_after": round(after, 6),
+            "ridge_lambda": lam, "applied": bool(after > before), "fitted_on": len(catalogue.train),
+            "validated_on": len(catalogue.val)}
+    if info["applied"]:
+        fold_affine_map(model, torch.from_numpy(matrix).float(), torch.from_numpy(bias).float())
+    meta = loaded.meta
+    new_meta = save_checkpoint(result.model_path, model, classes=meta.classes, compatible_with=meta.compatible_with,
+                               compatibility=meta.compatibility, config=meta.config,
+                               extra={**meta.extra, "linear_map": info})
+    return TrainResult(result.model_path, new_meta, result.train_seconds, result.history)
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict, dict]:
