@@ -1,5 +1,20 @@
+import os
+
 import pytest
 import torch
+
+# Learning tests (@pytest.mark.learning: tests that assert what training or a search reaches) must
+# hold on any CPU, seed and kernel. Two switches let CI prove it (.ci/run, bench/learning_matrix.py):
+#   HETSEARCH_TEST_SEED=N    the seed the learning tests derive their data and runtime.seed from (default 0)
+#   HETSEARCH_TEST_MKLDNN=0  torch.backends.mkldnn off: PyTorch's native CPU kernels instead of oneDNN's
+TEST_SEED = int(os.environ.get("HETSEARCH_TEST_SEED", "0"))
+if os.environ.get("HETSEARCH_TEST_MKLDNN", "1") == "0":
+    torch.backends.mkldnn.enabled = False
+
+
+def pytest_report_header(config):
+    return (f"hetsearch: HETSEARCH_TEST_SEED={TEST_SEED}, mkldnn {'on' if torch.backends.mkldnn.enabled else 'off'}, "
+            f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'default')}")
 
 
 @pytest.fixture(autouse=True)
@@ -9,6 +24,13 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def learning_seed() -> int:
+    """The learning tests' base seed (HETSEARCH_TEST_SEED, default 0): their data and runtime.seed
+    derive from it, so a CI leg can rerun them on other draws."""
+    return TEST_SEED
 
 
 @pytest.fixture

@@ -1,9 +1,19 @@
 """Acceptance: your own colour images in ROOT/{train,test}/CLASS, from the templates in
-configs/image_folder/ with no overrides but data.root: gallery model -> compatible query model ->
-index of ROOT/train -> `evaluate --queries ROOT/test --index`, all through the CLI.
+configs/image_folder/ with no overrides but data.root (and runtime.seed, from HETSEARCH_TEST_SEED):
+gallery model -> compatible (BCT) query model -> index of ROOT/train ->
+`evaluate --queries ROOT/test --index`, all through the CLI.
 
 The templates' own settings run (30 epochs, 64 px); the generated set is tiny (3 classes, 8
 training images each), so every epoch is one batch and the whole test takes a few tens of seconds.
+
+What is asserted about learning holds on any CPU and seed (issue 19): the gallery model through
+its index and the query model by itself retrieve the 30 test images far above chance (measured
+1.0 and 0.97-1.0 over seeds 0-4 and CPU kernels; bound 2/3 = twice chance). The query model's
+M(q, g) through the index is checked to be what the two models give on the folders directly, not
+bounded: 30 BCT steps on 3 classes do not make the query model compatible reliably (measured M(q, g)
+0.0 to 1.0 across seeds; 0.33 with seed 0 on an AVX-512 Intel CPU, where `> 1/3` failed). With 3
+classifier rows BCT constrains little of a 128-d embedding (tests/test_learning.py asserts
+compatibility training with a method and data where it is reliable).
 """
 
 from __future__ import annotations
@@ -15,10 +25,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import pytest
+
 from hetsearch.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+TEST_PER_CLASS = 10
+CHANCE = 1 / len(COLOURS)
 
 
 def run(*args) -> int:
@@ -45,16 +59,25 @@ def write_colour_folder(root: Path, per_class: dict[str, int], seed: int) -> Non
                     Image.fromarray(pixels, "RGB").save(root / split / name / f"{i}.jpg", quality=90)
 
 
-def test_own_images_from_folder_to_scored_index(tmp_path: Path, monkeypatch, capsys) -> None:
+def evaluate(capsys, *args) -> dict:
+    capsys.readouterr()
+    assert run("evaluate", *args, "--json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.learning
+def test_own_images_from_folder_to_scored_index(tmp_path: Path, monkeypatch, capsys, learning_seed,
+                                                record_property) -> None:
     root = tmp_path / "photos"
-    write_colour_folder(root, {"train": 8, "test": 3}, seed=0)
+    write_colour_folder(root, {"train": 8, "test": TEST_PER_CLASS}, seed=learning_seed)
     shutil.copytree(REPO / "configs" / "image_folder", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)   # the templates write runs/my_images/ under the working folder
 
-    assert run("train", "configs/gallery.yaml", f"data.root={root}") == 0
+    seed = f"runtime.seed={learning_seed}"   # the templates' own seed (0) by default
+    assert run("train", "configs/gallery.yaml", f"data.root={root}", seed) == 0
     err = capsys.readouterr().err
     assert "layout ROOT/{train,test}/CLASS/*; closed_set" in err
-    assert run("train", "configs/query.yaml", f"data.root={root}") == 0
+    assert run("train", "configs/query.yaml", f"data.root={root}", seed) == 0
     gallery, query = Path("runs/my_images/gallery/model.pt"), Path("runs/my_images/query/model.pt")
     assert gallery.is_file() and query.is_file()
 
@@ -65,12 +88,25 @@ def test_own_images_from_folder_to_scored_index(tmp_path: Path, monkeypatch, cap
                "--out", "metrics.json") == 0
     result = json.loads(capsys.readouterr().out)
     metrics = result["metrics"]
-    assert metrics["num_queries"] == 9 and metrics["num_gallery"] == 24
+    assert metrics["num_queries"] == 3 * TEST_PER_CLASS and metrics["num_gallery"] == 24
     assert result["gallery_model"] != result["query_model"]
-    assert metrics["recall_at_1"] > 1 / 3   # better than chance with 3 classes
     assert json.loads(Path("metrics.json").read_text())["metrics"] == metrics
+    # the index's stored embeddings score M(q, g) exactly as the gallery model embedding the folder does
+    direct = evaluate(capsys, "--query-model", query, "--gallery-model", gallery, "--queries", root / "test",
+                      "--gallery", root / "train")["metrics"]
+    for key in ("recall_at_1", "map_at_r", "num_queries", "num_gallery"):
+        assert metrics[key] == pytest.approx(direct[key], abs=1e-6), (key, metrics, direct)
+
+    # both models learnt the classes: the gallery model through its own index, the query model alone
+    own_index = evaluate(capsys, "--query-model", gallery, "--queries", root / "test", "--index", "idx")["metrics"]
+    query_alone = evaluate(capsys, "--query-model", query, "--gallery-model", query, "--queries", root / "test",
+                           "--gallery", root / "train")["metrics"]
+    record_property("recall_at_1", {"m_q_g_index": round(metrics["recall_at_1"], 4),
+                                    "m_g_g_index": round(own_index["recall_at_1"], 4),
+                                    "m_q_q": round(query_alone["recall_at_1"], 4)})
+    assert own_index["recall_at_1"] >= 2 * CHANCE and query_alone["recall_at_1"] >= 2 * CHANCE, (own_index, query_alone)
 
     # and a served search starts from the same index: `query` with the test folder
     assert run("query", "--index", "idx", "--query-model", query, root / "test", "--k", "1", "--json") == 0
     hits = json.loads(capsys.readouterr().out)["queries"]
-    assert len(hits) == 9
+    assert len(hits) == 3 * TEST_PER_CLASS

@@ -52,13 +52,21 @@ def test_mutation_and_crossover_keep_architectures_valid_and_in_budget():
     assert result.best["reward"] == max(r["reward"] for r in result.records)
 
 
-def test_evolution_beats_random_with_same_number_of_evaluations():
-    evo = search(SPACE, mflops, fake_evaluate, REWARD, SearchConfig(**{**CFG, "generations": 6}), log=None)
-    rnd = search(SPACE, mflops, fake_evaluate, REWARD, SearchConfig(**{**CFG, "generations": 6, "strategy": "random"}),
-                 log=None)
-    assert len(evo.records) == len(rnd.records) == 48
-    assert {r["origin"] for r in rnd.records} == {"random"}
-    assert evo.best["reward"] >= rnd.best["reward"]
+@pytest.mark.learning
+def test_evolution_beats_random_with_same_number_of_evaluations(learning_seed, record_property):
+    """On average over 8 search seeds: with one seed evolution loses to random search in about 1 case
+    of 7 (measured over seeds 0-63: it wins 55), so a single seed would be luck."""
+    gaps = []
+    for seed in range(8 * learning_seed, 8 * learning_seed + 8):
+        cfg = {**CFG, "generations": 6, "seed": seed}
+        evo = search(SPACE, mflops, fake_evaluate, REWARD, SearchConfig(**cfg), log=None)
+        rnd = search(SPACE, mflops, fake_evaluate, REWARD, SearchConfig(**{**cfg, "strategy": "random"}), log=None)
+        assert len(evo.records) == len(rnd.records) == 48
+        assert {r["origin"] for r in rnd.records} == {"random"}
+        gaps.append(evo.best["reward"] - rnd.best["reward"])
+    record_property("mean_reward_gap", round(sum(gaps) / len(gaps), 4))
+    # measured over seeds 0-63: gap 0.11 on average (sd 0.09); the mean of 8 consecutive seeds >= 0.069
+    assert sum(gaps) / len(gaps) >= 0.02, gaps
 
 
 def test_search_resumes_after_interruption_to_the_same_result(tmp_path):
