@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from hetsearch.errors import HetsearchError
+from hetsearch.utils.terminal import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Heterogeneous visual search: a large gallery model indexes, a tiny query model searches.")

@@ -33,7 +33,7 @@ def grid(items: List[str] = typer.Argument(..., metavar="MODEL... [data.key=valu
          gallery: Path = typer.Option(None, "--gallery", help="with --queries: labelled gallery folder"),
          index: Path = typer.Option(None, "--index", help="with --queries: the images a gallery index stores"),
          device: str = typer.Option("auto", help="auto | cpu | cuda")):
-    from rich.console import Console
+    from hetsearch.utils.terminal import Console
 
     from hetsearch.eval.grid import run_grid
     from hetsearch.data import make_splits

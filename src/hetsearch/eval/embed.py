@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from hetsearch.errors import DataError
+from hetsearch.utils.terminal import is_terminal
 from hetsearch.utils.torch_modules import eval_mode, model_device, on_device
 
 __all__ = ["embed"]
@@ -53,7 +55,7 @@ def embed(
     if progress:
         from rich.progress import track
 
-        starts = track(starts, description="embedding", total=len(starts))
+        starts = track(starts, description="embedding", total=len(starts), disable=not is_terminal(sys.stdout))
     outputs: list[torch.Tensor] = []
     with eval_mode(runner), torch.inference_mode():
         for start in starts:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+
+from hetsearch.utils.terminal import Console
 
 console = Console(emoji=False, markup=False, highlight=False)
 

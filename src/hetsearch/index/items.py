@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from hetsearch.data.preprocessing import colour_rgb
 from hetsearch.data.registry import list_datasets
 from hetsearch.data.sources import materialize
 from hetsearch.errors import ConfigError, DataError
+from hetsearch.utils.terminal import is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,8 @@ def _decode_all(paths: list[Path], spec: DecodeSpec, progress: bool, num_workers
     if progress:
         from rich.progress import track
 
-        chunks = track(chunks, description="decoding", total=(len(paths) + 255) // 256)
+        chunks = track(chunks, description="decoding", total=(len(paths) + 255) // 256,
+                       disable=not is_terminal(sys.stdout))
     start = filled = 0
     for images, ok, errors in chunks:
         n = int(ok.shape[0])

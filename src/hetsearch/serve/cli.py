@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from hetsearch.errors import HetsearchError
 from hetsearch.index.cli import VERIFY_HELP
+from hetsearch.utils.terminal import Console
 
 # emoji=False: item sources such as "fashion_mnist:train:12" must not turn into emoji (":train:")
 console = Console(emoji=False)

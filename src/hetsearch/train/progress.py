@@ -1,20 +1,28 @@
 """What a training run shows while it runs (rank 0, `runtime.progress`): a per-epoch progress bar
-with the running loss and images per second, and one line per finished epoch."""
+with the running loss and images per second (only on a terminal: hetsearch.utils.terminal), and
+one line per finished epoch (always: what a log of a piped or redirected run holds)."""
 
 from __future__ import annotations
 
+import sys
+
 from tqdm.auto import tqdm
+
+from hetsearch.utils.terminal import is_terminal
 
 
 class EpochBar:
-    """A tqdm bar over one epoch's steps; `update` shows the running mean loss and img/s."""
+    """A tqdm bar over one epoch's steps; `update` shows the running mean loss and img/s. Drawn only
+    when stderr (where it draws) is a terminal: elsewhere its redraws would become one endless line."""
 
     def __init__(self, run_name: str, epoch: int, epochs: int, steps: int, images_per_step: int):
         self._bar = tqdm(total=steps, desc=f"{run_name} epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                         dynamic_ncols=True)
+                         dynamic_ncols=True, file=sys.stderr, disable=not is_terminal(sys.stderr))
         self._images_per_step = images_per_step
 
     def update(self, n: int, loss: float) -> None:
+        if self._bar.disable:
+            return
         self._bar.update(n)
         rate = self._bar.format_dict.get("rate") or 0.0
         self._bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate * self._images_per_step:.0f}", refresh=False)
