@@ -52,10 +52,19 @@ class Settings:
     overrides: tuple[str, ...] = ()            # --set: config overrides of every query model
     val_classes: float = 2                     # open set, select phase: training classes held out as validation
     cmpnas_arch: tuple[tuple[str, str], ...] = ()  # (protocol, arch): the searched net per protocol
+    configs: str = ""                          # folder of gallery.yaml, query_<model>.yaml (default configs/fashion_mnist)
+    gallery_overrides: tuple[str, ...] = ()    # config overrides of the gallery models (e.g. their augmentation)
 
     def tag(self) -> str:
         changed = {"bn": self.bn_recalibration, "set": list(self.overrides), "gallery_epochs": self.gallery_epochs}
+        # a data set's configs and gallery overrides join the tag only when given (earlier tags unchanged)
+        changed.update({k: v for k, v in (("configs", self.configs), ("gallery_set", list(self.gallery_overrides)))
+                        if v})
         return "" if changed == {"bn": 20, "set": [], "gallery_epochs": None} else digest(changed)
+
+    @property
+    def configs_dir(self) -> Path:
+        return _shared.ROOT / self.configs if self.configs else _shared.CONFIGS
 
 
 # ----------------------------------------------------------------------------- protocols
@@ -153,16 +162,17 @@ def gallery_owner(protocol: Protocol) -> Protocol:
 def gallery_run_name(settings: Settings, protocol: Protocol, phase: str) -> str:
     protocol = gallery_owner(protocol)
     name = protocol.gallery_name + ("_val" if protocol.phase_tag(phase) else "")
-    return name + (f"_e{settings.gallery_epochs}" if settings.gallery_epochs else "")
+    name += f"_e{settings.gallery_epochs}" if settings.gallery_epochs else ""
+    return name + (f"_g{digest(list(settings.gallery_overrides), 6)}" if settings.gallery_overrides else "")
 
 
 def gallery_config(settings: Settings, protocol: Protocol, phase: str) -> TrainRunConfig:
-    """The paragon recipe (configs/fashion_mnist/gallery.yaml) on the protocol's data of `phase`."""
+    """The paragon recipe (<configs>/gallery.yaml) on the protocol's data of `phase`."""
     protocol = gallery_owner(protocol)
     extra = [*common_overrides(settings, protocol, phase), f"name={gallery_run_name(settings, protocol, phase)}"]
     if settings.gallery_epochs:
         extra.append(f"train.epochs={settings.gallery_epochs}")
-    return load_config(TrainRunConfig, _shared.CONFIGS / "gallery.yaml", extra)
+    return load_config(TrainRunConfig, settings.configs_dir / "gallery.yaml", [*extra, *settings.gallery_overrides])
 
 
 def gallery_path(settings: Settings, protocol: Protocol, phase: str) -> Path:
@@ -188,7 +198,7 @@ def query_run_name(settings: Settings, protocol: Protocol, run: Run) -> str:
 def query_config(settings: Settings, protocol: Protocol, run: Run) -> TrainRunConfig:
     config, model_overrides, _ = model_recipe(settings, run.protocol, run.model)
     compat_method, variant = split_method(split_refresh(run.method)[0])
-    return load_config(TrainRunConfig, _shared.CONFIGS / config, [
+    return load_config(TrainRunConfig, settings.configs_dir / config, [
         *common_overrides(settings, protocol, run.phase), f"name={query_run_name(settings, protocol, run)}",
         f"train.epochs={run.epochs}", f"compat.method={compat_method}",
         f"compat.gallery_model={gallery_path(settings, protocol, run.phase)}", f"runtime.seed={run.seed}",
@@ -218,7 +228,7 @@ def splits_of(cfg: TrainRunConfig):
 
 def scoring_config(settings: Settings, protocol: Protocol, phase: str) -> TrainRunConfig:
     """A config holding the protocol's own data of `phase` (what its models are scored on)."""
-    return load_config(TrainRunConfig, _shared.CONFIGS / "gallery.yaml", common_overrides(settings, protocol, phase))
+    return load_config(TrainRunConfig, settings.configs_dir / "gallery.yaml", common_overrides(settings, protocol, phase))
 
 
 def _fast_cudnn(cfg: TrainRunConfig) -> None:
