@@ -25,7 +25,8 @@ ALLOWED_LAZY = {
     "timm": (("models/backbones.py",), "slow to import; only the timm backbones need it"),
     "torchvision": (("models/backbones.py", "data/fashion_mnist.py"),
                     "slow to import; only the torchvision backbones and the Fashion-MNIST download need it"),
-    "matplotlib": (("eval/grid.py",), "slow to import; only the heat-map needs it"),
+    "matplotlib": (("eval/grid.py", "nas/plots.py"), "slow to import; only the heat-map and the search's "
+                                                     "Pareto plot need it"),
     "schemathesis": (("serve/fuzz.py",), "a test-time dependency of the API fuzzer"),
     "hypothesis": (("serve/fuzz.py",), "a test-time dependency of the API fuzzer"),
     "rich": (("eval/embed.py", "index/items.py"), "progress bars of long loops, off the serving path"),

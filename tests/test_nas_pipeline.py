@@ -140,6 +140,10 @@ def test_tiny_end_to_end_pipeline_with_nas(tmp_path, capsys):
     assert best["backbone_args"]["arch"] == best["arch"] and "seed" not in best["backbone_args"]
     log = (runs / "cmpnas_search_1mf" / "evaluated.jsonl").read_text().splitlines()
     assert len(log) == 8
+    # the search's Pareto plot (hetsearch.nas.plots), named in its summary
+    assert (runs / "cmpnas_search_1mf" / "pareto.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    summary = json.loads((runs / "cmpnas_search_1mf" / "search_summary.json").read_text())
+    assert summary["pareto_png"] == str(runs / "cmpnas_search_1mf" / "pareto.png")
     gallery = load_checkpoint(runs / "gallery" / "model.pt")
     supernet = load_checkpoint(runs / "cmpnas_supernet" / "model.pt")
     retrained = load_checkpoint(runs / "cmpnas_1mf" / "model.pt")

@@ -24,7 +24,29 @@ def search_cmd(config: Path = typer.Argument(..., help="search YAML, e.g. config
     best = result.best
     typer.echo(f"best {best['arch']}  reward {best['reward']:.4f}  hetero R@1 {best['hetero_recall_at_1']:.4f}  "
                f"homo R@1 {best['homo_recall_at_1']:.4f}  {best['cost']:.3f} {cfg.search.cost}  "
-               f"({len(result.records)} evaluations) -> {cfg.run_dir / 'best.json'}")
+               f"({len(result.records)} evaluations) -> {cfg.run_dir / 'best.json'}, Pareto plot "
+               f"{cfg.run_dir / 'pareto.png'}")
+
+
+@nas_app.command("plot", help="(Re)draw a search's Pareto plot (MFLOPs vs heterogeneous vs homogeneous accuracy "
+                              "of every evaluated path, the winner marked), with other nets marked.\n\nExample: "
+                              "hetsearch nas plot runs/fashion_mnist/cmpnas_search --mark "
+                              "'ShuffleNetV2 x0.5=1.61,0.87,0.88'")
+def plot_cmd(run_dir: Path = typer.Argument(..., help="a search's folder (evaluated.jsonl, best.json)"),
+             out: Optional[Path] = typer.Option(None, help="PNG to write (default RUN_DIR/pareto.png)"),
+             mark: Optional[List[str]] = typer.Option(None, help="LABEL=MFLOPS,HETERO,HOMO (repeatable)"),
+             metric: str = typer.Option("recall_at_1", help="recall_at_1 | map_at_r")):
+    from hetsearch.nas.plots import plot_search
+
+    marks = []
+    for item in mark or []:
+        label, _, values = item.rpartition("=")
+        try:
+            mflops, hetero, homo = (float(v) for v in values.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"--mark {item!r}: expected LABEL=MFLOPS,HETERO,HOMO") from None
+        marks.append({"label": label, "mflops": mflops, f"hetero_{metric}": hetero, f"homo_{metric}": homo})
+    typer.echo(f"wrote {plot_search(run_dir, out, marks=marks, metric=metric)}")
 
 
 @nas_app.command("retrain", help="Train the searched architecture as a query model (ordinary training config, "

@@ -4,7 +4,9 @@ A search run config (configs/<dataset>/search.yaml) names the supernet and galle
 the data (it must be the supernet's: candidates are calibrated on its training split and scored
 on its validation split), the search, the reward and the evaluator. Outputs go to
 `output_dir/<name>/`: `state.json` (resume), `evaluated.jsonl`, `best.json` / `best.yaml`
-(the winner, with `backbone_args` ready for the `cmpnas` backbone) and `search_summary.json`.
+(the winner, with `backbone_args` ready for the `cmpnas` backbone), `search_summary.json` and
+`pareto.png` (`hetsearch.nas.plots`: MFLOPs vs heterogeneous vs homogeneous accuracy of every
+evaluated path, the winner marked).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hetsearch.data import DataConfig, Splits, make_splits
 from hetsearch.models import load_checkpoint
 from hetsearch.nas.efficiency import CostInputs, make_cost
 from hetsearch.nas.evaluator import CandidateEvaluator, EvaluatorConfig
+from hetsearch.nas.plots import plot_search
 from hetsearch.nas.rewards import RewardConfig, make_reward
 from hetsearch.nas.search import BEST_JSON, SearchConfig, SearchResult, search
 from hetsearch.nas.space import Architecture
@@ -54,6 +57,16 @@ def cost_predictor(cfg: SearchRunConfig, evaluator: CandidateEvaluator) -> Calla
     return make_cost(cfg.search.cost, CostInputs(table=evaluator.cost, latency_table=cfg.latency_table))
 
 
+def _plot(cfg: SearchRunConfig, log: Callable[[str], None]) -> str | None:
+    """The search's Pareto plot (a failed drawing is reported and does not fail a finished search)."""
+    metric = cfg.reward.metric
+    try:
+        return str(plot_search(cfg.run_dir, metric=metric))
+    except (ImportError, OSError, ValueError, KeyError) as exc:
+        log(f"[search] warning: no Pareto plot ({type(exc).__name__}: {exc})")
+        return None
+
+
 def run_search(cfg: SearchRunConfig, splits: Splits | None = None, resume: bool = True,
                log: Callable[[str], None] = print) -> SearchResult:
     if cfg.runtime.num_threads:
@@ -83,6 +96,7 @@ def run_search(cfg: SearchRunConfig, splits: Splits | None = None, resume: bool 
     result = search(space, cost_predictor(cfg, evaluator), evaluator, make_reward(cfg.reward), cfg.search,
                     out_dir=cfg.run_dir, resume=resume, log=log, meta=meta, best_extras=retrain_fields)
     best = json.loads((cfg.run_dir / BEST_JSON).read_text())
+    pareto = _plot(cfg, log)
     atomic_write_json(cfg.run_dir / "search_summary.json", {
         "best": best["arch"], "reward": best["reward"], "mflops": best["mflops"],
         "evaluations": len(result.records), "search_seconds": round(result.seconds, 2),
@@ -91,6 +105,7 @@ def run_search(cfg: SearchRunConfig, splits: Splits | None = None, resume: bool 
         "total_seconds": round(setup_seconds + result.seconds, 2),
         "this_call_seconds": round(time.perf_counter() - started, 2),
         "mean_eval_seconds": round(sum(r.get("eval_seconds", 0.0) for r in result.records) / max(1, len(result.records)), 3),
+        "pareto_png": pareto,
         "protocol": {"calibration": f"{len(evaluator.calib_batches)} training batches of {cfg.evaluator.calib_batch_size}",
                      "evaluation": f"validation split ({len(evaluator.val)} items), each item queries the others "
                                    "(homogeneous: both sides the candidate; heterogeneous: gallery side the gallery model)"}})

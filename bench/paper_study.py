@@ -1,0 +1,863 @@
+"""The paper's findings tested with seeds (issue 23), and the open-set CMP-NAS search (issue 20.3).
+
+CMP-NAS (docs/nas.md) claims, in our words: (F1) the heterogeneous accuracy of small models does
+not follow their FLOPs or their own (homogeneous) accuracy; (F2) without compatibility training, a
+supernet path's homogeneous accuracy predicts its heterogeneous accuracy poorly; (F3) training the
+supernet for compatibility makes its ranking of paths a good predictor of their retrained
+heterogeneous accuracy; and the mixed reward R3 beats the single ones. Runs on the experiment
+runner (bench/runner.py; protocols, galleries and query-model recipes in bench/protocols.py).
+
+Parts (--parts, run in this order; each call continues where the last stopped, a finished run is
+never redone; every choice inside a search is made on validation):
+  open_search  issue 20.3: the supernet trained on the open set's training classes only
+               (data.val_classes held out, the select-phase gallery), searched under --budget with
+               R3 on the class-disjoint validation classes; writes docs/results/cmpnas_open_set.json
+               with the arch in the form `bench/gallery_aware.py --cmpnas-arch open_set=ARCH` takes.
+  f            F1-F3, closed set, seed 0: --paths paths sampled at the budget (the search's random
+               draws), each scored in the supernet trained with --method and in the one trained
+               without compatibility (inherited weights, BN recalibrated, validation split); the
+               first --retrain-paths retrained from scratch with --method for --path-epochs and
+               scored on validation, with the hand-designed nets; Kendall τ with bootstrap
+               intervals between supernet and retrained scores.
+  ablation     closed set, --seeds: per compat method (--method, and --paper-method, BCT, the
+               paper's) supernet + search (R3, R1, R2; R3 on the no-compat supernet) + retrain
+               (--epochs) scored on TEST, beside ShuffleNetV2 x0.5 trained the same way.
+  open         open set, --seeds: R3 on the --method supernet against R3 on the no-compat supernet,
+               both searched on the training classes only (as open_search), retrained on the 5
+               training classes, scored on the held-out test classes; ShuffleNetV2 x0.5 beside.
+Rewards as in the code (hetsearch.nas.rewards): r1 = M(a,a) homogeneous only, r2 = M(a,g)
+heterogeneous only, r3 = M(a,g) + 0.5 M(a,a). (Issue 23 swaps the names of R1 and R2.)
+
+Each finished run writes runs/.../ps_rows/<run>.json (git revision, command, seed);
+docs/results/paper_study.{json,md} and the figures beside them are rewritten after every run.
+
+    python bench/paper_study.py --quick                       # minutes: checks the machinery
+    python bench/paper_study.py --parts open_search           # issue 20.3: the open-set arch
+    python bench/paper_study.py --parts f,ablation,open --jobs 1 --threads 1   # the study (hours)
+    python bench/paper_study.py --report-only                 # rewrite results from finished rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import _shared
+import gallery_aware as ga
+import protocols as P
+import stats
+import torch
+from runner import Run, Runner, command_line, digest, method_slug, split_method
+
+from hetsearch.config import TrainRunConfig
+from hetsearch.models import load_checkpoint
+from hetsearch.nas.cost import CostTable
+from hetsearch.nas.evaluator import CandidateEvaluator
+from hetsearch.nas.plots import plot_search
+from hetsearch.nas.rewards import RewardConfig, make_reward
+from hetsearch.nas.runner import SearchRunConfig, run_search
+from hetsearch.nas.space import space_from_options
+from hetsearch.nas.strategies import Moves
+from hetsearch.nas.supernet import standalone_args
+from hetsearch.utils.device import resolve_device
+from hetsearch.utils.results import markdown_table, write_results
+from hetsearch.utils.typed_config import load_config
+
+BEST_METHOD = "contrastive+relational@train.task_loss=none"   # today's candidate; the campaign chooses
+PAPER_METHOD = "bct"
+NO_COMPAT = "none"
+VARIANTS = {"r3": ("r3", True), "r1": ("r1", True), "r2": ("r2", True), "nocompat": ("r3", False)}  # -> (reward, compat supernet)
+CLOSED_VARIANTS = ("r3", "nocompat", "r1", "r2")
+OPEN_VARIANTS = ("r3", "nocompat")
+HAND_MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small")
+PARTS = ("open_search", "f", "ablation", "open")
+QUICK = {"caps": ("data.max_train_items=2000", "data.max_test_items=400"), "gallery_epochs": 1, "supernet_epochs": 1,
+         "epochs": 1, "seeds": "0,1", "paths": 6, "retrain_paths": 3, "paper_method": "",
+         "search": ("search.population=6", "search.generations=2", "search.parents=3", "search.mutations=2",
+                    "search.crossovers=2", "evaluator.calib_batches=2", "evaluator.val_items=200")}
+
+
+@dataclass(frozen=True)
+class Study:
+    """What every run of a call shares beyond the query-model settings; the tags name what changes a run."""
+
+    settings: P.Settings
+    budget: float = 1.9                     # MFLOPs, the search budget (>= 30x below the paragon)
+    supernet_epochs: int | None = None      # None: configs/fashion_mnist/supernet.yaml's
+    paths: int = 30
+    path_seed: int = 0
+    search_overrides: tuple[str, ...] = ()  # search.* / evaluator.* overrides (quick runs)
+
+    def search_tag(self) -> str:
+        return _join(self.settings.tag(), "b" + digest([self.budget, list(self.search_overrides)], 6))
+
+    def paths_tag(self) -> str:
+        return _join(self.settings.tag(), "p" + digest([self.budget, self.paths, self.path_seed,
+                                                        list(self.search_overrides)], 6))
+
+
+def short_method(method: str) -> str:
+    """"contrastive+relational@train.task_loss=none" -> "contrastive+relational (task_loss=none)"."""
+    name, variant = split_method(method)
+    return name + (f" ({', '.join(v.rsplit('.', 1)[-1] for v in variant)})" if variant else "")
+
+
+def _join(*parts: str) -> str:
+    return "_".join(p for p in parts if p)
+
+
+# ----------------------------------------------------------------------------- the runs
+
+def supernet_epochs(study: Study) -> int:
+    return study.supernet_epochs or int(load_config(TrainRunConfig, _shared.CONFIGS / "supernet.yaml").train.epochs)
+
+
+def supernet_run(study: Study, protocol: str, method: str, seed: int) -> Run:
+    return Run(protocol, "supernet", method, seed, supernet_epochs(study), "select", study.settings.tag())
+
+
+def search_run(study: Study, protocol: str, method: str, reward: str, seed: int) -> Run:
+    """The search of the supernet (protocol, method, seed) with `reward` (epochs: the supernet's)."""
+    return Run(protocol, f"search_{reward}", method, seed, supernet_epochs(study), "select", study.search_tag())
+
+
+def paths_run(study: Study, method: str) -> Run:
+    return Run("closed_set", "paths", method, 0, supernet_epochs(study), "select", study.paths_tag())
+
+
+def path_retrain_run(study: Study, index: int, method: str, epochs: int) -> Run:
+    return Run("closed_set", f"path{index:02d}", method, 0, epochs, "select", study.paths_tag())
+
+
+def searched_run(study: Study, protocol: str, variant: str, method: str, seed: int, epochs: int) -> Run:
+    return Run(protocol, f"cmpnas_{variant}", method, seed, epochs, "final", study.search_tag())
+
+
+def hand_run(study: Study, protocol: str, model: str, method: str, seed: int, epochs: int, phase: str) -> Run:
+    return Run(protocol, model, method, seed, epochs, phase, P.run_tag(study.settings, protocol, model))
+
+
+def variant_search(study: Study, run: Run) -> Run:
+    """The search whose winner the retrain `run` (model cmpnas_<variant>) trains."""
+    reward, compat = VARIANTS[run.model.split("_", 1)[1]]
+    return search_run(study, run.protocol, run.method if compat else NO_COMPAT, reward, run.seed)
+
+
+def run_folder(study: Study, run: Run) -> Path:
+    """The output folder of a supernet or search run."""
+    protocol = P.get_protocol(run.protocol)
+    name = (f"{study.settings.prefix}_{run.protocol}{protocol.phase_tag(run.phase)}_{run.model}_"
+            f"{method_slug(run.method)}_s{run.seed}_e{run.epochs}")
+    return Path(study.settings.runs) / _join(name, run.tag)
+
+
+# ----------------------------------------------------------------------------- configs
+
+def supernet_config(study: Study, run: Run) -> TrainRunConfig:
+    """configs/fashion_mnist/supernet.yaml on the protocol's select-phase data (open set: the training
+    classes minus the validation classes) against the select-phase gallery, with the run's method."""
+    settings, protocol = study.settings, P.get_protocol(run.protocol)
+    compat_method, variant = split_method(run.method)
+    cfg = load_config(TrainRunConfig, _shared.CONFIGS / "supernet.yaml", [
+        *P.common_overrides(settings, protocol, "select"), f"name={run_folder(study, run).name}",
+        f"train.epochs={run.epochs}", f"compat.method={compat_method}",
+        f"compat.gallery_model={P.gallery_path(settings, protocol, 'select')}", f"runtime.seed={run.seed}",
+        f"model.backbone_args.seed={run.seed}", "train.bn_recalibration_batches=0", *variant])
+    cfg.model.backbone_args.setdefault("sample_embedding_dim", cfg.model.embedding_dim)
+    return cfg
+
+
+def search_config(study: Study, run: Run) -> SearchRunConfig:
+    """configs/fashion_mnist/search.yaml on the supernet's data (select phase), scored against its gallery."""
+    settings, protocol = study.settings, P.get_protocol(run.protocol)
+    supernet = supernet_run(study, run.protocol, run.method, run.seed)
+    reward = run.model.split("_", 1)[1] if run.model.startswith("search_") else "r3"
+    return load_config(SearchRunConfig, _shared.CONFIGS / "search.yaml", [
+        *P.common_overrides(settings, protocol, "select"), f"name={run_folder(study, run).name}",
+        f"supernet={run_folder(study, supernet) / 'model.pt'}",
+        f"gallery_model={P.gallery_path(settings, protocol, 'select')}", f"search.max_cost={study.budget}",
+        f"search.seed={run.seed}", f"reward.name={reward}", *study.search_overrides])
+
+
+def sampled_paths(study: Study) -> list[str]:
+    """--paths paths drawn as the search's random candidates are (uniform, narrowed to fit the budget)."""
+    cfg = supernet_config(study, supernet_run(study, "closed_set", NO_COMPAT, 0))
+    options = standalone_args(cfg.model.backbone_args, "")
+    options.pop("arch")
+    space = space_from_options(cfg.data.image_size, options)
+    table = CostTable(space, image_size=cfg.data.image_size, in_chans=cfg.data.channels,
+                      embedding_dim=cfg.model.embedding_dim)
+    moves = Moves(space, lambda a: table.flops(a) / 1e6, torch.Generator().manual_seed(study.path_seed), known=set(),
+                  max_cost=study.budget, min_cost=None, max_tries=2000, mutation_prob=0.1)
+    return [a.id for a in moves.random(study.paths)]
+
+
+# ----------------------------------------------------------------------------- work (worker processes too)
+
+def supernet_job(study: Study, run: Run) -> dict:
+    path, info = P.train_model(supernet_config(study, run))
+    return {**info, "model_path": str(path)}
+
+
+def search_job(study: Study, run: Run) -> dict:
+    cfg = search_config(study, run)
+    if not Path(cfg.supernet).is_file():
+        raise FileNotFoundError(f"{cfg.supernet}: the supernet is not trained (the study trains supernets first)")
+    run_search(cfg, splits=P.splits_of(cfg), resume=True, log=lambda line: print(line, flush=True))
+    best = json.loads((cfg.run_dir / "best.json").read_text())
+    summary = json.loads((cfg.run_dir / "search_summary.json").read_text())
+    return {"arch": best["arch"], "mflops": best["mflops"], "val_reward": best["reward"],
+            "val_recall_at_1": best["hetero_recall_at_1"], "val_homo_recall_at_1": best["homo_recall_at_1"],
+            "evaluations": best["evaluations"], "search_seconds": summary["total_seconds"],
+            "search_dir": str(cfg.run_dir), "pareto_png": summary.get("pareto_png"), "supernet": cfg.supernet,
+            "gallery_model_path": cfg.gallery_model, "reward": cfg.reward.name, "budget_mflops": study.budget}
+
+
+def paths_job(study: Study, run: Run) -> dict:
+    """Every sampled path scored in the supernet of (closed set, run.method, seed 0), as the search scores."""
+    cfg = search_config(study, search_run(study, "closed_set", run.method, "r3", 0))
+    splits = P.splits_of(cfg)
+    supernet, gallery = load_checkpoint(cfg.supernet), load_checkpoint(cfg.gallery_model)
+    evaluator = CandidateEvaluator(supernet.model, gallery.model, splits.train, splits.val, cfg.evaluator,
+                                   resolve_device(cfg.runtime.device))
+    space = supernet.model.backbone.space
+    records = [evaluator(space.parse(arch)) for arch in sampled_paths(study)]
+    return {"paths": records, "supernet": cfg.supernet, "supernet_model": supernet.meta.model_id,
+            "gallery_model": gallery.meta.model_id, "budget_mflops": study.budget,
+            "scored_on": f"validation: {len(evaluator.val)} items, each against the others; BN recalibrated on "
+                         f"{len(evaluator.calib_batches)} training batches"}
+
+
+def cmpnas_job(study: Study, run: Run, arch: str) -> dict:
+    """The `cmpnas` query model of `arch` trained and scored as bench/protocols.py trains any query model."""
+    settings = dataclasses.replace(study.settings, cmpnas_arch=((run.protocol, arch),))
+    inner = dataclasses.replace(run, model="cmpnas", tag=P.run_tag(settings, run.protocol, "cmpnas"))
+    return P.run_job(settings, inner)
+
+
+def path_retrain_job(study: Study, run: Run) -> dict:
+    index = int(run.model[len("path"):])
+    return {**cmpnas_job(study, run, sampled_paths(study)[index]), "path_index": index}
+
+
+def searched_job(study: Study, run: Run) -> dict:
+    search = variant_search(study, run)
+    best = json.loads((run_folder(study, search) / "best.json").read_text())
+    return {**cmpnas_job(study, run, best["arch"]), "variant": run.model.split("_", 1)[1], "search_run": search.key,
+            "search_val_reward": best["reward"], "search_val_recall_at_1": best["hetero_recall_at_1"],
+            "search_val_homo_recall_at_1": best["homo_recall_at_1"]}
+
+
+def job(study: Study, run: Run) -> dict:
+    """The runner's work function: one run of any kind, by its model field."""
+    if run.model == "supernet":
+        return supernet_job(study, run)
+    if run.model.startswith("search_"):
+        return search_job(study, run)
+    if run.model == "paths":
+        return paths_job(study, run)
+    if run.model.startswith("path"):
+        return path_retrain_job(study, run)
+    if run.model.startswith("cmpnas_"):
+        return searched_job(study, run)
+    return P.run_job(study.settings, run)   # a gallery (method paragon) or a hand-designed query model
+
+
+# ----------------------------------------------------------------------------- the parts
+
+def galleries(study: Study, runner: Runner, protocols: list[str]) -> None:
+    for batch in ga.gallery_batches(study.settings, protocols):  # each gallery trained once, by one process
+        runner.run(batch)
+
+
+def _trains_query_side(run: Run) -> bool:
+    return run.model == "supernet" or run.model in P.MODELS or run.model.startswith("cmpnas_") or (
+        run.model.startswith("path") and run.model != "paths")
+
+
+def run_stage(study: Study, runner: Runner, runs: list[Run]) -> list[dict]:
+    """runner.run, after building (in this process) each bank the unfinished runs will open: with
+    --jobs > 1 two workers must not build one bank at once."""
+    seen = set()
+    for run in runs if runner.jobs > 1 else []:
+        key = (run.protocol, P.get_protocol(run.protocol).phase_tag(run.phase), run.method)
+        if _trains_query_side(run) and P.uses_bank(run.method) and runner.finished(run) is None and key not in seen:
+            seen.add(key)
+            probe = dataclasses.replace(run, model=P.MODELS[0], tag=study.settings.tag())
+            print(f"[paper_study] bank {run.protocol} {run.phase}: {P.build_bank(study.settings, probe)}", flush=True)
+    return runner.run(runs)
+
+
+def part_open_search(args, study: Study, runner: Runner) -> None:
+    galleries(study, runner, ["open_set"])
+    run_stage(study, runner, [supernet_run(study, "open_set", args.method, 0)])
+    rows = runner.run([search_run(study, "open_set", args.method, "r3", 0)])
+    if rows:
+        print(f"[paper_study] open-set arch {rows[0]['arch']} -> {write_open_arch(args, study, rows[0])}", flush=True)
+
+
+def supernet_methods(methods: list[str]) -> list[str]:
+    return list(dict.fromkeys([*methods, NO_COMPAT]))
+
+
+def f_retrain_runs(args, study: Study) -> list[Run]:
+    return ([path_retrain_run(study, i, m, args.path_epochs) for m in args.f_methods for i in range(args.retrain_paths)]
+            + [hand_run(study, "closed_set", h, m, 0, args.path_epochs, "select") for m in args.f_methods
+               for h in HAND_MODELS])
+
+
+def part_f(args, study: Study, runner: Runner) -> None:
+    galleries(study, runner, ["closed_set"])
+    run_stage(study, runner, [supernet_run(study, "closed_set", m, 0) for m in supernet_methods(args.f_methods)])
+    runner.run([paths_run(study, m) for m in supernet_methods(args.f_methods)])
+    run_stage(study, runner, f_retrain_runs(args, study))
+
+
+def ablation_runs(args, study: Study, protocol: str, seed: int) -> tuple[list[Run], list[Run], list[Run]]:
+    """(supernets, searches, retrains) of one seed: R3 and the hand-designed net first (the search pays?),
+    then the ablations."""
+    methods, variants = ((args.methods, CLOSED_VARIANTS) if protocol == "closed_set"
+                         else (args.open_methods, OPEN_VARIANTS))
+    retrains = ([searched_run(study, protocol, "r3", m, seed, args.epochs) for m in methods]
+                + [hand_run(study, protocol, HAND_MODELS[0], m, seed, args.epochs, "final") for m in methods]
+                + [searched_run(study, protocol, v, m, seed, args.epochs) for m in methods for v in variants if v != "r3"])
+    searches = list(dict.fromkeys(variant_search(study, r) for r in retrains if r.model.startswith("cmpnas_")))
+    supernets = list(dict.fromkeys(supernet_run(study, protocol, s.method, seed) for s in searches))
+    return supernets, searches, retrains
+
+
+def part_ablation(args, study: Study, runner: Runner, protocol: str = "closed_set") -> None:
+    galleries(study, runner, [protocol])
+    for seed in args.seeds:  # seeds outermost: a call cut short has every configuration's first seed
+        supernets, searches, retrains = ablation_runs(args, study, protocol, seed)
+        run_stage(study, runner, supernets)
+        runner.run(searches)
+        run_stage(study, runner, retrains)
+
+
+PART_RUNNERS = {"open_search": part_open_search, "f": part_f, "ablation": part_ablation,
+                "open": functools.partial(part_ablation, protocol="open_set")}
+
+
+# ----------------------------------------------------------------------------- analysis
+
+def _tau(pairs: list[tuple[float, float]], seed: int = 0) -> dict:
+    if len(pairs) < 2:
+        return {"tau": None, "lo": None, "hi": None, "n": len(pairs)}
+    x, y = zip(*pairs)
+    return stats.tau_ci(x, y, seed=seed)
+
+
+def r3_alpha() -> float:
+    return float(load_config(SearchRunConfig, _shared.CONFIGS / "search.yaml").reward.alpha)
+
+
+def path_table(args, study: Study, rows: dict, method: str, supernets: dict[str, list[dict]]) -> list[dict]:
+    """One entry per sampled path: its supernet scores (per supernet method slug) and, once retrained
+    with `method`, its retrained validation scores."""
+    r3 = make_reward(RewardConfig(name="r3", alpha=r3_alpha()))
+    table = []
+    for i in range(study.paths):
+        entry: dict = {"index": i}
+        for m, records in supernets.items():
+            if i < len(records):
+                rec, slug = records[i], method_slug(m)
+                entry.update(arch=rec["arch"], mflops=rec["mflops"])
+                entry.update({f"{slug}_homo": rec["homo_recall_at_1"], f"{slug}_hetero": rec["hetero_recall_at_1"],
+                              f"{slug}_r3": r3(rec)})
+        row = rows.get(path_retrain_run(study, i, method, args.path_epochs).key) if i < args.retrain_paths else None
+        if row is not None:
+            entry.update(arch=row["arch"], retrained_hetero=row["val_recall_at_1"],
+                         retrained_homo=row["val_homo_recall_at_1"], retrained_mflops=row["query_mflops"])
+        if "arch" in entry:
+            table.append(entry)
+    return table
+
+
+def f_study(args, study: Study, rows: dict) -> dict:
+    """F1-F3 per compat method of the F study: the path table, τ (with intervals) between every supernet
+    score and the retrained scores, the paired F3 difference, F1's τ, the hand-designed nets."""
+    supernets = {m: rows[paths_run(study, m).key]["paths"] for m in supernet_methods(args.f_methods)
+                 if paths_run(study, m).key in rows}
+    out = {"supernets": {m: paths_run(study, m).key for m in supernets}, "methods": {}}
+    for method in args.f_methods:
+        table = path_table(args, study, rows, method, supernets)
+        done = [e for e in table if "retrained_hetero" in e]
+        taus = [{"supernet_method": m, "compat": m != NO_COMPAT, "supernet_score": s, "retrained_score": r,
+                 **_tau([(e[f"{method_slug(m)}_{s}"], e[f"retrained_{r}"]) for e in done
+                         if f"{method_slug(m)}_{s}" in e])}
+                for m in supernets for s in ("homo", "hetero", "r3") for r in ("hetero", "homo")]
+        both = [e for e in done if f"{method_slug(method)}_hetero" in e and f"{NO_COMPAT}_homo" in e]
+        f3_diff = stats.tau_difference_ci([e[f"{method_slug(method)}_hetero"] for e in both],
+                                          [e[f"{NO_COMPAT}_homo"] for e in both],
+                                          [e["retrained_hetero"] for e in both]) if len(both) >= 2 else {"diff": None}
+        hand = [rows.get(hand_run(study, "closed_set", h, method, 0, args.path_epochs, "select").key) for h in HAND_MODELS]
+        out["methods"][method] = {
+            "retrained": len(done), "planned": args.retrain_paths, "epochs": args.path_epochs, "paths": table,
+            "taus": taus, "f3_difference": f3_diff,
+            "f1": {"flops": _tau([(e["retrained_mflops"], e["retrained_hetero"]) for e in done]),
+                   "homo": _tau([(e["retrained_homo"], e["retrained_hetero"]) for e in done])},
+            "hand": [{"model": r["model"], "mflops": r["query_mflops"], "val_recall_at_1": r["val_recall_at_1"],
+                      "val_homo_recall_at_1": r["val_homo_recall_at_1"], "run": r["run"]} for r in hand if r]}
+    return out
+
+
+def find_tau(f_method: dict, supernet_method: str, supernet_score: str, retrained_score: str) -> dict:
+    return next((t for t in f_method["taus"] if t["supernet_method"] == supernet_method
+                 and t["supernet_score"] == supernet_score and t["retrained_score"] == retrained_score),
+                {"tau": None, "lo": None, "hi": None, "n": 0})
+
+
+COMPARISONS = (("cmpnas_r3", "cmpnas_r1", "R3 beats R1 (homogeneous-only reward)"),
+               ("cmpnas_r3", "cmpnas_r2", "R3 beats R2 (heterogeneous-only reward)"),
+               ("cmpnas_r3", "cmpnas_nocompat", "the compat-trained supernet beats the no-compat supernet (R3 both)"),
+               ("cmpnas_r3", HAND_MODELS[0], "the searched net beats ShuffleNetV2 x0.5 (the search pays)"))
+
+
+def ablation_groups(args, study: Study, rows: dict, protocol: str, method: str) -> dict[str, list[dict]]:
+    variants = CLOSED_VARIANTS if protocol == "closed_set" else OPEN_VARIANTS
+    groups = {f"cmpnas_{v}": [rows.get(searched_run(study, protocol, v, method, s, args.epochs).key) for s in args.seeds]
+              for v in variants}
+    groups[HAND_MODELS[0]] = [rows.get(hand_run(study, protocol, HAND_MODELS[0], method, s, args.epochs,
+                                                "final").key) for s in args.seeds]
+    return {k: [r for r in rs if r is not None] for k, rs in groups.items()}
+
+
+def ablation(args, study: Study, rows: dict) -> dict:
+    """Mean and std over seeds (test M(q, g) and M(q, q)) per (protocol, method, model), and the comparisons."""
+    summary, comparisons = [], []
+    for protocol, methods in (("closed_set", args.methods), ("open_set", args.open_methods)):
+        for method in methods:
+            groups = ablation_groups(args, study, rows, protocol, method)
+            for model, rs in groups.items():
+                if rs:
+                    het, homo = stats.mean_std([r["recall_at_1"] for r in rs]), stats.mean_std([r["homo_recall_at_1"] for r in rs])
+                    summary.append({"protocol": protocol, "method": method, "model": model, "seeds": [r["seed"] for r in rs],
+                                    "recall_at_1_mean": het["mean"], "recall_at_1_std": het["std"],
+                                    "homo_recall_at_1_mean": homo["mean"], "homo_recall_at_1_std": homo["std"],
+                                    "map_at_r_mean": stats.mean_std([r["map_at_r"] for r in rs])["mean"],
+                                    "query_mflops_mean": stats.mean_std([r["query_mflops"] for r in rs])["mean"],
+                                    "archs": [r.get("arch") for r in rs]})
+            for a, b, claim in COMPARISONS:
+                if a in groups and b in groups:
+                    comparisons.append({"protocol": protocol, "method": method, "a": a, "b": b, "claim": claim,
+                                        **stats.compare_means([r["recall_at_1"] for r in groups[a]],
+                                                              [r["recall_at_1"] for r in groups[b]])})
+    return {"summary": summary, "comparisons": comparisons}
+
+
+# ----------------------------------------------------------------------------- findings
+
+def _fmt_tau(t: dict) -> str:
+    if t.get("tau") is None:
+        return f"τ n/a (n = {t.get('n', 0)})"
+    interval = f" [{t['lo']:.2f}, {t['hi']:.2f}]" if t.get("lo") is not None else ""
+    return f"τ = {t['tau']:.2f}{interval} (n = {t['n']})"
+
+
+def _pending(args, f_method: dict) -> str | None:
+    if args.quick:
+        return "unresolved: quick run (tiny caps), not evidence"
+    if f_method["retrained"] < f_method["planned"]:
+        return f"unresolved: runs pending ({f_method['retrained']} of {f_method['planned']} paths retrained)"
+    return None
+
+
+def _not_positive(args, f_method: dict, t: dict) -> str:
+    """Held when the τ interval reaches 0 or below (no detectable positive association)."""
+    pending = _pending(args, f_method)
+    if pending or t.get("lo") is None:
+        return pending or "unresolved: no interval"
+    return "held" if t["lo"] <= 0 else "not held"
+
+
+def f_findings(args, f: dict) -> list[dict]:
+    out = []
+    for method, fm in f["methods"].items():
+        compat_het = find_tau(fm, method, "hetero", "hetero")
+        f2 = find_tau(fm, NO_COMPAT, "homo", "hetero")
+        d = fm["f3_difference"]
+        if _pending(args, fm) or compat_het.get("lo") is None or d.get("lo") is None:
+            f3 = _pending(args, fm) or "unresolved: no interval"
+        elif compat_het["lo"] > 0 and d["lo"] > 0:
+            f3 = "held"
+        elif compat_het["lo"] <= 0:
+            f3 = "not held"
+        else:
+            f3 = "unresolved: the compat supernet ranks, but not detectably better than the no-compat one"
+        diff = (f"Δτ = {d['diff']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}]" if d.get("lo") is not None else "Δτ n/a")
+        out += [
+            {"id": "F1a", "method": method, "claim": "retrained heterogeneous accuracy does not follow FLOPs",
+             "verdict": _not_positive(args, fm, fm["f1"]["flops"]), "numbers": _fmt_tau(fm["f1"]["flops"]),
+             "rule": "held when the 95% bootstrap interval of τ(MFLOPs, retrained M(q,g)) reaches 0"},
+            {"id": "F1b", "method": method, "claim": "retrained heterogeneous accuracy does not follow homogeneous accuracy",
+             "verdict": _not_positive(args, fm, fm["f1"]["homo"]), "numbers": _fmt_tau(fm["f1"]["homo"]),
+             "rule": "held when the interval of τ(retrained M(q,q), retrained M(q,g)) reaches 0"},
+            {"id": "F2", "method": method, "claim": "without compatibility training, a supernet path's homogeneous "
+                                                    "accuracy predicts its retrained heterogeneous accuracy poorly",
+             "verdict": _not_positive(args, fm, f2), "numbers": _fmt_tau(f2),
+             "rule": "held when the interval of τ(no-compat supernet M(a,a), retrained M(q,g)) reaches 0"},
+            {"id": "F3", "method": method, "claim": "with compatibility training, the supernet's ranking predicts "
+                                                    "retrained heterogeneous accuracy (better than F2's ranking)",
+             "verdict": f3, "numbers": f"{_fmt_tau(compat_het)}; vs F2's ranking {diff}",
+             "rule": "held when the interval of τ(compat supernet M(a,g), retrained M(q,g)) is above 0 and so is "
+                     "the paired bootstrap interval of its difference to F2's τ; not held when the first reaches 0"}]
+    return out
+
+
+def ablation_findings(args, abl: dict) -> list[dict]:
+    out = []
+    for c in abl["comparisons"]:
+        verdict = {"a higher": "held", "a lower": "not held (reversed)",
+                   "within noise": "not held (within noise)"}.get(c["verdict"], c["verdict"])
+        if args.quick:
+            verdict = "unresolved: quick run (tiny caps), not evidence"
+        elif len(args.seeds) < 3 and not verdict.startswith("unresolved"):
+            verdict = f"unresolved: {len(args.seeds)} seeds"
+        numbers = (f"Δ test M(q,g) = {100 * c['diff']:+.2f} points" + (f" ± {100 * c['se']:.2f} (1 SE)" if c.get("se") else "")
+                   + f", seeds {c['n']}") if c.get("diff") is not None else f"seeds {c['n']}"
+        out.append({"id": f"{c['protocol']}: {c['a']} vs {c['b']}", "method": c["method"], "claim": c["claim"],
+                    "verdict": verdict, "numbers": numbers,
+                    "rule": "held when the mean over seeds is higher by more than 2 standard errors (Welch), "
+                            ">= 3 seeds each"})
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    from hetsearch.utils.io import atomic_write_bytes
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def draw_rank(fm: dict, method: str, supernets: list[str], path: Path) -> None:
+    """F2/F3: supernet score (rows: supernet; columns: homogeneous, heterogeneous) vs retrained M(q, g)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    done = [e for e in fm["paths"] if "retrained_hetero" in e]
+    fig = Figure(figsize=(10, 4.2 * len(supernets)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(supernets), 2, squeeze=False)
+    for row, m in enumerate(supernets):
+        for col, score in enumerate(("homo", "hetero")):
+            ax, key = axes[row][col], f"{method_slug(m)}_{score}"
+            pts = [(e[key], e["retrained_hetero"], e["mflops"]) for e in done if key in e]
+            if pts:
+                sc = ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=[p[2] for p in pts], cmap="plasma", s=30)
+                fig.colorbar(sc, ax=ax, label="MFLOPs")
+            side = "M(a, a)" if score == "homo" else "M(a, g)"
+            ax.set(xlabel=f"supernet {side} (inherited weights, validation)",
+                   ylabel=f"retrained M(q, g) ({fm['epochs']} epochs, validation)",
+                   title=f"{'no-compat' if m == NO_COMPAT else short_method(m)} supernet: "
+                         f"{_fmt_tau(find_tau(fm, m, score, 'hetero'))}")
+            ax.title.set_fontsize(8)
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"Does the supernet rank retrained nets? Paths retrained with {short_method(method)}", fontsize=10)
+    _save(fig, path)
+
+
+def draw_ablation(abl: dict, path: Path) -> None:
+    """Mean test M(q, g) ± std over seeds, one bar per (method, model), one panel per protocol; seeds as dots."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    protocols = list(dict.fromkeys(s["protocol"] for s in abl["summary"]))
+    fig = Figure(figsize=(6 * max(1, len(protocols)), 6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(1, len(protocols)), squeeze=False)[0]
+    for ax, protocol in zip(axes, protocols):
+        rows = [s for s in abl["summary"] if s["protocol"] == protocol]
+        labels = [f"{s['model'].replace('cmpnas_', 'searched, ')}\n{short_method(s['method'])}" for s in rows]
+        means = [s["recall_at_1_mean"] for s in rows]
+        ax.bar(range(len(rows)), means, yerr=[s["recall_at_1_std"] or 0 for s in rows], capsize=4,
+               color=["tab:orange" if s["model"].startswith("cmpnas_r3") else "tab:gray" if "cmpnas" not in s["model"]
+                      else "tab:blue" for s in rows])
+        ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+        lo = min(means) if means else 0
+        ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(means, default=1) + 0.03))
+        ax.set(ylabel="test M(q, g) Recall@1 (mean ± std, seeds)", title=protocol)
+        ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)
+
+
+def figure_entry(file: Path, what: str, runs: list[dict]) -> dict:
+    return {"file": file.name, "what": what, "runs": [r["run"] for r in runs],
+            "seeds": sorted({r["seed"] for r in runs}), "commands": sorted({r["command"] for r in runs}),
+            "git_revisions": sorted({r["git_revision"] for r in runs}), "drawn_by": command_line()}
+
+
+def _pareto_figure(args, study: Study, rows: dict, protocol: str, marks: list[dict], suffix: str) -> list[dict]:
+    row = rows.get(search_run(study, protocol, args.method, "r3", 0).key)
+    if row is None or not Path(row["search_dir"], "evaluated.jsonl").is_file():
+        return []
+    out = Path(args.results_dir) / f"{args.results}_pareto{suffix}.png"
+    plot_search(row["search_dir"], out, marks=marks, title=f"{protocol}, R3 search of the {short_method(args.method)} supernet "
+                f"(seed 0, budget {study.budget:g} MFLOPs): supernet scores on validation; marks retrained")
+    return [figure_entry(out, f"Pareto front of the {protocol} search: every evaluated path's MFLOPs, M(a, g), "
+                              "M(a, a) with inherited weights; searched net and retrained hand-designed nets marked",
+                         [row])]
+
+
+def figures(args, study: Study, rows: dict, f: dict, abl: dict) -> list[dict]:
+    out = []
+    fm = f["methods"].get(args.method)
+    hand_runs = [rows[h["run"]] for h in (fm or {}).get("hand", [])]
+    marks = [{"label": f"{r['model']} retrained, {r['epochs']} ep (val)", "mflops": r["query_mflops"],
+              "hetero_recall_at_1": r["val_recall_at_1"], "homo_recall_at_1": r["val_homo_recall_at_1"]}
+             for r in hand_runs]
+    out += _pareto_figure(args, study, rows, "closed_set", marks, "")
+    out += _pareto_figure(args, study, rows, "open_set", [], "_open_set")
+    for method, fm in f["methods"].items():
+        if fm["retrained"]:
+            path = Path(args.results_dir) / f"{args.results}_rank_{method_slug(method)}.png"
+            draw_rank(fm, method, list(f["supernets"]), path)
+            runs = [rows[k] for k in f["supernets"].values()] + [rows[path_retrain_run(study, e["index"], method,
+                                                                  args.path_epochs).key] for e in fm["paths"]
+                                                                 if "retrained_hetero" in e]
+            out.append(figure_entry(path, f"F2/F3: supernet scores vs retrained M(q, g) of the sampled paths "
+                                          f"({method})", runs))
+    if abl["summary"]:
+        path = Path(args.results_dir) / f"{args.results}_ablation.png"
+        draw_ablation(abl, path)
+        runs = [r for r in rows.values() if r.get("phase") == "final" and r.get("method") != "paragon"]
+        out.append(figure_entry(path, "reward and supernet ablations and the hand-designed net: test M(q, g), "
+                                      "mean ± std over seeds", runs))
+    return out
+
+
+# ----------------------------------------------------------------------------- results
+
+def declared_runs(args, study: Study) -> list[Run]:
+    """Every run of this call's settings in every part (whether or not this call runs it)."""
+    runs = [r for batch in ga.gallery_batches(study.settings, ["closed_set", "open_set"]) for r in batch]
+    runs += [supernet_run(study, "closed_set", m, 0) for m in supernet_methods(args.f_methods)]
+    runs += [paths_run(study, m) for m in supernet_methods(args.f_methods)] + f_retrain_runs(args, study)
+    runs += [supernet_run(study, "open_set", args.method, 0), search_run(study, "open_set", args.method, "r3", 0)]
+    for protocol in ("closed_set", "open_set"):
+        for seed in args.seeds:
+            runs += [r for stage in ablation_runs(args, study, protocol, seed) for r in stage]
+    return list(dict.fromkeys(runs))
+
+
+DRAW_EVERY_S = 120.0   # figures redrawn after a run at most this often (and always at the end of a call)
+_LAST_DRAW = [-DRAW_EVERY_S]
+
+
+def _previous_figures(args) -> list[dict]:
+    path = Path(args.results_dir) / f"{args.results}.json"
+    return json.loads(path.read_text()).get("figures", []) if path.is_file() else []
+
+
+def report(args, study: Study, runner: Runner, started: float, *, draw: bool = False) -> Path:
+    """Rewrite docs/results/<results>.{json,md} from the finished rows of this call's settings, and the
+    figures when `draw` or DRAW_EVERY_S have passed since they were last drawn."""
+    if getattr(args, "declared_keys", None) is None:  # once per call (it reads configs)
+        args.declared_keys = {r.key for r in declared_runs(args, study)}
+    keys = args.declared_keys
+    rows = {r["run"]: r for r in runner.rows() if r["run"] in keys}
+    f, abl = f_study(args, study, rows), ablation(args, study, rows)
+    finals = sorted((r for r in rows.values() if r["phase"] == "final"),
+                    key=lambda r: (r["protocol"], r["method"] != "paragon", r["method"], r["model"], r["seed"]))
+    findings = f_findings(args, f) + ablation_findings(args, abl)
+    if draw or time.monotonic() - _LAST_DRAW[0] >= DRAW_EVERY_S:
+        figs, _LAST_DRAW[0] = figures(args, study, rows, f, abl), time.monotonic()
+    else:
+        figs = _previous_figures(args)
+    kinds = {"supernet": lambda r: r["model"] == "supernet", "search": lambda r: r["model"].startswith("search_"),
+             "retrain": lambda r: r["model"] not in ("supernet", "paths") and not r["model"].startswith("search_")}
+    timings = {"this_call_wall": round(time.perf_counter() - started, 1),
+               **{f"{k}_train_or_search_s": round(sum(r.get("train_seconds") or r.get("search_seconds") or 0
+                                                      for r in rows.values() if test(r))) for k, test in kinds.items()}}
+    extra = {"git_revision": runner.revision, "settings": settings_record(args, study), "findings": findings,
+             "f_study": f, "ablation": abl, "figures": figs, "failures": runner.failures, "quick": args.quick,
+             "runs_finished": len(rows), "runs_declared": len(keys)}
+    return write_results(args.results, protocol=protocol_text(args, study), rows=finals, timings_s=timings,
+                         extra=extra, results_dir=args.results_dir, markdown=render_markdown)[1]
+
+
+def settings_record(args, study: Study) -> dict:
+    return {"method": args.method, "paper_method": args.paper_method, "f_methods": args.f_methods,
+            "open_methods": args.open_methods, "seeds": args.seeds, "epochs": args.epochs,
+            "path_epochs": args.path_epochs, "supernet_epochs": supernet_epochs(study), "budget_mflops": study.budget,
+            "paths": study.paths, "retrain_paths": args.retrain_paths, "path_seed": study.path_seed,
+            "val_classes": args.val_classes, "caps": list(study.settings.caps), "search": list(study.search_overrides),
+            "runs": study.settings.runs, "gallery_epochs": args.gallery_epochs}
+
+
+def protocol_text(args, study: Study) -> dict:
+    return {"data": "Fashion-MNIST" + (f", caps {', '.join(study.settings.caps)}" if study.settings.caps else ""),
+            "closed_set": P.CLOSED_SET.description,
+            "open_set": P.OPEN_SET.description.replace("{val_classes}", f"{args.val_classes:g}"),
+            "search": f"evolution (configs/fashion_mnist/search.yaml), budget {study.budget:g} MFLOPs, on the supernet's "
+                      "validation split (open set: the validation classes, class-disjoint; never test)",
+            "supernet": "configs/fashion_mnist/supernet.yaml on the protocol's select-phase data against its "
+                        "select-phase gallery; compat.method as the row's method (none: no compatibility)",
+            "F study": "paths sampled as the search's random draws; supernet scores with inherited weights and BN "
+                       "recalibrated; retrained paths and hand-designed nets scored on validation (M(q, g) and "
+                       "M(q, q)); Kendall τ-b, 95% percentile bootstrap over paths (2,000 resamples)",
+            "ablation": "searched nets retrained from scratch with the row's method, scored once on TEST",
+            "rewards": f"r1 = M(a,a), r2 = M(a,g), r3 = M(a,g) + {r3_alpha():g} M(a,a) (Recall@1)"}
+
+
+def _md_section(title: str, rows: list[dict], columns: list[str]) -> list[str]:
+    return [f"## {title}", "", markdown_table(rows, columns) if rows else "(no finished runs yet)", ""]
+
+
+def render_markdown(payload: dict) -> str:
+    s = payload["settings"]
+    lines = ["# The paper's findings, tested with seeds (CMP-NAS; issue 23)", "",
+             f"Command: `{payload['command']}`  ", f"Git revision: {payload['git_revision']}  ",
+             f"Machine: {payload['machine']}  ", f"Runs finished: {payload['runs_finished']} of "
+             f"{payload['runs_declared']}" + (" — QUICK RUN: tiny caps, a check of the machinery, not evidence"
+                                               if payload["quick"] else ""), "",
+             "Protocol: " + "; ".join(f"**{k}**: {v}" for k, v in payload["protocol"].items()), "",
+             f"Settings: {json.dumps(s)}", ""]
+    lines += _md_section("Findings", payload["findings"], ["id", "method", "claim", "verdict", "numbers"])
+    lines += ["Rules: " + "; ".join(dict.fromkeys(f["rule"] for f in payload["findings"])), ""]
+    lines += ["## Figures", ""] + [f"![{fig['what']}]({fig['file']})  \n{fig['what']} (seeds {fig['seeds']}; "
+                                   f"runs' commands: {'; '.join(f'`{c}`' for c in fig['commands'])})\n"
+                                   for fig in payload["figures"]]
+    for method, fm in payload["f_study"]["methods"].items():
+        lines += _md_section(f"F2/F3: Kendall τ, supernet score vs retrained score (paths retrained with {method}, "
+                             f"{fm['retrained']} of {fm['planned']})", fm["taus"],
+                             ["supernet_method", "supernet_score", "retrained_score", "tau", "lo", "hi", "n"])
+        cols = ["index", "arch", "mflops"] + sorted({k for e in fm["paths"] for k in e
+                                                     if k.endswith(("_homo", "_hetero", "_r3")) and k not in
+                                                     ("retrained_homo", "retrained_hetero")})
+        lines += _md_section(f"Sampled paths ({method})", fm["paths"], cols + ["retrained_hetero", "retrained_homo"])
+        lines += _md_section(f"F1: hand-designed nets beside the retrained paths ({method}, validation)", fm["hand"],
+                             ["model", "mflops", "val_recall_at_1", "val_homo_recall_at_1"])
+    abl = payload["ablation"]
+    lines += _md_section("Ablations: test M(q, g), mean and std over seeds", abl["summary"],
+                         ["protocol", "method", "model", "seeds", "recall_at_1_mean", "recall_at_1_std",
+                          "homo_recall_at_1_mean", "homo_recall_at_1_std", "query_mflops_mean", "archs"])
+    lines += _md_section("Every final run (test)", payload["rows"],
+                         ["protocol", "method", "model", "seed", "epochs", "recall_at_1", "homo_recall_at_1",
+                          "map_at_r", "query_mflops", "arch", "git_revision"])
+    if payload["failures"]:
+        lines += [f"Failed runs (rerun the command to retry): {payload['failures']}", ""]
+    lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in payload["timings_s"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_open_arch(args, study: Study, row: dict) -> Path:
+    """docs/results/cmpnas_open_set.json: the open-set search's arch, as --cmpnas-arch open_set=ARCH."""
+    arch = row["arch"]
+    name = "cmpnas_open_set" + ("_quick" if args.quick else "")
+    extra = {"arch": arch, "cmpnas_arch": f"open_set={arch}", "mflops": row["mflops"], "budget_mflops": study.budget,
+             "method": row["method"], "reward": row["reward"], "seed": row["seed"], "val_classes": args.val_classes,
+             "val": {"reward": row["val_reward"], "recall_at_1": row["val_recall_at_1"],
+                     "homo_recall_at_1": row["val_homo_recall_at_1"]},
+             "search_dir": row["search_dir"], "supernet": row["supernet"], "gallery_model": row["gallery_model_path"],
+             "search_run": row["run"], "search_command": row["command"], "git_revision": row["git_revision"],
+             "quick": args.quick, "use": f"python bench/gallery_aware.py --cmpnas-arch open_set={arch} ..."}
+    protocol = {"open_set": f"supernet and search on the open set's training classes minus {args.val_classes:g} "
+                            "validation classes (data.val_classes), against the gallery trained on the same classes; "
+                            "reward R3 on the validation classes (each image against the others); the 5 test "
+                            "classes are never seen"}
+
+    def markdown(payload: dict) -> str:
+        return "\n".join([f"# CMP-NAS searched on the open set's training classes only (issue 20.3)", "",
+                          f"Arch: `{arch}` ({row['mflops']:.3f} MFLOPs); use: `{extra['use']}`", "",
+                          f"Search: `{row['command']}` (git {row['git_revision']}, seed {row['seed']}, method "
+                          f"{row['method']}, reward {row['reward']}); validation M(a,g) {row['val_recall_at_1']:.4f}, "
+                          f"M(a,a) {row['val_homo_recall_at_1']:.4f} (inherited weights)", "",
+                          "Protocol: " + protocol["open_set"], ""])
+
+    return write_results(name, protocol=protocol, rows=[], timings_s={"search_s": row["search_seconds"]}, extra=extra,
+                         results_dir=args.results_dir, markdown=markdown)[0]
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="2,000 / 400 images, 1-epoch models, tiny searches, 6 paths "
+                                                        "(3 retrained), 2 seeds, no BCT: checks the machinery")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS)}, run in the order given")
+    p.add_argument("--method", default=BEST_METHOD, help=f"the project's best compat method (default {BEST_METHOD})")
+    p.add_argument("--paper-method", default=None, help="the paper's method, ablated beside it on the closed set "
+                                                        "(default bct; '' for none)")
+    p.add_argument("--f-methods", default=None, help="methods the F study retrains paths with (default --method)")
+    p.add_argument("--seeds", default=None, help="ablation seeds (default 0,1,2)")
+    p.add_argument("--epochs", type=int, default=None, help="retrain epochs of the ablation's nets (default 30)")
+    p.add_argument("--path-epochs", type=int, default=None, help="retrain epochs of the F study (default --epochs)")
+    p.add_argument("--supernet-epochs", type=int, default=None, help="default: configs/fashion_mnist/supernet.yaml")
+    p.add_argument("--budget", type=float, default=1.9, help="search budget, MFLOPs (default 1.9)")
+    p.add_argument("--paths", type=int, default=None, help="paths sampled for the F study (default 30)")
+    p.add_argument("--retrain-paths", type=int, default=None, help="of them retrained (default 12)")
+    p.add_argument("--val-classes", type=float, default=2, help="open set: training classes held out as validation")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 with --jobs > 1)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: auto)")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (data.root)")
+    p.add_argument("--gallery-epochs", type=int, default=None, help="gallery epochs (default: the paragon's 15)")
+    p.add_argument("--runs", default=None, help="runs folder (default runs/bench; quick runs/bench_ps_quick)")
+    p.add_argument("--results", default=None, help="results name (default paper_study; quick paper_study_quick)")
+    p.add_argument("--results-dir", default="docs/results")
+    p.add_argument("--report-only", action="store_true", help="rewrite the results from finished rows only")
+    args = p.parse_args(argv)
+    return _defaults(args)
+
+
+def _defaults(args: argparse.Namespace) -> argparse.Namespace:
+    q = args.quick
+    args.parts = [x for x in args.parts.split(",") if x]
+    bad = sorted(set(args.parts) - set(PARTS))
+    if bad:
+        raise SystemExit(f"unknown part(s) {bad}; known: {', '.join(PARTS)}")
+    if args.paper_method is None:
+        args.paper_method = QUICK["paper_method"] if q else PAPER_METHOD
+    args.methods = list(dict.fromkeys([args.method, *([args.paper_method] if args.paper_method else [])]))
+    args.open_methods = [args.method]
+    args.f_methods = [m for m in (args.f_methods or args.method).split(",") if m]
+    args.seeds = [int(s) for s in (args.seeds or (QUICK["seeds"] if q else "0,1,2")).split(",")]
+    args.epochs = args.epochs or (QUICK["epochs"] if q else 30)
+    args.path_epochs = args.path_epochs or args.epochs
+    args.supernet_epochs = args.supernet_epochs or (QUICK["supernet_epochs"] if q else None)
+    args.paths = args.paths or (QUICK["paths"] if q else 30)
+    args.retrain_paths = min(args.paths, args.retrain_paths or (QUICK["retrain_paths"] if q else 12))
+    args.gallery_epochs = args.gallery_epochs or (QUICK["gallery_epochs"] if q else None)
+    args.threads = args.threads or (1 if args.jobs > 1 else None)
+    args.runs = args.runs or (f"{_shared.BENCH_RUNS}_ps_quick" if q else _shared.BENCH_RUNS)
+    args.results = args.results or ("paper_study_quick" if q else "paper_study")
+    return args
+
+
+def study_of(args) -> Study:
+    settings = P.Settings(runs=args.runs, prefix="ps", caps=QUICK["caps"] if args.quick else (), data_dir=args.data_dir,
+                          device=args.device, threads=args.threads, gallery_epochs=args.gallery_epochs,
+                          val_classes=args.val_classes)
+    return Study(settings, budget=args.budget, supernet_epochs=args.supernet_epochs, paths=args.paths,
+                 search_overrides=tuple(QUICK["search"]) if args.quick else ())
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    study = study_of(args)
+    runner = Runner(Path(args.runs) / "ps_rows", functools.partial(job, study), jobs=args.jobs, threads=args.threads,
+                    on_row=lambda row: report(args, study, runner, started))
+    if not args.report_only:
+        for part in args.parts:
+            print(f"[paper_study] part {part}", flush=True)
+            PART_RUNNERS[part](args, study, runner)
+    path = report(args, study, runner, started, draw=True)
+    print(path.read_text())
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""bench/paper_study.py (issue 23) and its pieces: Kendall τ-b and the bootstrap on known inputs,
+the Pareto front and plot written from a fake search log (what `hetsearch nas search` writes), and
+the study itself on fakes (no training): every part runs, τ and verdicts land in the results,
+the figures are written, a second call runs nothing, and the open-set search writes the arch in
+the form `bench/gallery_aware.py --cmpnas-arch` takes. Seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import paper_study as ps  # noqa: E402
+import protocols as P  # noqa: E402
+import stats  # noqa: E402
+
+from hetsearch.nas.plots import pareto_front, plot_search  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- τ and the bootstrap
+
+def test_kendall_tau_b_on_known_inputs():
+    assert stats.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert stats.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    # one discordant pair of 6: (5 - 1) / 6
+    assert stats.kendall_tau([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+    # τ-b with a tie in x: 2 concordant pairs, 2 untied in x, 3 in y -> 2 / sqrt(6)
+    assert stats.kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
+    assert math.isnan(stats.kendall_tau([1, 1, 1], [1, 2, 3])) and math.isnan(stats.kendall_tau([1], [2]))
+    with pytest.raises(ValueError):
+        stats.kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_kendall_tau_matches_scipy_with_ties():
+    kendalltau = pytest.importorskip("scipy.stats").kendalltau
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        x, y = rng.integers(0, 4, 15), rng.integers(0, 4, 15)
+        assert stats.kendall_tau(x, y) == pytest.approx(kendalltau(x, y)[0])
+
+
+def test_bootstrap_interval_on_known_inputs():
+    x = np.arange(20.0)
+    perfect = stats.tau_ci(x, 2 * x + 1)
+    assert perfect["tau"] == 1.0 and perfect["lo"] == 1.0 and perfect["hi"] == 1.0 and perfect["n"] == 20
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    unrelated = stats.tau_ci(a, b)
+    assert unrelated["lo"] < 0 < unrelated["hi"]
+    assert stats.tau_ci(a, b) == unrelated                          # seeded: the same interval twice
+    assert stats.tau_ci(a, b, seed=5) != unrelated
+    noisy = stats.tau_ci(a, a + 0.3 * b)
+    assert 0 < noisy["lo"] < noisy["tau"] < noisy["hi"] <= 1
+    assert stats.tau_ci([1, 2], [2, 1])["lo"] is None                 # too few items for an interval
+
+
+def test_paired_difference_and_means_in_standard_errors():
+    y = np.arange(15.0)
+    diff = stats.tau_difference_ci(y, -y, y)                         # a perfect vs a reversed predictor
+    assert diff["diff"] == 2.0 and diff["lo"] == 2.0 and diff["hi"] == 2.0
+    same = stats.tau_difference_ci(y, y, y)
+    assert same["diff"] == 0.0 and same["lo"] == 0.0 == same["hi"]
+    assert stats.compare_means([0.90, 0.91, 0.92], [0.80, 0.81, 0.79])["verdict"] == "a higher"
+    assert stats.compare_means([0.80, 0.81, 0.79], [0.90, 0.91, 0.92])["verdict"] == "a lower"
+    assert stats.compare_means([0.80, 0.90, 0.85], [0.84, 0.86, 0.85])["verdict"] == "within noise"
+    assert stats.compare_means([0.9, 0.9], [0.8, 0.8, 0.8])["verdict"].startswith("unresolved")
+    assert stats.mean_std([1.0, 3.0]) == {"n": 2, "mean": 2.0, "std": pytest.approx(math.sqrt(2))}
+
+
+# ----------------------------------------------------------------------------- the Pareto plot
+
+def test_pareto_front_keeps_the_undominated_points_by_cost():
+    points = [(1.0, 0.5), (2.0, 0.4), (1.5, 0.7), (3.0, 0.9), (1.5, 0.6), (0.8, 0.2)]
+    assert pareto_front(points) == [5, 0, 2, 3]
+    assert pareto_front([]) == []
+
+
+def _fake_search_log(folder: Path, n: int = 25) -> dict:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [{"arch": f"a{i}", "mflops": float(rng.uniform(0.8, 1.9)), "cost": 0.0,
+                "hetero_recall_at_1": float(rng.uniform(0.5, 0.8)), "homo_recall_at_1": float(rng.uniform(0.6, 0.85)),
+                "generation": i // 10, "reward": 0.0} for i in range(n)]
+    (folder / "evaluated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    best = max(records, key=lambda r: r["hetero_recall_at_1"])
+    (folder / "best.json").write_text(json.dumps(best))
+    return best
+
+
+def test_the_pareto_plot_is_written_from_a_fake_search_log(tmp_path):
+    _fake_search_log(tmp_path / "search")
+    out = plot_search(tmp_path / "search", marks=[{"label": "ShuffleNetV2 x0.5", "mflops": 1.61,
+                                                   "hetero_recall_at_1": 0.7, "homo_recall_at_1": 0.75}])
+    assert out == tmp_path / "search" / "pareto.png" and out.read_bytes().startswith(PNG)
+    other = plot_search(tmp_path / "search", tmp_path / "elsewhere.png", metric="recall_at_1")
+    assert other.read_bytes().startswith(PNG)
+
+
+def test_hetsearch_nas_plot_marks_other_nets(tmp_path):
+    from typer.testing import CliRunner
+
+    from hetsearch.nas.cli import nas_app
+
+    _fake_search_log(tmp_path / "search")
+    result = CliRunner().invoke(nas_app, ["plot", str(tmp_path / "search"), "--mark", "hand=1.6,0.7,0.75"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "search" / "pareto.png").read_bytes().startswith(PNG)
+    bad = CliRunner().invoke(nas_app, ["plot", str(tmp_path / "search"), "--mark", "hand=1.6"])
+    assert bad.exit_code != 0
+
+
+# ----------------------------------------------------------------------------- the study on fakes
+
+def _score(arch: str, salt: str = "") -> float:
+    """A fake 'true' accuracy of an architecture, stable across calls."""
+    return 0.5 + (zlib.crc32((arch + salt).encode()) % 1000) / 4000
+
+
+@pytest.fixture
+def fake_study(monkeypatch, tmp_path):
+    """Every work function replaced by a fake that trains nothing; the study's own glue runs for real."""
+    calls: list[str] = []
+
+    def run_job(settings, run):
+        calls.append(run.key)
+        arch = dict(settings.cmpnas_arch).get(run.protocol, run.model)
+        het, homo = _score(arch) + 0.01 * run.seed, _score(arch, "homo")
+        if run.phase == "select":
+            return {"val_recall_at_1": het, "val_homo_recall_at_1": homo, "query_mflops": 1.0 + het,
+                    "query_model": arch, "gallery_model": "g", "train_seconds": 1.0, "arch": arch}
+        return {"recall_at_1": het, "map_at_r": het / 2, "homo_recall_at_1": homo, "homo_map_at_r": homo / 2,
+                "query_model": arch, "gallery_model": "g", "query_mflops": 1.0 + het, "gallery_mflops": 57.0,
+                "train_seconds": 1.0, "arch": arch}
+
+    def supernet_job(study, run):
+        calls.append(run.key)
+        return {"model_path": "supernet.pt", "train_seconds": 1.0}
+
+    def search_job(study, run):
+        calls.append(run.key)
+        folder = ps.run_folder(study, run)
+        best = _fake_search_log(folder, n=12)
+        best.update(arch=f"{run.model}-{run.method[:3]}-{run.seed}", reward=1.0, evaluations=12)
+        (folder / "best.json").write_text(json.dumps(best))
+        return {"arch": best["arch"], "mflops": best["mflops"], "val_reward": 1.0, "val_recall_at_1": 0.7,
+                "val_homo_recall_at_1": 0.7, "evaluations": 12, "search_seconds": 1.0, "search_dir": str(folder),
+                "supernet": "supernet.pt", "gallery_model_path": "g.pt", "reward": "r3", "budget_mflops": 1.9}
+
+    def paths_job(study, run):
+        calls.append(run.key)
+        compat = run.method != ps.NO_COMPAT
+        return {"paths": [{"arch": a, "mflops": 1.0, "homo_recall_at_1": _score(a, "noise"),
+                           "hetero_recall_at_1": _score(a) if compat else 0.1} for a in ps.sampled_paths(study)]}
+
+    monkeypatch.setattr(P, "run_job", run_job)
+    for name, fake in (("supernet_job", supernet_job), ("search_job", search_job), ("paths_job", paths_job)):
+        monkeypatch.setattr(ps, name, fake)
+    monkeypatch.setattr(ps, "DRAW_EVERY_S", 1e9)   # figures drawn once per call, at its end
+    argv = ["--runs", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--paths", "14",
+            "--retrain-paths", "12", "--epochs", "2", "--supernet-epochs", "1", "--seeds", "0,1,2",
+            "--gallery-epochs", "1"]
+    return calls, argv, tmp_path
+
+
+def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_study):
+    calls, argv, tmp_path = fake_study
+    ps.main(argv)
+    results = json.loads((tmp_path / "results" / "paper_study.json").read_text())
+    assert results["runs_finished"] == results["runs_declared"] and not results["failures"]
+    fm = results["f_study"]["methods"][ps.BEST_METHOD]
+    assert fm["retrained"] == 12 and len(fm["paths"]) == 14
+    compat = ps.find_tau(fm, ps.BEST_METHOD, "hetero", "hetero")
+    assert compat["tau"] == 1.0 and compat["n"] == 12 and compat["lo"] == 1.0   # the fake supernet ranks perfectly
+    verdicts = {(f["id"], f["method"]): f["verdict"] for f in results["findings"]}
+    assert verdicts[("F3", ps.BEST_METHOD)] == "held"
+    assert verdicts[("F2", ps.BEST_METHOD)] in ("held", "not held")
+    summary = results["ablation"]["summary"]
+    closed = {(s["method"], s["model"]) for s in summary if s["protocol"] == "closed_set"}
+    assert closed == {(m, f"cmpnas_{v}") for m in (ps.BEST_METHOD, "bct") for v in ps.CLOSED_VARIANTS} | {
+        (m, "shufflenetv2_x0_5") for m in (ps.BEST_METHOD, "bct")}
+    opened = {(s["method"], s["model"]) for s in summary if s["protocol"] == "open_set"}
+    assert opened == {(ps.BEST_METHOD, "cmpnas_r3"), (ps.BEST_METHOD, "cmpnas_nocompat"),
+                      (ps.BEST_METHOD, "shufflenetv2_x0_5")}
+    assert all(s["seeds"] == [0, 1, 2] and s["recall_at_1_std"] is not None for s in summary)
+    assert all(r["git_revision"] and r["command"] for r in results["rows"])
+    # every figure exists beside the Markdown, is linked from it, and names its runs' commands and seeds
+    md = (tmp_path / "results" / "paper_study.md").read_text()
+    names = {f["file"] for f in results["figures"]}
+    assert names == {"paper_study_pareto.png", "paper_study_pareto_open_set.png", "paper_study_ablation.png",
+                     f"paper_study_rank_{ps.method_slug(ps.BEST_METHOD)}.png"}
+    for fig in results["figures"]:
+        assert (tmp_path / "results" / fig["file"]).read_bytes().startswith(PNG) and f"]({fig['file']})" in md
+        assert fig["commands"] and fig["seeds"]
+    # the open-set search's arch, in the form bench/gallery_aware.py --cmpnas-arch takes
+    found = json.loads((tmp_path / "results" / "cmpnas_open_set.json").read_text())
+    assert found["cmpnas_arch"] == f"open_set={found['arch']}" and found["val_classes"] == 2
+    # resume: a second call runs nothing and reports the same rows
+    n = len(calls)
+    ps.main(argv)
+    assert len(calls) == n
+    assert json.loads((tmp_path / "results" / "paper_study.json").read_text())["rows"] == results["rows"]
+
+
+def test_open_search_alone_and_settings_change_the_runs(fake_study):
+    calls, argv, tmp_path = fake_study
+    ps.main([*argv, "--parts", "open_search"])
+    found = json.loads((tmp_path / "results" / "cmpnas_open_set.json").read_text())
+    assert found["search_run"].startswith("select_open_set_search_r3_") and found["seed"] == 0
+    study = ps.study_of(ps.parse_args(argv))
+    other = ps.study_of(ps.parse_args([*argv, "--budget", "1.0"]))
+    assert ps.search_run(study, "open_set", "bct", "r3", 0).key != ps.search_run(other, "open_set", "bct", "r3", 0).key
+    assert ps.sampled_paths(study) == ps.sampled_paths(study) and len(set(ps.sampled_paths(study))) == 14
+    assert ps.sampled_paths(other) != ps.sampled_paths(study)
