@@ -6,14 +6,15 @@ gallery model -> compatible (BCT) query model -> index of ROOT/train ->
 The templates' own settings run (30 epochs, 64 px); the generated set is tiny (3 classes, 8
 training images each), so every epoch is one batch and the whole test takes a few tens of seconds.
 
-What is asserted about learning holds on any CPU and seed (issue 19): the gallery model through
-its index and the query model by itself retrieve the 30 test images far above chance (measured
-1.0 and 0.97-1.0 over seeds 0-4 and CPU kernels; bound 2/3 = twice chance). The query model's
-M(q, g) through the index is checked to be what the two models give on the folders directly, not
-bounded: 30 BCT steps on 3 classes do not make the query model compatible reliably (measured M(q, g)
-0.0 to 1.0 across seeds; 0.33 with seed 0 on an AVX-512 Intel CPU, where `> 1/3` failed). With 3
-classifier rows BCT constrains little of a 128-d embedding (tests/test_learning.py asserts
-compatibility training with a method and data where it is reliable).
+What is asserted about learning holds on any CPU and seed (issue 19): the gallery model retrieves
+the 30 test images through its own index far above chance (bound 2/3, twice chance; measured 1.0
+over seeds 0-4 and CPU kernels, docs/results/learning_matrix.md). The query model's M(q, g)
+through the index must be what the two models give on the folders directly; its accuracy is not
+bounded: 30 one-batch epochs of BCT on 8 images per class do not make a reliable query model,
+alone (M(q, q) 0.6-1.0 over seeds and kernels) or with the gallery (M(q, g) 0.0-1.0; 0.33 with
+seed 0 on an AVX-512 Intel CPU, where the former bound `> 1/3` failed). With 3 classifier rows
+BCT constrains little of a 128-d embedding; tests/test_learning.py asserts compatibility training
+where it is reliable.
 """
 
 from __future__ import annotations
@@ -97,14 +98,14 @@ def test_own_images_from_folder_to_scored_index(tmp_path: Path, monkeypatch, cap
     for key in ("recall_at_1", "map_at_r", "num_queries", "num_gallery"):
         assert metrics[key] == pytest.approx(direct[key], abs=1e-6), (key, metrics, direct)
 
-    # both models learnt the classes: the gallery model through its own index, the query model alone
+    # the gallery model learnt the classes: through its own index (the query model is not bounded, see above)
     own_index = evaluate(capsys, "--query-model", gallery, "--queries", root / "test", "--index", "idx")["metrics"]
     query_alone = evaluate(capsys, "--query-model", query, "--gallery-model", query, "--queries", root / "test",
                            "--gallery", root / "train")["metrics"]
-    record_property("recall_at_1", {"m_q_g_index": round(metrics["recall_at_1"], 4),
-                                    "m_g_g_index": round(own_index["recall_at_1"], 4),
+    record_property("recall_at_1", {"m_g_g_index": round(own_index["recall_at_1"], 4),
+                                    "m_q_g_index": round(metrics["recall_at_1"], 4),
                                     "m_q_q": round(query_alone["recall_at_1"], 4)})
-    assert own_index["recall_at_1"] >= 2 * CHANCE and query_alone["recall_at_1"] >= 2 * CHANCE, (own_index, query_alone)
+    assert own_index["recall_at_1"] >= 2 * CHANCE, own_index
 
     # and a served search starts from the same index: `query` with the test folder
     assert run("query", "--index", "idx", "--query-model", query, root / "test", "--k", "1", "--json") == 0
