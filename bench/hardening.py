@@ -40,7 +40,7 @@ from hetsearch.index import add_items, build_index, folder_items, rebuild_index,
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' tiny models and damaged-index recipes
 from index_fixtures import DAMAGES, make_tiny_models, raw_png, write_image_folder  # noqa: E402
 from hetsearch.models import load_checkpoint  # noqa: E402
-from hetsearch.utils.results import markdown_table, write_results  # noqa: E402
+from hetsearch.utils.results import git_revision, markdown_table, write_results  # noqa: E402
 
 RSS_LIMIT_GB = 2.5
 
@@ -381,7 +381,8 @@ def run_bad_cli(models, image: Path, work: Path) -> list[dict]:
 def _markdown(payload: dict, figures: dict) -> str:
     return "\n".join([
         "# Hardening: the service and the CLI under malformed and hostile input", "",
-        f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}", "",
+        f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}  ",
+        f"Git revision: {payload['git_revision']}", "",
         "Protocol: " + "; ".join(f"{k}: {v}" for k, v in payload["protocol"].items()), "",
         markdown_table([{"figure": k, "value": v if not isinstance(v, list) else ", ".join(v)}
                         for k, v in figures.items()], ["figure", "value"]), "",
@@ -401,6 +402,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--server-only", action="store_true", help="skip fuzzing and the CLI cases (quick check)")
     args = parser.parse_args()
+    revision = git_revision(ROOT)   # the code measured: taken before the run, in case the checkout changes meanwhile
     import httpx
     import torch
 
@@ -507,8 +509,8 @@ def main() -> None:
                                "'error:' line (index check: one 'damaged:' line per problem) naming the file"}
     # rows: none (no query/gallery model pair is scored here); the request cases are under "requests"
     write_results(args.name, protocol=protocol, rows=[], timings_s=timings, results_dir=ROOT / "docs" / "results",
-                  extra={**figures, "requests": rows, "bursts": bursts, "damaged": damaged, "bad_cli": bad_cli,
-                         "fuzz": fuzz.to_dict(), "reload": reload},
+                  extra={"git_revision": revision, **figures, "requests": rows, "bursts": bursts, "damaged": damaged,
+                         "bad_cli": bad_cli, "fuzz": fuzz.to_dict(), "reload": reload},
                   markdown=lambda payload: _markdown(payload, figures))
     print(json.dumps(figures, indent=2))
     failed = [k for k, bad in (("server_5xx", figures["server_5xx"]), ("unexpected_status", figures["unexpected_status"]),
