@@ -32,9 +32,13 @@ Each finished run writes runs/.../ps_rows/<run>.json (git revision, command, see
 docs/results/paper_study.{json,md} and the figures beside them are rewritten after every run.
 
     python bench/paper_study.py --quick                       # minutes: checks the machinery
-    python bench/paper_study.py --parts open_search           # issue 20.3: the open-set arch
-    python bench/paper_study.py --parts f,ablation,open --jobs 1 --threads 1   # the study (hours)
+    python bench/paper_study.py --parts open_search --threads 1            # issue 20.3: the open-set arch
+    python bench/paper_study.py --parts ablation,open --variants r3 --threads 1   # does the search pay? (3 seeds)
+    python bench/paper_study.py --parts f --threads 1                      # F1-F3 (hours)
+    python bench/paper_study.py --threads 1                                # everything else (hours)
     python bench/paper_study.py --report-only                 # rewrite results from finished rows
+Galleries are shared with the other benches (runs/bench): a gallery another process is training is
+waited for, never trained twice at once. docs/nas.md, "Does the search pay?", has the order and costs.
 """
 
 from __future__ import annotations
@@ -270,7 +274,26 @@ def job(study: Study, run: Run) -> dict:
 
 # ----------------------------------------------------------------------------- the parts
 
+BUSY_S = 1800.0   # a gallery whose checkpoint changed this recently is being trained by another process
+
+
+def wait_for_galleries(study: Study, protocols: list[str], poll_s: float = 60.0) -> None:
+    """Wait while another process (the gallery-aware campaign shares runs/bench) trains a gallery this
+    study needs: its checkpoint_last.pt changed within BUSY_S and it has no model.pt yet. A stale
+    checkpoint (its trainer died) is resumed by this study."""
+    folders = {P.gallery_path(study.settings, P.get_protocol(name), phase).parent
+               for name in protocols for phase in ("select", "final")}
+    while True:
+        busy = [f for f in sorted(folders) if not (f / "model.pt").is_file() and (f / "checkpoint_last.pt").is_file()
+                and time.time() - (f / "checkpoint_last.pt").stat().st_mtime < BUSY_S]
+        if not busy:
+            return
+        print(f"[paper_study] waiting for another process to finish training {', '.join(map(str, busy))}", flush=True)
+        time.sleep(poll_s)
+
+
 def galleries(study: Study, runner: Runner, protocols: list[str]) -> None:
+    wait_for_galleries(study, protocols)
     for batch in ga.gallery_batches(study.settings, protocols):  # each gallery trained once, by one process
         runner.run(batch)
 
@@ -295,8 +318,8 @@ def run_stage(study: Study, runner: Runner, runs: list[Run]) -> list[dict]:
 
 def part_open_search(args, study: Study, runner: Runner) -> None:
     galleries(study, runner, ["open_set"])
-    run_stage(study, runner, [supernet_run(study, "open_set", args.method, 0)])
-    rows = runner.run([search_run(study, "open_set", args.method, "r3", 0)])
+    run_stage(study, runner, [supernet_run(study, "open_set", args.open_method, 0)])
+    rows = runner.run([search_run(study, "open_set", args.open_method, "r3", 0)])
     if rows:
         print(f"[paper_study] open-set arch {rows[0]['arch']} -> {write_open_arch(args, study, rows[0])}", flush=True)
 
@@ -318,12 +341,15 @@ def part_f(args, study: Study, runner: Runner) -> None:
     run_stage(study, runner, f_retrain_runs(args, study))
 
 
-def ablation_runs(args, study: Study, protocol: str, seed: int) -> tuple[list[Run], list[Run], list[Run]]:
+def ablation_runs(args, study: Study, protocol: str, seed: int,
+                  only: list[str] | None = None) -> tuple[list[Run], list[Run], list[Run]]:
     """(supernets, searches, retrains) of one seed: R3 and the hand-designed net first (the search pays?),
-    then the ablations."""
+    then the ablations; `only`: these variants (--variants)."""
     methods, variants = ((args.methods, CLOSED_VARIANTS) if protocol == "closed_set"
                          else (args.open_methods, OPEN_VARIANTS))
-    retrains = ([searched_run(study, protocol, "r3", m, seed, args.epochs) for m in methods]
+    if only is not None:
+        variants = [v for v in variants if v in only]
+    retrains = ([searched_run(study, protocol, "r3", m, seed, args.epochs) for m in methods if "r3" in variants]
                 + [hand_run(study, protocol, HAND_MODELS[0], m, seed, args.epochs, "final") for m in methods]
                 + [searched_run(study, protocol, v, m, seed, args.epochs) for m in methods for v in variants if v != "r3"])
     searches = list(dict.fromkeys(variant_search(study, r) for r in retrains if r.model.startswith("cmpnas_")))
@@ -334,7 +360,7 @@ def ablation_runs(args, study: Study, protocol: str, seed: int) -> tuple[list[Ru
 def part_ablation(args, study: Study, runner: Runner, protocol: str = "closed_set") -> None:
     galleries(study, runner, [protocol])
     for seed in args.seeds:  # seeds outermost: a call cut short has every configuration's first seed
-        supernets, searches, retrains = ablation_runs(args, study, protocol, seed)
+        supernets, searches, retrains = ablation_runs(args, study, protocol, seed, args.variants)
         run_stage(study, runner, supernets)
         runner.run(searches)
         run_stage(study, runner, retrains)
@@ -599,11 +625,12 @@ def figure_entry(file: Path, what: str, runs: list[dict]) -> dict:
 
 
 def _pareto_figure(args, study: Study, rows: dict, protocol: str, marks: list[dict], suffix: str) -> list[dict]:
-    row = rows.get(search_run(study, protocol, args.method, "r3", 0).key)
+    method = args.method if protocol == "closed_set" else args.open_method
+    row = rows.get(search_run(study, protocol, method, "r3", 0).key)
     if row is None or not Path(row["search_dir"], "evaluated.jsonl").is_file():
         return []
     out = Path(args.results_dir) / f"{args.results}_pareto{suffix}.png"
-    plot_search(row["search_dir"], out, marks=marks, title=f"{protocol}, R3 search of the {short_method(args.method)} supernet "
+    plot_search(row["search_dir"], out, marks=marks, title=f"{protocol}, R3 search of the {short_method(method)} supernet "
                 f"(seed 0, budget {study.budget:g} MFLOPs): supernet scores on validation; marks retrained")
     return [figure_entry(out, f"Pareto front of the {protocol} search: every evaluated path's MFLOPs, M(a, g), "
                               "M(a, a) with inherited weights; searched net and retrained hand-designed nets marked",
@@ -644,7 +671,7 @@ def declared_runs(args, study: Study) -> list[Run]:
     runs = [r for batch in ga.gallery_batches(study.settings, ["closed_set", "open_set"]) for r in batch]
     runs += [supernet_run(study, "closed_set", m, 0) for m in supernet_methods(args.f_methods)]
     runs += [paths_run(study, m) for m in supernet_methods(args.f_methods)] + f_retrain_runs(args, study)
-    runs += [supernet_run(study, "open_set", args.method, 0), search_run(study, "open_set", args.method, "r3", 0)]
+    runs += [supernet_run(study, "open_set", args.open_method, 0), search_run(study, "open_set", args.open_method, "r3", 0)]
     for protocol in ("closed_set", "open_set"):
         for seed in args.seeds:
             runs += [r for stage in ablation_runs(args, study, protocol, seed) for r in stage]
@@ -688,7 +715,8 @@ def report(args, study: Study, runner: Runner, started: float, *, draw: bool = F
 
 
 def settings_record(args, study: Study) -> dict:
-    return {"method": args.method, "paper_method": args.paper_method, "f_methods": args.f_methods,
+    return {"method": args.method, "open_method": args.open_method, "paper_method": args.paper_method,
+            "f_methods": args.f_methods,
             "open_methods": args.open_methods, "seeds": args.seeds, "epochs": args.epochs,
             "path_epochs": args.path_epochs, "supernet_epochs": supernet_epochs(study), "budget_mflops": study.budget,
             "paths": study.paths, "retrain_paths": args.retrain_paths, "path_seed": study.path_seed,
@@ -788,10 +816,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                         "(3 retrained), 2 seeds, no BCT: checks the machinery")
     p.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS)}, run in the order given")
     p.add_argument("--method", default=BEST_METHOD, help=f"the project's best compat method (default {BEST_METHOD})")
+    p.add_argument("--open-method", default=None, help="the open set's compat method (default --method): the "
+                                                       "supernet of open_search and of the open part, its retrains")
     p.add_argument("--paper-method", default=None, help="the paper's method, ablated beside it on the closed set "
                                                         "(default bct; '' for none)")
     p.add_argument("--f-methods", default=None, help="methods the F study retrains paths with (default --method)")
     p.add_argument("--seeds", default=None, help="ablation seeds (default 0,1,2)")
+    p.add_argument("--variants", default=None, help="ablation and open: run only these of r3,nocompat,r1,r2 (the "
+                                                   "hand-designed net always; the results report every finished one)")
     p.add_argument("--epochs", type=int, default=None, help="retrain epochs of the ablation's nets (default 30)")
     p.add_argument("--path-epochs", type=int, default=None, help="retrain epochs of the F study (default --epochs)")
     p.add_argument("--supernet-epochs", type=int, default=None, help="default: configs/fashion_mnist/supernet.yaml")
@@ -821,8 +853,13 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.paper_method is None:
         args.paper_method = QUICK["paper_method"] if q else PAPER_METHOD
     args.methods = list(dict.fromkeys([args.method, *([args.paper_method] if args.paper_method else [])]))
-    args.open_methods = [args.method]
+    args.open_method = args.open_method or args.method
+    args.open_methods = [args.open_method]
     args.f_methods = [m for m in (args.f_methods or args.method).split(",") if m]
+    args.variants = args.variants.split(",") if args.variants else None
+    bad = sorted(set(args.variants or ()) - set(VARIANTS))
+    if bad:
+        raise SystemExit(f"unknown variant(s) {bad}; known: {', '.join(VARIANTS)}")
     args.seeds = [int(s) for s in (args.seeds or (QUICK["seeds"] if q else "0,1,2")).split(",")]
     args.epochs = args.epochs or (QUICK["epochs"] if q else 30)
     args.path_epochs = args.path_epochs or args.epochs

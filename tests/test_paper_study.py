@@ -220,3 +220,25 @@ def test_open_search_alone_and_settings_change_the_runs(fake_study):
     assert ps.search_run(study, "open_set", "bct", "r3", 0).key != ps.search_run(other, "open_set", "bct", "r3", 0).key
     assert ps.sampled_paths(study) == ps.sampled_paths(study) and len(set(ps.sampled_paths(study))) == 14
     assert ps.sampled_paths(other) != ps.sampled_paths(study)
+
+
+def test_variants_restrict_what_runs_and_a_gallery_in_training_elsewhere_is_waited_for(fake_study, monkeypatch):
+    calls, argv, tmp_path = fake_study
+    args = ps.parse_args([*argv, "--variants", "r3"])
+    study = ps.study_of(args)
+    supernets, searches, retrains = ps.ablation_runs(args, study, "closed_set", 1, args.variants)
+    assert [r.model for r in retrains] == ["cmpnas_r3", "cmpnas_r3", "shufflenetv2_x0_5", "shufflenetv2_x0_5"]
+    assert {s.model for s in searches} == {"search_r3"} and {s.method for s in supernets} == {ps.BEST_METHOD, "bct"}
+    assert len(ps.declared_runs(args, study)) == len(ps.declared_runs(ps.parse_args(argv), study))  # reports all
+    # another process is training the closed-set gallery (fresh checkpoint, no model.pt): wait for it
+    folder = P.gallery_path(study.settings, P.CLOSED_SET, "final").parent
+    folder.mkdir(parents=True)
+    (folder / "checkpoint_last.pt").write_bytes(b"x")
+    slept = []
+    monkeypatch.setattr(ps.time, "sleep", lambda s: (slept.append(s), (folder / "model.pt").write_bytes(b"m")))
+    ps.wait_for_galleries(study, ["closed_set"])
+    assert len(slept) == 1
+    (folder / "model.pt").unlink()
+    monkeypatch.setattr(ps, "BUSY_S", 0.0)          # a stale checkpoint: its trainer died, resume it here
+    ps.wait_for_galleries(study, ["closed_set"])
+    assert len(slept) == 1
