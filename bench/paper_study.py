@@ -320,7 +320,7 @@ def part_open_search(args, study: Study, runner: Runner) -> None:
     galleries(study, runner, ["open_set"])
     run_stage(study, runner, [supernet_run(study, "open_set", args.open_method, 0)])
     rows = runner.run([search_run(study, "open_set", args.open_method, "r3", 0)])
-    if rows:
+    if rows:  # (report writes it too, whichever part ran the search)
         print(f"[paper_study] open-set arch {rows[0]['arch']} -> {write_open_arch(args, study, rows[0])}", flush=True)
 
 
@@ -698,6 +698,9 @@ def report(args, study: Study, runner: Runner, started: float, *, draw: bool = F
     finals = sorted((r for r in rows.values() if r["phase"] == "final"),
                     key=lambda r: (r["protocol"], r["method"] != "paragon", r["method"], r["model"], r["seed"]))
     findings = f_findings(args, f) + ablation_findings(args, abl)
+    open_search = rows.get(search_run(study, "open_set", args.open_method, "r3", 0).key)
+    if open_search is not None:
+        write_open_arch(args, study, open_search)
     if draw or time.monotonic() - _LAST_DRAW[0] >= DRAW_EVERY_S:
         figs, _LAST_DRAW[0] = figures(args, study, rows, f, abl), time.monotonic()
     else:
