@@ -1,6 +1,11 @@
 """Streaming vs in-memory training from a large image folder: peak memory and throughput.
 
     python bench/streaming.py [--root runs/streaming_bench/images] [--steps 150] [--quick]
+    python bench/streaming.py --data cifar10 [--root EXPORT]   # the 50,000 CIFAR-10 training photos
+
+``--data cifar10`` measures the same two paths on the exported CIFAR-10 folder (32 px PNGs,
+``hetsearch data export cifar10 EXPORT``, made when missing; default runs/bench_photos/cifar10_export)
+with the photo gallery model (ResNet-18 width 16, CIFAR stem); results docs/results/streaming_cifar10.*.
 
 1. ``--generate`` (once; skipped when the folder is complete): ROOT/{train,test}/CLASS/*.png,
    200,000 training + 2,000 test 64 px colour PNGs in 100 classes (class = base colour and stripe
@@ -14,7 +19,7 @@
    peak of the summed RSS (an upper bound: forked workers share pages with the trainer) and
    ``peak_pss_gb`` the peak of the summed PSS (shared pages counted once).
 
-Results: docs/results/streaming.{json,md} (``--quick``: runs/streaming_bench/quick/ instead).
+Results: docs/results/streaming[_cifar10].{json,md} (``--quick``: runs/streaming_bench/quick/ instead).
 """
 
 from __future__ import annotations
@@ -166,7 +171,7 @@ def run_path(args) -> dict:
         shutil.rmtree(out)
     cfg = from_dict(TrainRunConfig, {
         "name": args.path, "output_dir": str(Path(args.runs)),
-        "data": {"source": "image_folder", "root": str(args.root), "channels": 3, "image_size": SIZE,
+        "data": {"source": "image_folder", "root": str(args.root), "channels": 3, "image_size": args.image_size,
                  "storage": args.path, "num_workers": args.workers, "val_fraction": 0.0,
                  "max_train_items": args.max_items},
         "model": {"backbone": args.backbone, "backbone_args": json.loads(args.backbone_args), "embedding_dim": 64},
@@ -196,7 +201,10 @@ def run_path(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="runs/streaming_bench/images")
+    parser.add_argument("--data", choices=("generated", "cifar10"), default="generated",
+                        help="generated: 200,000 synthetic 64 px PNGs; cifar10: the exported CIFAR-10 photos")
+    parser.add_argument("--root", default=None, help="the image folder (default runs/streaming_bench/images; "
+                                                     "cifar10: runs/bench_photos/cifar10_export)")
     parser.add_argument("--runs", default="runs/streaming_bench/runs")
     parser.add_argument("--generate", action="store_true", help="write the image folder first (resumable)")
     parser.add_argument("--steps", type=int, default=150, help="training steps per path")
@@ -205,7 +213,9 @@ def main() -> None:
                         help="DataLoader workers of the streaming path (default: the trainer's, data.num_workers=null)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the trainer")
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--backbone-args", default='{"width": 16, "small_stem": false}')
+    parser.add_argument("--backbone-args", default=None,
+                        help='default {"width": 16, "small_stem": false}; cifar10: {"width": 16} (the photo gallery)')
+    parser.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)  # child process
     parser.add_argument("--max-items", type=int, default=None, help="use only N training images (quick tries)")
     parser.add_argument("--cold-cache", action="store_true",
                         help="drop the OS page cache before each path (root), so both start reading from disk")
@@ -214,19 +224,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.max_items = 20, args.max_items or 5000
+    data_defaults(args)
     root = Path(args.root)
     if args.path:  # child: one path, JSON on the last line
         print(json.dumps(run_path(args)), flush=True)
         return
     timings = {}
-    if args.generate or not complete(root):
+    if args.data == "cifar10":
+        timings["export"] = round(export_cifar10(root), 1)
+    elif args.generate or not complete(root):
         timings["generate"] = round(generate(root), 1)
     rows = {}
     args.load_before = os.getloadavg()[0]
     for path in ("stream", "memory"):
         cmd = [sys.executable, __file__, "--path", path, "--root", str(root), "--runs", args.runs,
                "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--threads", str(args.threads), "--backbone", args.backbone, "--backbone-args", args.backbone_args]
+               "--threads", str(args.threads), "--backbone", args.backbone, "--backbone-args", args.backbone_args,
+               "--image-size", str(args.image_size), "--data", args.data]
         if args.max_items:
             cmd += ["--max-items", str(args.max_items)]
         if args.workers is not None:
@@ -241,6 +255,23 @@ def main() -> None:
         timings[f"{path}_total"] = round(time.perf_counter() - started, 1)
         print(path, rows[path], flush=True)
     write(args, rows, timings)
+
+
+def data_defaults(args) -> None:
+    """--root, --image-size, --backbone-args defaults of the data set."""
+    photos = args.data == "cifar10"
+    args.root = args.root or ("runs/bench_photos/cifar10_export" if photos else "runs/streaming_bench/images")
+    args.image_size = args.image_size or (32 if photos else SIZE)
+    args.backbone_args = args.backbone_args or ('{"width": 16}' if photos else '{"width": 16, "small_stem": false}')
+
+
+def export_cifar10(root: Path) -> float:
+    """`hetsearch data export cifar10 ROOT` when the folder is missing; seconds."""
+    started = time.perf_counter()
+    if not (root / "train").is_dir():
+        subprocess.run([sys.executable, "-m", "hetsearch.cli", "data", "export", "cifar10", str(root)], check=True,
+                       cwd=ROOT)
+    return time.perf_counter() - started
 
 
 def drop_page_cache() -> None:
@@ -264,8 +295,10 @@ def write(args, rows: dict, timings: dict) -> None:
               "decode_before_training_s": r["load_s"], "peak_rss_gb": r["peak_rss_gb"],
               "peak_pss_gb": r["peak_pss_gb"], "cpu_ms_per_img": r.get("cpu_ms_per_img")}
              for p, r in (("stream", s), ("memory", m))]
-    protocol = {"data": f"{s['train_items']} generated {SIZE} px colour PNGs, ROOT/{{train,test}}/CLASS/*, "
-                        f"{CLASSES} classes", "model": f"{args.backbone} {args.backbone_args}, embedding 64",
+    data = (f"{s['train_items']} CIFAR-10 training photos, {args.image_size} px PNGs exported to {args.root} "
+            "(ROOT/{train,test}/CLASS/*), 10 classes" if args.data == "cifar10" else
+            f"{s['train_items']} generated {SIZE} px colour PNGs, ROOT/{{train,test}}/CLASS/*, {CLASSES} classes")
+    protocol = {"data": data, "model": f"{args.backbone} {args.backbone_args} at {args.image_size} px, embedding 64",
                 "steps": args.steps, "batch_size": args.batch_size, "stream_workers": args.workers if args.workers is not None else
                 f"trainer default on CPU: cores // 2 = {max(1, (os.cpu_count() or 1) // 2)}",
                 "torch_threads": args.threads, "nice": nice,
@@ -285,10 +318,12 @@ def write(args, rows: dict, timings: dict) -> None:
              "img_per_s_memory": m["img_per_s"], "throughput_ratio": round(ratio, 3),
              "memory_path_peak_rss_gb": m["peak_rss_gb"], "memory_load_s": m["load_s"]}
     results_dir = Path(args.runs).parent / "quick" if args.quick else ROOT / "docs" / "results"
-    write_results("streaming", protocol=protocol, rows=table, timings_s=timings,
+    name = "streaming_cifar10" if args.data == "cifar10" else "streaming"
+    write_results(name, protocol=protocol, rows=table, timings_s=timings,
                   columns=["method", "storage", "train_items", "images_trained", "img_per_s", "cpu_ms_per_img",
                            "decode_before_training_s", "peak_rss_gb", "peak_pss_gb", "query_mflops"],
-                  title="Streaming vs in-memory training from a 200k-image folder", notes=notes, extra=extra,
+                  title=f"Streaming vs in-memory training from a {s['train_items'] // 1000}k-image folder", notes=notes,
+                  extra=extra,
                   results_dir=results_dir)
     print(notes)
 
