@@ -187,19 +187,41 @@ class Runner:
     def _execute(self, runs: list[Run]):
         """(run, row or exception) as each run finishes: in this process (jobs 1) or in a pool."""
         if self.jobs == 1 or len(runs) <= 1:
-            _init_worker(self.threads)
+            yield from self._execute_here(runs)
+            return
+        import multiprocessing
+
+        saved = os.environ.get("OMP_NUM_THREADS")
+        if self.threads:  # inherited by the spawned workers before they import torch
+            os.environ["OMP_NUM_THREADS"] = str(self.threads)
+        try:
+            yield from self._execute_in_pool(runs, multiprocessing.get_context("spawn"))
+        finally:  # the caller's environment as it was (a test process runs other tests after this)
+            if saved is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
+
+    def _execute_here(self, runs: list[Run]):
+        """Jobs 1: in this process, with `threads` torch threads (restored afterwards); the process
+        environment is left alone (torch read it at import)."""
+        import torch
+
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
             for run in runs:
                 try:
                     yield run, _timed(self.work, run)
                 except Exception as exc:  # one failed run must not stop the others
                     traceback.print_exc()
                     yield run, exc
-            return
-        if self.threads:  # inherited by the spawned workers before they import torch
-            os.environ["OMP_NUM_THREADS"] = str(self.threads)
-        import multiprocessing
+        finally:
+            torch.set_num_threads(previous)
 
-        with ProcessPoolExecutor(max_workers=min(self.jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
+    def _execute_in_pool(self, runs: list[Run], context):
+        with ProcessPoolExecutor(max_workers=min(self.jobs, len(runs)), mp_context=context,
                                  initializer=_init_worker, initargs=(self.threads,)) as pool:
             futures = {pool.submit(_timed, self.work, run): run for run in runs}
             pending = set(futures)

@@ -90,3 +90,18 @@ def test_selection_uses_validation_metrics_only():
         select_best(rows, metric="recall_at_1")
     with pytest.raises(ValueError, match="not a select-phase row"):
         select_best([{**rows[0], "phase": "final"}])
+
+
+def test_running_in_this_process_leaves_its_environment_and_threads_as_they_were(tmp_path, monkeypatch):
+    """A test (or bench) process runs other things afterwards: the runner must not leak thread
+    settings into os.environ (a child process started later would inherit them) or torch."""
+    import os
+
+    import torch
+
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    _runner(tmp_path, threads=1).run([Run("p", "m", "a", 0, 1)])
+    assert "MKL_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ
+    assert torch.get_num_threads() == before

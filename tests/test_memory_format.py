@@ -90,7 +90,7 @@ def test_avx2_kernels_never_run_a_strided_pointwise_conv_off_the_block_in_channe
     Asserting on the primitives, not on a crash: the overrun corrupts memory without always crashing.
     """
     # 2 threads: the kernels CI and a default run choose (with 1 thread oneDNN may pick others)
-    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ONEDNN_VERBOSE="1", OMP_NUM_THREADS="2")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ONEDNN_VERBOSE="1", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=root, capture_output=True,
                           text=True, timeout=300)
