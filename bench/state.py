@@ -1,0 +1,80 @@
+"""Carry a long bench across sessions: save what a fresh checkout needs to resume it, restore it.
+
+A campaign runs for hours, longer than one working session, and a new session starts from a fresh
+checkout in which `runs/` (ignored by git) is empty. The runner (bench/runner.py) resumes from two
+things: the row file of every finished run (`<runs>/<prefix>_rows/*.json`: a finished run is never
+trained again) and the models the unfinished runs depend on (the galleries: a retrained gallery
+would be another model, and the rows scored against the old one would no longer be comparable).
+`save` copies both into a tracked folder (default `bench/state/<name>`); `restore` puts them back.
+Query models are not kept (their rows hold their numbers); an unfinished run starts over.
+
+    python bench/state.py save --runs runs/bench --name gallery_aware
+    python bench/state.py restore --runs runs/bench --name gallery_aware
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEEP = ("model.pt", "config.yaml", "summary.json", "metrics.jsonl")
+
+
+def gallery_folders(runs: Path) -> list[Path]:
+    """Finished gallery runs (their folder name starts with "gallery"; model.pt written)."""
+    return sorted(p for p in runs.glob("gallery*") if (p / "model.pt").is_file())
+
+
+def save(runs: Path, state: Path) -> list[str]:
+    saved = []
+    for rows in sorted(runs.glob("*_rows")):
+        target = state / rows.name
+        target.mkdir(parents=True, exist_ok=True)
+        for row in rows.glob("*.json"):
+            shutil.copy2(row, target / row.name)
+            saved.append(str(target / row.name))
+    for folder in gallery_folders(runs):
+        target = state / "models" / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KEEP:
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, target / name)
+                saved.append(str(target / name))
+    return saved
+
+
+def restore(runs: Path, state: Path) -> list[str]:
+    restored = []
+    for rows in sorted(state.glob("*_rows")):
+        target = runs / rows.name
+        target.mkdir(parents=True, exist_ok=True)
+        for row in rows.glob("*.json"):
+            if not (target / row.name).exists():
+                shutil.copy2(row, target / row.name)
+                restored.append(str(target / row.name))
+    for folder in sorted((state / "models").glob("*")) if (state / "models").is_dir() else []:
+        target = runs / folder.name
+        if (target / "model.pt").exists():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for item in folder.iterdir():
+            shutil.copy2(item, target / item.name)
+            restored.append(str(target / item.name))
+    return restored
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("save", "restore"))
+    p.add_argument("--runs", required=True, help="the bench's runs folder, e.g. runs/bench")
+    p.add_argument("--name", required=True, help="state folder name under bench/state/")
+    args = p.parse_args(argv)
+    runs, state = Path(args.runs), ROOT / "bench" / "state" / args.name
+    done = save(runs, state) if args.action == "save" else restore(runs, state)
+    print(f"[state] {args.action}: {len(done)} files ({state} <-> {runs})")
+
+
+if __name__ == "__main__":
+    main()
