@@ -206,13 +206,14 @@ def gallery_candidate_runs(bench: Bench) -> list[Run]:
 
 
 def choose_gallery(bench: Bench, rows: list[dict]) -> tuple[str | None, list[dict]]:
-    """The gallery augmentation with the best validation M(g, g) (every candidate finished), and the table."""
+    """The gallery augmentation with the best validation M(g, g) (None until every candidate has
+    finished), and the table of the finished ones."""
     cands = [r for r in rows if r["method"] == "paragon" and r["phase"] == "select" and r["protocol"] == "closed_set"
              and r.get("settings_tag") in bench.by_tag]
-    if len(cands) < len(bench.by_tag):
+    if not cands:
         return None, []
     best, table = select_best(cands, group=lambda r: r["gallery_augment"])
-    return best, table
+    return (best if len(cands) == len(bench.by_tag) else None), table
 
 
 def select_runs(args, settings: P.Settings, epochs: int, labels: list[str]) -> list[Run]:
@@ -223,17 +224,23 @@ def select_runs(args, settings: P.Settings, epochs: int, labels: list[str]) -> l
 def choose(args, settings: P.Settings, rows: list[dict]) -> dict[str, dict]:
     """Per protocol whose candidates all finished: the chosen candidate, the BCT reference (the best
     BCT candidate), every candidate's validation numbers. Validation metrics only (select_best)."""
+    return {p: s for p, s in selection(args, settings, rows).items() if s["complete"]}
+
+
+def selection(args, settings: P.Settings, rows: list[dict]) -> dict[str, dict]:
+    """Per protocol, the best so far among the finished candidates ("complete": all finished)."""
     out = {}
     for protocol in PROTOCOLS:
         cands = [r for r in rows if r["phase"] == "select" and r["protocol"] == protocol and r["model"] == QUERY_MODEL
                  and r["epochs"] == args.select_epochs and r.get("settings_tag") == settings.tag()
                  and r.get("candidate") in args.candidates]
-        if len({r["candidate"] for r in cands}) < len(args.candidates):
+        if not cands:
             continue
         best, table = select_best(cands, group=lambda r: r["candidate"])
         bct = [t["candidate"] for t in table if t["candidate"].startswith("bct")]
         rows_by = {r["candidate"]: r for r in cands}
-        out[protocol] = {"candidate": best, "method": CANDIDATES[best], "bct_reference": bct[0] if bct else "bct",
+        out[protocol] = {"complete": len({r["candidate"] for r in cands}) == len(args.candidates),
+                         "candidate": best, "method": CANDIDATES[best], "bct_reference": bct[0] if bct else "bct",
                          "epochs": args.select_epochs, "metric": "val_recall_at_1 (M(q, g) on validation)",
                          "candidates": [{"candidate": t["candidate"], "val_recall_at_1": t["val_recall_at_1"],
                                          "val_map_at_r": t["val_map_at_r"],
@@ -278,11 +285,11 @@ def state(bench: Bench, rows: list[dict]) -> dict:
     nets), the query choice per protocol."""
     augment, gallery_table = choose_gallery(bench, rows)
     if augment is None:
-        return {"augment": None, "settings": None, "chosen": {}, "gallery_table": gallery_table}
+        return {"augment": None, "settings": None, "chosen": {}, "selection": {}, "gallery_table": gallery_table}
     settings = bench.settings(augment)
     settings = with_archs(settings, [r for r in rows if r.get("settings_tag") == settings.tag()])
     return {"augment": augment, "settings": settings, "chosen": choose(bench.args, settings, rows),
-            "gallery_table": gallery_table}
+            "selection": selection(bench.args, settings, rows), "gallery_table": gallery_table}
 
 
 def finals_of(rows: list[dict], st: dict) -> list[dict]:
@@ -338,7 +345,7 @@ def report(bench: Bench, rows: list[dict]) -> Path:
     timings = {"train_seconds_select": round(sum(r.get("train_seconds") or 0 for r in rows if r["phase"] == "select")),
                "train_seconds_final": round(sum(r.get("train_seconds") or 0 for r in finals))}
     extra = {"gallery_selection": {"chosen": st["augment"], "candidates": st["gallery_table"]},
-             "selection": st["chosen"], "epochs_check": epochs_check, "cmpnas_search": searches, "summary": summary,
+             "selection": st["selection"], "epochs_check": epochs_check, "cmpnas_search": searches, "summary": summary,
              "acceptance": accept, "checks": checks, "failures": bench.runner.failures, "candidates": CANDIDATES,
              "augments": AUGMENTS, "quick": args.quick}
     notes = _notes(summary, st, epochs_check, searches, accept, checks, bench.runner.failures)
@@ -370,12 +377,14 @@ def _notes(summary, st, epochs_check, searches, accept, checks, failures) -> str
                                       "recall_at_1_std", "homo_recall_at_1_mean", "gap_points", "flops_reduction",
                                       "compatible"])]
     if st["gallery_table"]:
-        lines += [f"Gallery augmentation (closed set, validation M(g, g)): chosen {st['augment']}", "",
+        lines += [f"Gallery augmentation (closed set, validation M(g, g)): chosen "
+                  f"{st['augment'] or '(not every candidate has finished)'}", "",
                   markdown_table([{"augment": t["candidate"], "val_recall_at_1": t["val_recall_at_1"],
                                    "val_map_at_r": t["val_map_at_r"]} for t in st["gallery_table"]],
                                  ["augment", "val_recall_at_1", "val_map_at_r"])]
-    for protocol, c in st["chosen"].items():
-        lines += [f"Selection, {protocol} (validation, {QUERY_MODEL}, seed 0, {c['epochs']} epochs): chosen "
+    for protocol, c in st["selection"].items():
+        what = "chosen" if c["complete"] else "best so far (not every candidate has finished)"
+        lines += [f"Selection, {protocol} (validation, {QUERY_MODEL}, seed 0, {c['epochs']} epochs): {what} "
                   f"{c['candidate']}; BCT reference {c['bct_reference']}", "",
                   markdown_table(c["candidates"], ["candidate", "val_recall_at_1", "val_map_at_r",
                                                    "val_homo_recall_at_1"])]
