@@ -15,6 +15,15 @@ probe ranks nothing by test. The 30-epoch, 3-seed numbers come from bench/galler
 
     python bench/refresh_probe.py --gallery runs/refresh_dev/gallery_open/model.pt \\
         --query runs/refresh_dev/q_open/model.pt --out runs/refresh_dev
+
+The two models of docs/results/refresh_probe.json were trained with (6 epochs each, seed 0):
+
+    hetsearch train configs/fashion_mnist/gallery.yaml data.protocol=open_set train.epochs=6 \\
+        name=gallery_open output_dir=runs/refresh_dev runtime.num_threads=1
+    hetsearch train configs/fashion_mnist/query_shufflenetv2_x0_5.yaml name=q_open output_dir=runs/refresh_dev \\
+        data.protocol=open_set compat.method=contrastive+relational train.task_loss=none \\
+        compat.gallery_model=runs/refresh_dev/gallery_open/model.pt train.epochs=6 \\
+        train.bn_recalibration_batches=20 runtime.num_threads=1 runtime.progress=false
 """
 
 from __future__ import annotations
