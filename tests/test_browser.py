@@ -67,6 +67,20 @@ def live_server(tmp_path_factory):
     thread.join(timeout=10)
 
 
+def _wait_until(page, expression: str, timeout_s: float = 30.0) -> None:
+    """Poll `expression` from Python until it is truthy.
+
+    Not page.wait_for_function: after its first check it re-evaluates the expression with eval()
+    from a page task, which the page's Content-Security-Policy (script-src 'self', no
+    'unsafe-eval') rightly blocks, so it failed whenever the condition was not already true.
+    page.evaluate runs through the DevTools protocol, which CSP does not govern.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f} s waiting for {expression}"
+        time.sleep(0.05)
+
+
 def test_web_page_search_end_to_end(live_server, tmp_path):
     _require_browser()
     from playwright.sync_api import sync_playwright
@@ -83,7 +97,7 @@ def test_web_page_search_end_to_end(live_server, tmp_path):
             page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
             page.goto(live_server["url"])
             models = live_server["models"]
-            page.wait_for_function("document.getElementById('query-model').textContent.includes('-d16-')")
+            _wait_until(page, "document.getElementById('query-model').textContent.includes('-d16-')")
             assert page.text_content("#query-model") == models.query_meta.model_id
             assert "MFLOPs" in page.text_content("#query-flops")
             assert page.text_content("#gallery-model") == models.gallery_meta.model_id
@@ -96,7 +110,7 @@ def test_web_page_search_end_to_end(live_server, tmp_path):
             assert page.is_visible("#query-image")
             first = page.locator("#results li.card").first
             assert "score" in first.text_content() and first.locator(".label").text_content()
-            page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && "
+            _wait_until(page, "[...document.querySelectorAll('#results img')].every(i => i.complete && "
                                    "i.naturalWidth > 0)")
             page.screenshot(path=str(artifacts / "web_search.png"), full_page=True)
 
@@ -121,7 +135,7 @@ def test_web_page_search_end_to_end(live_server, tmp_path):
             assert "415" in page.text_content("#status") and "not an image" in page.text_content("#status")
             assert page.locator("#results li.card").count() == 0
             assert page.text_content("#timings") == ""
-            page.wait_for_function("document.getElementById('query-image').hidden")
+            _wait_until(page, "document.getElementById('query-image').hidden")
             assert "cannot show this file as an image" in page.text_content("#query-caption")
             assert "--allow-incompatible" in page.text_content("#warnings")
 
