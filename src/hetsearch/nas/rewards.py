@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hetsearch.errors import ConfigError
-from hetsearch.utils.registry import Registry
+from hetsearch.registries import REWARDS
 
 METRICS = ("recall_at_1", "map_at_r")
 Reward = Callable[[dict], float]  # evaluation record -> the scalar the search maximises
 RewardFactory = Callable[[str, str, float], Reward]  # (homo key, hetero key, alpha) -> reward
-REWARDS: Registry[RewardFactory] = Registry("reward", "reward.name")
 register_reward = REWARDS.register
 reward_names = REWARDS.names
 

@@ -27,7 +27,7 @@ from typing import Callable, Container, Protocol
 
 import torch
 
-from hetsearch.utils.registry import Registry
+from hetsearch.registries import STRATEGIES
 from hetsearch.nas.space import Architecture, SearchSpace
 
 
@@ -112,7 +112,6 @@ class Strategy(Protocol):
 
 
 StrategyFactory = Callable[..., Strategy]  # (cfg: SearchConfig) -> Strategy
-STRATEGIES: Registry[StrategyFactory] = Registry("search strategy", "search.strategy")
 register_strategy = STRATEGIES.register
 strategy_names = STRATEGIES.names
 check_strategy = STRATEGIES.check

@@ -4,8 +4,8 @@ Loading a config (`hetsearch.utils.typed_config.load_config`) already checks eve
 and each section's own numbers (`validate()`). What needs more than one section, or the
 registries (backbones, heads, task losses, compatibility methods), or the gallery checkpoint, is
 checked here, each as one `ConfigError` line, before the data set is read: `Trainer` calls it
-first, so `hetsearch train CONFIG compat.method=nonsense` fails in about the time it takes to
-import the package.
+first. (`hetsearch train` checks the registry names earlier still, before torch is imported:
+`hetsearch.registries.check_config_names`.)
 """
 
 from __future__ import annotations

@@ -29,11 +29,10 @@ from hetsearch.compat import build_compat_term
 from hetsearch.compat.base import (BatchRefs, apply_term, load_training_state, prepare_batch, term_classes,
                                    training_state)
 from hetsearch.errors import CheckpointError, ConfigError
-from hetsearch.utils.registry import Registry
+from hetsearch.registries import TASK_LOSSES
 
 
 # train.task_loss -> the task loss class (an nn.Module with `uses_labels` and `build(train_cfg)`)
-TASK_LOSSES: Registry[type[nn.Module]] = Registry("task loss", "train.task_loss")
 
 
 @TASK_LOSSES.register("classification")

@@ -21,7 +21,11 @@ Rules, the same for every family:
   (plus the family's ``hint``, e.g. where more members come from).
 
 A registry imports nothing: its members register when the module defining them is imported (the
-package's ``__init__`` imports its built-in members).
+package's ``__init__`` imports its built-in members). A built-in member is also *declared*
+beforehand (`declare`: its name, one-line description and defining module; `hetsearch.registries`),
+so that names can be listed and checked without importing the implementation (and torch): a typo
+in a config fails in a fraction of a second. Looking a member up (`get`) still needs its module
+imported; nothing is loaded by name.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Registry(Generic[T]):
         self.kind, self.config_key, self.hint = kind, config_key, hint
         self._entries: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
+        self._modules: dict[str, str] = {}  # declared name -> the module whose import registers it
 
     def register(self, name: str, *, description: Optional[str] = None) -> Callable[[T], T]:
         """Decorator: register the decorated function or class as ``name``."""
@@ -65,7 +70,9 @@ class Registry(Generic[T]):
             if self._entries[name] is entry:
                 return entry
             raise ValueError(f"{self.kind} {name!r} is registered twice")
-        text = one_line(description) or one_line(getattr(entry, "__doc__", None))
+        # a declared member keeps its declared line: `hetsearch list` reads the same before and after the import
+        text = (self._descriptions.get(name, "") if name in self._modules else "") or one_line(description) \
+            or one_line(getattr(entry, "__doc__", None))
         if not text:
             raise ValueError(f"{self.kind} {name!r}: give it a one-line description (a docstring, or "
                              "description=... when registering)")
@@ -73,17 +80,27 @@ class Registry(Generic[T]):
         self._descriptions[name] = text
         return entry
 
+    def declare(self, name: str, module: str, description: str) -> None:
+        """A member that ``import module`` registers: known by name (`check`, `names`, `members`)
+        before that import; `get` needs the import done."""
+        if name in self._modules and self._modules[name] != module:
+            raise ValueError(f"{self.kind} {name!r} is declared twice ({self._modules[name]}, {module})")
+        if not one_line(description):
+            raise ValueError(f"{self.kind} {name!r}: declare it with a one-line description")
+        self._modules[name] = module
+        self._descriptions.setdefault(name, one_line(description))
+
     @contextlib.contextmanager
     def temporary(self) -> Iterator["Registry[T]"]:
         """Members registered inside the ``with`` block are unregistered at its end (tests)."""
-        saved = dict(self._entries), dict(self._descriptions)
+        saved = dict(self._entries), dict(self._descriptions), dict(self._modules)
         try:
             yield self
         finally:
-            self._entries, self._descriptions = saved
+            self._entries, self._descriptions, self._modules = saved
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._entries.keys() | self._modules.keys())
 
     def describe(self, name: str) -> str:
         self.check(name)
@@ -94,13 +111,13 @@ class Registry(Generic[T]):
         return [(name, self._descriptions[name]) for name in self.names()]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._modules
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.names())
 
     def unknown(self, name: object) -> ConfigError:
         """The one-line error for a name that is not registered."""
@@ -108,11 +125,14 @@ class Registry(Generic[T]):
         return ConfigError(f"{self.config_key}: unknown {self.kind} {name!r}; known: {', '.join(self.names())}{hint}")
 
     def check(self, name: object) -> None:
-        if name not in self._entries:
+        if name not in self:
             raise self.unknown(name)
 
     def get(self, name: str) -> T:
         self.check(name)
+        if name not in self._entries:
+            raise LookupError(f"{self.kind} {name!r} is registered by {self._modules[name]}, which is not "
+                              "imported yet: import it (its package's __init__ does) before looking it up")
         return self._entries[name]
 
     __getitem__ = get
