@@ -53,7 +53,19 @@ VARIANTS = {"linear": ("query", {"epochs": 0}),
             "e2_r0": ("query", {"epochs": 2, "replay": 0.0, "linear": False}),
             "e2_r25": ("query", {"epochs": 2, "replay": 0.25, "linear": False}),
             "e2+linear": ("e2", {"epochs": 0}),
-            "e2_r0+linear": ("e2_r0", {"epochs": 0})}
+            "e2_r0+linear": ("e2_r0", {"epochs": 0}),
+            # the last points (issue 20.2): longer, a faster rate, the exact-vector regression added to the
+            # contrastive and relational terms, a sharper contrastive temperature; each also + the map
+            "e4_r0": ("query", {"epochs": 4, "replay": 0.0, "linear": False}),
+            "e2_r0_lr05": ("query", {"epochs": 2, "replay": 0.0, "lr": 0.05, "linear": False}),
+            "e2_r0_l2": ("query", {"epochs": 2, "replay": 0.0, "linear": False,
+                                   "method": "contrastive+relational+bank_l2"}),
+            "e2_r0_t05": ("query", {"epochs": 2, "replay": 0.0, "linear": False,
+                                    "overrides": {"compat.gallery_aware.temperature": 0.05}}),
+            "e4_r0+linear": ("e4_r0", {"epochs": 0}),
+            "e2_r0_lr05+linear": ("e2_r0_lr05", {"epochs": 0}),
+            "e2_r0_l2+linear": ("e2_r0_l2", {"epochs": 0}),
+            "e2_r0_t05+linear": ("e2_r0_t05", {"epochs": 0})}
 RIDGE = (1e-2, 1.0, 10.0)
 
 
@@ -118,15 +130,16 @@ def stored_vector_map(score: Scorer, q_path: Path, g_cat: np.ndarray) -> dict:
 
 def refresh_variant(score: Scorer, index: Path, out: Path, paths: dict, name: str, g_cat: np.ndarray) -> dict:
     start, options = VARIANTS[name]
+    options = dict(options)
+    overrides = {"runtime.progress": "false", "runtime.num_threads": 1, **options.pop("overrides", {})}
     result = refresh(RefreshConfig(index=str(index), query_model=str(paths[start]), output_dir=str(out / "refreshes"),
-                                   name=name, overrides={"runtime.progress": "false", "runtime.num_threads": 1},
-                                   **options), resume=True)
+                                   name=name, overrides=overrides, **options), resume=True)
     paths[name] = p = result.train.model_path
     history, fitted = result.train.history, result.train.meta.extra.get("linear_map", {})
     val = fitted.get("val_recall_at_1_after") if fitted.get("applied") else (
         fitted.get("val_recall_at_1_before") if fitted else history[-1]["val_hetero_recall_at_1"] if history else None)
     r_query, r_cat = score.embed(p, "query"), score.embed(p, "gallery")
-    return {"variant": f"refresh {name}", "start": start, **options, "linear_map": fitted or None,
+    return {"variant": f"refresh {name}", "start": start, **VARIANTS[name][1], "linear_map": fitted or None,
             "refresh_seconds": round(result.train.train_seconds, 1), "val_recall_at_1": val,
             "homo_recall_at_1": score(r_query, r_cat)["recall_at_1"], **score(r_query, g_cat)}
 
