@@ -149,7 +149,8 @@ def test_tiny_end_to_end_pipeline_with_nas(tmp_path, capsys):
     retrained = load_checkpoint(runs / "cmpnas_1mf" / "model.pt")
     assert supernet.meta.compatible_with == gallery.meta.model_id
     assert retrained.meta.spec.backbone == "cmpnas" and retrained.meta.spec.backbone_args["arch"] == best["arch"]
-    assert retrained.meta.compatible_with == gallery.meta.model_id and retrained.meta.compatibility == "bct"
+    # retrain.yaml trains the default method (bct+contrastive, the closed set's validated choice)
+    assert retrained.meta.compatible_with == gallery.meta.model_id and retrained.meta.compatibility == "bct+contrastive"
     assert retrained.meta.flops == pytest.approx(best["mflops"] * 1e6)
     assert set(ctx.models) == {"gallery", "cmpnas_1mf"}
     grid = json.loads((runs / "grid" / "grid.json").read_text())
