@@ -72,7 +72,10 @@ from hetsearch.utils.device import resolve_device
 from hetsearch.utils.results import markdown_table, write_results
 from hetsearch.utils.typed_config import load_config
 
-BEST_METHOD = "contrastive+relational@train.task_loss=none"   # today's candidate; the campaign chooses
+# the closed set's choice of the campaign's select phase (docs/compat.md, "The defaults"); the open-set
+# supernet and search (open_search, done first) used label-free c+r, kept as the open set's method
+BEST_METHOD = "bct+contrastive"
+OPEN_METHOD = "contrastive+relational@train.task_loss=none"
 PAPER_METHOD = "bct"
 NO_COMPAT = "none"
 VARIANTS = {"r3": ("r3", True), "r1": ("r1", True), "r2": ("r2", True), "nocompat": ("r3", False)}  # -> (reward, compat supernet)
@@ -819,8 +822,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                         "(3 retrained), 2 seeds, no BCT: checks the machinery")
     p.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS)}, run in the order given")
     p.add_argument("--method", default=BEST_METHOD, help=f"the project's best compat method (default {BEST_METHOD})")
-    p.add_argument("--open-method", default=None, help="the open set's compat method (default --method): the "
-                                                       "supernet of open_search and of the open part, its retrains")
+    p.add_argument("--open-method", default=OPEN_METHOD, help="the open set's compat method: the supernet of "
+                                                              f"open_search and of the open part, its retrains "
+                                                              f"(default {OPEN_METHOD})")
     p.add_argument("--paper-method", default=None, help="the paper's method, ablated beside it on the closed set "
                                                         "(default bct; '' for none)")
     p.add_argument("--f-methods", default=None, help="methods the F study retrains paths with (default --method)")
@@ -856,7 +860,6 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.paper_method is None:
         args.paper_method = QUICK["paper_method"] if q else PAPER_METHOD
     args.methods = list(dict.fromkeys([args.method, *([args.paper_method] if args.paper_method else [])]))
-    args.open_method = args.open_method or args.method
     args.open_methods = [args.open_method]
     args.f_methods = [m for m in (args.f_methods or args.method).split(",") if m]
     args.variants = args.variants.split(",") if args.variants else None
