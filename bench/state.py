@@ -6,9 +6,14 @@ things: the row file of every finished run (`<runs>/<prefix>_rows/*.json`: a fin
 trained again) and the models the unfinished runs depend on (the galleries: a retrained gallery
 would be another model, and the rows scored against the old one would no longer be comparable).
 `save` copies both into a tracked folder (default `bench/state/<name>`); `restore` puts them back.
-Query models are not kept (their rows hold their numbers); an unfinished run starts over.
+Query models are not kept (their rows hold their numbers) unless a later run starts from them:
+`--keep GLOB` (repeatable) adds the finished run folders it matches, e.g. the open-set query models
+that the catalogue-refresh runs fine-tune (otherwise a fresh checkout would retrain them, and the
+refresh would start from a retrained model, not the one its open-set row scored). An unfinished
+run starts over.
 
-    python bench/state.py save --runs runs/bench --name gallery_aware
+    python bench/state.py save --runs runs/bench --name gallery_aware \
+        --keep "ga_open_set_shufflenetv2*" --keep "ga_open_set_cmpnas*"
     python bench/state.py restore --runs runs/bench --name gallery_aware
 """
 
@@ -22,12 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("model.pt", "config.yaml", "summary.json", "metrics.jsonl")
 
 
-def gallery_folders(runs: Path) -> list[Path]:
-    """Finished gallery runs (their folder name starts with "gallery"; model.pt written)."""
-    return sorted(p for p in runs.glob("gallery*") if (p / "model.pt").is_file())
+def model_folders(runs: Path, keep: tuple[str, ...] = ()) -> list[Path]:
+    """Finished gallery runs (their folder name starts with "gallery") and the finished runs matching
+    a `keep` pattern (model.pt written)."""
+    found = {p for pattern in ("gallery*", *keep) for p in runs.glob(pattern)}
+    return sorted(p for p in found if (p / "model.pt").is_file())
 
 
-def save(runs: Path, state: Path) -> list[str]:
+def save(runs: Path, state: Path, keep: tuple[str, ...] = ()) -> list[str]:
     saved = []
     for rows in sorted(runs.glob("*_rows")):
         target = state / rows.name
@@ -35,7 +42,7 @@ def save(runs: Path, state: Path) -> list[str]:
         for row in rows.glob("*.json"):
             shutil.copy2(row, target / row.name)
             saved.append(str(target / row.name))
-    for folder in gallery_folders(runs):
+    for folder in model_folders(runs, keep):
         target = state / "models" / folder.name
         target.mkdir(parents=True, exist_ok=True)
         for name in KEEP:
@@ -70,9 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("action", choices=("save", "restore"))
     p.add_argument("--runs", required=True, help="the bench's runs folder, e.g. runs/bench")
     p.add_argument("--name", required=True, help="state folder name under bench/state/")
+    p.add_argument("--keep", action="append", default=[], metavar="GLOB",
+                   help="save: also the finished run folders matching GLOB (query models later runs start from)")
     args = p.parse_args(argv)
     runs, state = Path(args.runs), ROOT / "bench" / "state" / args.name
-    done = save(runs, state) if args.action == "save" else restore(runs, state)
+    done = save(runs, state, tuple(args.keep)) if args.action == "save" else restore(runs, state)
     print(f"[state] {args.action}: {len(done)} files ({state} <-> {runs})")
 
 

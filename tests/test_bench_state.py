@@ -29,3 +29,18 @@ def test_rows_and_finished_galleries_round_trip(tmp_path):
     assert not (fresh / "gallery_open_set" / "checkpoint_last.pt").exists()   # finished: not needed
     assert not (fresh / "gallery_unfinished").exists() and not (fresh / "ga_closed_set_q").exists()
     assert state.restore(fresh, saved) == [] and len(restored) == 2          # restoring twice changes nothing
+
+
+def test_keep_saves_the_query_models_later_runs_start_from(tmp_path):
+    runs, saved = tmp_path / "runs", tmp_path / "state"
+    for name in ("ga_open_set_shufflenetv2_x0_5_bct_s0_e30", "ga_open_set_sel_shufflenetv2_x0_5_bct_s0_e30",
+                 "ga_closed_set_shufflenetv2_x0_5_bct_s0_e30"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "model.pt").write_bytes(name.encode())
+    (runs / "ga_open_set_shufflenetv2_x0_5_c_s1_e30").mkdir()   # unfinished: no model.pt
+    state.save(runs, saved, keep=("ga_open_set_shufflenetv2*",))
+    fresh = tmp_path / "fresh"
+    state.restore(fresh, saved)
+    assert sorted(p.name for p in fresh.iterdir()) == ["ga_open_set_shufflenetv2_x0_5_bct_s0_e30"]
+    assert (fresh / "ga_open_set_shufflenetv2_x0_5_bct_s0_e30" / "model.pt").read_bytes() == \
+        b"ga_open_set_shufflenetv2_x0_5_bct_s0_e30"
