@@ -1,4 +1,4 @@
-"""Gallery-aware compatibility terms (contrastive, relational, bank_l2) and label-free training.
+"""Gallery-aware compatibility terms (contrastive, relational, context, bank_l2) and label-free training.
 
 Losses on hand-built banks; training through the CLI and the Trainer on tiny synthetic data.
 """
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from hetsearch.compat.bank import GalleryBank
 from hetsearch.compat.bank_terms import BankL2Term
 from hetsearch.compat.base import BatchRefs, SumOfTerms, apply_term
+from hetsearch.compat.context import ContextTerm
 from hetsearch.compat.contrastive import ContrastiveTerm
 from hetsearch.compat.relational import RelationalTerm
 from hetsearch.compat.views import ItemViews
@@ -100,6 +101,8 @@ def test_bad_options_are_config_errors():
         ContrastiveTerm(bank, True, temperature=0.1, negatives=-2)
     with pytest.raises(ConfigError, match="anchors"):
         RelationalTerm(bank, True, anchors=0, temperature=0.1)
+    with pytest.raises(ConfigError, match="context"):
+        ContextTerm(bank, True, neighbours=0, temperature=0.1)
 
 
 # ----------------------------------------------------------------------------- training
@@ -252,3 +255,30 @@ def test_hard_negatives_are_the_gallerys_nearest_other_images():
     q = torch.randn(8, D)
     assert term(q, None, None, refs=refs).item() > plain(q, None, None, refs=refs).item()  # more negatives
     assert term(positives(bank, refs), None, None, refs=refs).item() < 0.05
+
+
+def test_context_matches_the_gallerys_similarities_to_each_images_neighbours():
+    bank, refs = hand_bank(), refs_for()
+    term = ContextTerm(bank, True, neighbours=4, temperature=0.1)
+    pos = positives(bank, refs)
+    assert term(pos, None, None, refs=refs).item() == pytest.approx(0.0, abs=1e-5)
+    # a query that lands on its image's nearest look-alike instead of on its own gallery embedding
+    near = bank.neighbors(4, "cpu")[refs.indices, 0]
+    look_alike = bank.tensor("cpu")[near, 0].float()
+    assert term(look_alike, None, None, refs=refs).item() > 0.1
+    assert term(torch.randn(8, D), None, None, refs=refs).item() > 0.1
+
+
+def test_context_trains_a_query_model(tmp_path, tiny_train_overrides):
+    from hetsearch.config import TrainRunConfig
+    from hetsearch.train import train
+    from hetsearch.utils.typed_config import load_config
+
+    gallery_id = tiny_gallery(tmp_path / "gallery.pt", size=28, dim=16)
+    cfg = load_config(TrainRunConfig, "configs/fashion_mnist/query_shufflenetv2_x0_5.yaml", [
+        *tiny_train_overrides, "model.embedding_dim=16", "compat.method=contrastive+context",
+        f"compat.gallery_model={tmp_path / 'gallery.pt'}", "compat.bank.views=2",
+        "compat.gallery_aware.negatives=32", "compat.gallery_aware.context=3"])
+    result = train(cfg)
+    assert all(h["compat_context_loss"] >= 0 and h["compat_contrastive_loss"] > 0 for h in result.history)
+    assert load_checkpoint(result.model_path).meta.compatible_with == gallery_id

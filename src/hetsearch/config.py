@@ -138,13 +138,15 @@ class BankConfig:
 
 @dataclass
 class GalleryAwareConfig:
-    """Options of the bank methods (contrastive, relational, bank_l2; docs/compat.md)."""
+    """Options of the bank methods (contrastive, relational, context, bank_l2; docs/compat.md)."""
 
     temperature: float = 0.1         # contrastive: τ of the InfoNCE softmax (0.1 beat 0.05 and 0.2 in dev runs, docs/compat.md)
     negatives: int = 4096            # contrastive: sampled bank rows per step (0: in-batch; -1: the full bank)
     hard_negatives: int = 0          # contrastive: + the gallery embeddings of each image's h nearest training images
     anchors: int = 2048              # relational: sampled bank anchors per step
     relational_temperature: float = 0.05  # relational: τ of both similarity distributions
+    context: int = 16                # context: k, the gallery's nearest training images of each image
+    context_temperature: float = 0.05  # context: τ of both similarity distributions
 
 
 @dataclass
@@ -190,6 +192,9 @@ class CompatConfig:
         _check_number("compat.gallery_aware", "hard_negatives", ga.hard_negatives, low=0, what="a count >= 0")
         _check_number("compat.gallery_aware", "anchors", ga.anchors, low=1, what="a positive count")
         _check_number("compat.gallery_aware", "relational_temperature", ga.relational_temperature, low=0,
+                      low_ok=False, what="a value > 0")
+        _check_number("compat.gallery_aware", "context", ga.context, low=1, what="a positive count")
+        _check_number("compat.gallery_aware", "context_temperature", ga.context_temperature, low=0,
                       low_ok=False, what="a value > 0")
 
     def _validate_term_weights(self, parts: list[str]) -> None:

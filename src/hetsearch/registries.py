@@ -75,6 +75,8 @@ _BUILT_IN: dict[Registry[Any], dict[str, tuple[str, str]]] = {  # registry -> na
                                         "gallery lacks."),
         "bct_mean": ("hetsearch.compat.bct", "BCT with the gallery model's class means as every row of the frozen "
                                              "classifier."),
+        "context": ("hetsearch.compat.context", "Contextual similarity distillation (CSD): match the gallery's "
+                                                "similarities to each image's gallery neighbours (label-free)."),
         "contrastive": ("hetsearch.compat.contrastive", "Asymmetric InfoNCE of the query embedding against the "
                                                         "gallery embedding bank (label-free)."),
         "distill": ("hetsearch.compat.feature_matching", "Feature distillation on directions: mean 1 - cos(φ_q(x), "

@@ -16,6 +16,7 @@ from hetsearch.compat import feature_matching as _feature_matching  # noqa: E402
 from hetsearch.compat import bank_terms as _bank_terms  # noqa: E402,F401  ("bank_l2")
 from hetsearch.compat import contrastive as _contrastive  # noqa: E402,F401  ("contrastive")
 from hetsearch.compat import relational as _relational  # noqa: E402,F401  ("relational")
+from hetsearch.compat import context as _context  # noqa: E402,F401  ("context")
 from hetsearch.compat.bct import BCTTerm, FrozenClassifier, build_frozen_classifier, pseudo_classifier_rows  # noqa: E402
 from hetsearch.compat.feature_matching import FeatureMatchingTerm  # noqa: E402
 from hetsearch.compat.gallery import FrozenGallery  # noqa: E402
