@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                          "first of --models)")
     p.add_argument("--methods", default=None, help="candidate compat methods (default "
                                                    f"{','.join(DEFAULT_METHODS)})")
+    p.add_argument("--extra-methods", action="append", default=[], metavar="PROTOCOL=METHODS",
+                   help="more candidates (comma-separated) for one protocol only, e.g. probes of the open set")
     p.add_argument("--reference", default="bct", help="methods trained in the final phase besides the chosen one "
                                                       "(default bct, the paper's; '' for none)")
     p.add_argument("--epochs", default=None, help="candidate query epochs, comma-separated (default 30)")
@@ -94,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.select_models = args.select_models.split(",") if args.select_models else args.models[:1]
     args.methods = (args.methods or (QUICK["methods"] if q else ",".join(DEFAULT_METHODS))).split(",")
     args.reference = [m for m in args.reference.split(",") if m]
+    args.extra_methods = _extra_methods(p, args.extra_methods)
     args.epochs = [int(e) for e in (args.epochs or (QUICK["epochs"] if q else "30")).split(",")]
     args.seeds = [int(s) for s in (args.seeds or (QUICK["seeds"] if q else "0,1,2")).split(",")]
     args.gallery_epochs = args.gallery_epochs or (QUICK["gallery_epochs"] if q else None)
@@ -101,6 +104,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.runs = args.runs or (f"{_shared.BENCH_RUNS}_ga_quick" if q else _shared.BENCH_RUNS)
     args.results = args.results or ("gallery_aware_runner_quick" if q else "gallery_aware")
     return args
+
+
+def _extra_methods(parser, items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        protocol, _, methods = item.partition("=")
+        if protocol not in P.PROTOCOLS or not methods:
+            parser.error(f"--extra-methods {item!r}: expected PROTOCOL=METHOD[,METHOD...] with PROTOCOL one of "
+                         f"{', '.join(sorted(P.PROTOCOLS))}")
+        out.setdefault(protocol, []).extend(m for m in methods.split(",") if m)
+    return out
+
+
+def methods_for(args, protocol: str) -> list[str]:
+    """The candidates of one protocol: --methods, then its --extra-methods."""
+    return list(dict.fromkeys([*args.methods, *args.extra_methods.get(protocol, [])]))
 
 
 def settings_of(args) -> P.Settings:
@@ -139,8 +158,8 @@ def tagged(settings: P.Settings, runs: list[Run]) -> list[Run]:
 
 
 def select_runs(args, settings: P.Settings) -> list[Run]:
-    return tagged(settings, grid(args.protocols, args.select_models, args.methods, [args.select_seed], args.epochs,
-                                 "select"))
+    return tagged(settings, [run for protocol in args.protocols for run in grid(
+        [protocol], args.select_models, methods_for(args, protocol), [args.select_seed], args.epochs, "select")])
 
 
 def choose(args, rows: list[dict]) -> dict[str, dict]:
@@ -148,11 +167,11 @@ def choose(args, rows: list[dict]) -> dict[str, dict]:
     candidate's validation numbers. Reads val_* metrics only (select_best refuses others)."""
     out = {}
     rows = [r for r in rows if r["phase"] == "select" and (r["method"] == "paragon" or (
-        r["method"] in args.methods and r["epochs"] in args.epochs and r["model"] in args.select_models
-        and r["seed"] == args.select_seed))]  # this call's candidates (the rows folder keeps every call's)
+        r["method"] in methods_for(args, r["protocol"]) and r["epochs"] in args.epochs
+        and r["model"] in args.select_models and r["seed"] == args.select_seed))]  # this call's candidates
     for protocol in args.protocols:
         cands = [r for r in rows if r["protocol"] == protocol and r["method"] != "paragon"]
-        if len(cands) < len(args.methods) * len(args.epochs) * len(args.select_models):
+        if len(cands) < len(methods_for(args, protocol)) * len(args.epochs) * len(args.select_models):
             continue
         other = "map_at_r" if args.select_metric == "recall_at_1" else "recall_at_1"
         (method, epochs), table = select_best(cands, metric=f"val_{args.select_metric}", tie_break=f"val_{other}")
@@ -242,7 +261,7 @@ def report(args, runner: Runner, started: float) -> Path:
                   title="Gallery-aware compatibility: chosen on validation, scored on test (closed and open set)",
                   notes=_notes(summary, chosen, checks, runner),
                   extra={"selection": chosen, "summary": summary, "acceptance": checks, "failures": runner.failures,
-                         "epochs": args.epochs, "seeds": args.seeds, "candidates": args.methods,
+                         "epochs": args.epochs, "seeds": args.seeds, "candidates": {p: methods_for(args, p) for p in args.protocols},
                          "reference": args.reference, "models": args.models, "quick": args.quick})[1]
 
 

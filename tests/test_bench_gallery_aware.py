@@ -150,3 +150,20 @@ def test_refresh_options_ride_on_the_method_and_share_the_model_they_start_from(
         settings, P.OPEN_SET, P.Run("open_set", "shufflenetv2_x0_5", "bct", 0, 30, "final"))
     assert P.get_protocol("open_set_refresh").gallery_of == "open_set"
     assert "data.gallery=catalogue" in P.get_protocol("open_set_refresh").data
+
+
+def test_extra_methods_are_candidates_of_their_protocol_only(fake_protocol, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import dataclasses
+    monkeypatch.setitem(P.PROTOCOLS, "fake2", dataclasses.replace(P.PROTOCOLS["fake"], name="fake2"))
+    ga.main(["--protocols", "fake,fake2", "--methods", "a,b", "--extra-methods", "fake2=c", "--models",
+             "shufflenetv2_x0_5", "--epochs", "30", "--seeds", "0", "--runs", str(tmp_path / "runs"), "--results", "ga"])
+    selects = {c[2] for c in fake_protocol if c[0] == "select"}
+    assert selects == {"paragon", "a", "b", "c"}
+    assert sum(1 for c in fake_protocol if c[0] == "select" and c[2] == "c") == 1   # fake2's candidate only
+    payload = json.loads((tmp_path / "docs" / "results" / "ga.json").read_text())
+    assert payload["selection"]["fake"]["method"] == "a"       # c (0.95 on validation) never ran here
+    assert payload["selection"]["fake2"]["method"] == "c"
+    assert payload["candidates"] == {"fake": ["a", "b"], "fake2": ["a", "b", "c"]}
+    with pytest.raises(SystemExit):
+        ga.parse_args(["--extra-methods", "nonsense=c"])
