@@ -80,7 +80,8 @@ def sha(tensor: torch.Tensor) -> str:
 # ------------------------------------------------------------------------------ registry and config
 
 def test_methods_are_registered():
-    assert compat_methods() == ["none", "bank_l2", "bct", "bct_mean", "contrastive", "distill", "l2", "relational"]
+    assert compat_methods() == ["none", "bank_l2", "bct", "bct_mean", "context", "contrastive", "distill", "l2",
+                                "relational"]
 
 
 def test_none_builds_nothing_and_unknown_or_missing_gallery_is_an_error(tmp_path):
