@@ -11,10 +11,10 @@ PY=${PYTHON:-.venv/bin/python}
 BASE="contrastive+relational@train.task_loss=none&compat.gallery_aware.temperature=0.05"
 METHODS="contrastive+relational,contrastive+relational@train.task_loss=none,$BASE,bct+contrastive"
 # issue 20.2, the last points on the open set: harder negatives from the gallery's own neighbours, the
-# positive against the relational term, the context (CSD-style) term; candidates like the others,
+# positive against the relational term (0.25 < 1 < 4 on validation: 16 next), the context (CSD-style) term; candidates like the others,
 # chosen on the open set's validation classes (the closed set already met its bar with bct+contrastive)
 OPEN_PROBES="$BASE&compat.gallery_aware.hard_negatives=32,$BASE&compat.term_weights.relational=0.25"
-OPEN_PROBES="$OPEN_PROBES,$BASE&compat.term_weights.relational=4"
+OPEN_PROBES="$OPEN_PROBES,$BASE&compat.term_weights.relational=4,$BASE&compat.term_weights.relational=16"
 OPEN_PROBES="$OPEN_PROBES,contrastive+context@train.task_loss=none&compat.gallery_aware.temperature=0.05"
 OPEN_PROBES="$OPEN_PROBES,contrastive+relational+context@train.task_loss=none&compat.gallery_aware.temperature=0.05"
 
