@@ -46,7 +46,7 @@ DEFAULT_METHODS = ("l2", "contrastive", "contrastive+relational", "bct+contrasti
                    "contrastive+relational@train.task_loss=none&compat.gallery_aware.temperature=0.05")
 QUICK = {"caps": ("data.max_train_items=2000", "data.max_test_items=400"), "gallery_epochs": 1, "epochs": "1",
          "methods": "l2,contrastive+relational@train.task_loss=none", "models": "shufflenetv2_x0_5", "seeds": "0,1"}
-GAP_LIMIT = {"closed_set": 0.015, "open_set": 0.05, "open_set_refresh": 0.02}   # issue 20 acceptance
+GAP_LIMIT = {"closed_set": 0.015, "open_set": 0.05, "open_set_map": 0.05, "open_set_refresh": 0.02}   # issue 20 acceptance
 MIN_FLOPS_REDUCTION = 30.0
 
 

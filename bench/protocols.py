@@ -371,24 +371,28 @@ def split_refresh(method: str) -> tuple[str, dict]:
     return name + ("@" + "&".join(rest) if rest else ""), {**REFRESH_DEFAULTS, **options}
 
 
+TRAINS_AS = {"open_set_refresh": "open_set", "open_set_map": "open_set"}   # protocols whose models start from another's
+
+
 def training_run(run: Run) -> Run:
-    """The run whose query model `run` trains (a refresh run: the open-set model it starts from)."""
-    if run.protocol != "open_set_refresh":
+    """The run whose query model `run` trains (a refresh or map run: the open-set model it starts from)."""
+    if run.protocol not in TRAINS_AS:
         return run
-    return dataclasses.replace(run, protocol="open_set", method=split_refresh(run.method)[0])
+    return dataclasses.replace(run, protocol=TRAINS_AS[run.protocol], method=split_refresh(run.method)[0])
 
 
-def catalogue_index(settings: Settings, protocol: Protocol, phase: str) -> Path:
-    """The index of the phase's catalogue, built once by the phase's gallery model."""
+def catalogue_index(settings: Settings, protocol: Protocol, phase: str, which: str = "catalogue") -> Path:
+    """The index of the phase's catalogue (or, which="training", of its training images), built once by the
+    phase's gallery model."""
     from hetsearch.index import build_index
     from hetsearch.index.items import GalleryItems
     from hetsearch.models import load_checkpoint
 
-    folder = Path(settings.runs) / f"{gallery_run_name(settings, protocol, phase)}_catalogue_index"
+    folder = Path(settings.runs) / f"{gallery_run_name(settings, protocol, phase)}_{which}_index"
     if (folder / "manifest.json").is_file():
         return folder
     splits = splits_of(scoring_config(settings, protocol, phase))
-    catalogue = splits.val if phase == "select" else splits.gallery
+    catalogue = splits.train if which == "training" else splits.val if phase == "select" else splits.gallery
     items = GalleryItems(images=catalogue.images, sources=list(catalogue.sources),
                          labels=[catalogue.classes[int(i)] for i in catalogue.labels],
                          fields=[{} for _ in range(len(catalogue))])
@@ -440,3 +444,29 @@ OPEN_SET_REFRESH = register(Protocol(
     "{val_classes} validation classes' images are the catalogue, scored on the refresh's held-out share of it",
     data=(*OPEN_SET.data, "data.gallery=catalogue"), select_data=OPEN_SET.select_data, gallery_of="open_set",
     query_model=refreshed_query_model, score=score_refresh))
+
+
+# ----------------------------------------------------------------------------- the map without a catalogue (issue 20.2)
+# The open set without refresh, one more lever: the closed-form map of `hetsearch refresh epochs=0`, fitted on
+# an index of the query model's own training images (no image of a new class anywhere), scored like open_set.
+
+def mapped_query_model(settings: Settings, protocol: Protocol, run: Run) -> tuple[Path, dict]:
+    """The open-set query model of the same method and seed with the map fitted on its training classes."""
+    from hetsearch.train.refresh import RefreshConfig, refresh
+
+    base_path, info = train_query_model(settings, OPEN_SET, training_run(run))
+    index = catalogue_index(settings, protocol, run.phase, which="training")
+    overrides = {"runtime.progress": "false", **({"runtime.num_threads": settings.threads} if settings.threads else {}),
+                 **({"runtime.device": settings.device} if settings.device else {})}
+    result = refresh(RefreshConfig(index=str(index), query_model=str(base_path), output_dir=settings.runs, epochs=0,
+                                   name=f"{query_run_name(settings, protocol, run)}_map", seed=run.seed,
+                                   overrides=overrides), resume=True)
+    return result.train.model_path, {**info, "mapped_from": info.get("training_run"), "map_index": str(index),
+                                     "linear_map": result.train.meta.extra.get("linear_map")}
+
+
+OPEN_SET_MAP = register(Protocol(
+    "open_set_map", "the open set, its query model followed by the closed-form map of `hetsearch refresh epochs=0` "
+    "fitted on an index of its own training images (the map's λ and whether to apply it chosen on held-out "
+    "training items); scored like open_set", data=OPEN_SET.data, select_data=OPEN_SET.select_data,
+    gallery_of="open_set", query_model=mapped_query_model))

@@ -152,6 +152,24 @@ def test_refresh_options_ride_on_the_method_and_share_the_model_they_start_from(
     assert "data.gallery=catalogue" in P.get_protocol("open_set_refresh").data
 
 
+def test_the_map_protocol_starts_from_the_open_set_model_and_indexes_training_images_only(tmp_path, monkeypatch):
+    run = P.Run("open_set_map", "shufflenetv2_x0_5", "bct", 0, 30, "select")
+    base = P.training_run(run)
+    settings = P.Settings(runs=str(tmp_path / "runs"), data_dir=_fake_fashion_mnist(tmp_path / "fm"))
+    assert (base.protocol, base.method) == ("open_set", "bct")
+    assert P.query_run_name(settings, P.OPEN_SET, base) == P.query_run_name(
+        settings, P.OPEN_SET, P.Run("open_set", "shufflenetv2_x0_5", "bct", 0, 30, "select"))
+    protocol = P.get_protocol("open_set_map")
+    assert protocol.gallery_of == "open_set" and protocol.score is P.score_pair
+    indexed = {}
+    monkeypatch.setattr("hetsearch.index.build_index", lambda folder, model, items: indexed.update(items=items))
+    monkeypatch.setattr("hetsearch.models.load_checkpoint", lambda path: None)
+    P.catalogue_index(settings, protocol, "select", which="training")
+    splits = make_splits(P.scoring_config(settings, protocol, "select").data)
+    assert set(indexed["items"].sources) == set(splits.train.sources)      # no validation-class image in the map's fit
+    assert not set(indexed["items"].sources) & (set(splits.val.sources) | set(splits.query.sources))
+
+
 def test_extra_methods_are_candidates_of_their_protocol_only(fake_protocol, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import dataclasses
