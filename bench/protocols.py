@@ -371,7 +371,8 @@ def split_refresh(method: str) -> tuple[str, dict]:
     return name + ("@" + "&".join(rest) if rest else ""), {**REFRESH_DEFAULTS, **options}
 
 
-TRAINS_AS = {"open_set_refresh": "open_set", "open_set_map": "open_set"}   # protocols whose models start from another's
+TRAINS_AS = {"open_set_refresh": "open_set", "open_set_map": "open_set",   # protocols whose models start from another's
+             "closed_set_map": "closed_set"}
 
 
 def training_run(run: Run) -> Run:
@@ -451,10 +452,12 @@ OPEN_SET_REFRESH = register(Protocol(
 # an index of the query model's own training images (no image of a new class anywhere), scored like open_set.
 
 def mapped_query_model(settings: Settings, protocol: Protocol, run: Run) -> tuple[Path, dict]:
-    """The open-set query model of the same method and seed with the map fitted on its training classes."""
+    """The query model of the same method and seed (trained by the protocol it maps) with the map fitted on
+    its training images."""
     from hetsearch.train.refresh import RefreshConfig, refresh
 
-    base_path, info = train_query_model(settings, OPEN_SET, training_run(run))
+    base = training_run(run)
+    base_path, info = train_query_model(settings, get_protocol(base.protocol), base)
     index = catalogue_index(settings, protocol, run.phase, which="training")
     overrides = {"runtime.progress": "false", **({"runtime.num_threads": settings.threads} if settings.threads else {}),
                  **({"runtime.device": settings.device} if settings.device else {})}
@@ -470,3 +473,7 @@ OPEN_SET_MAP = register(Protocol(
     "fitted on an index of its own training images (the map's λ and whether to apply it chosen on held-out "
     "training items); scored like open_set", data=OPEN_SET.data, select_data=OPEN_SET.select_data,
     gallery_of="open_set", query_model=mapped_query_model))
+CLOSED_SET_MAP = register(Protocol(
+    "closed_set_map", "the closed set, its query model followed by the same map (fitted on an index of its training "
+    "images); scored like closed_set", data=CLOSED_SET.data, select_data=CLOSED_SET.select_data,
+    gallery_of="closed_set", query_model=mapped_query_model))

@@ -159,6 +159,8 @@ def test_the_map_protocol_starts_from_the_open_set_model_and_indexes_training_im
     assert (base.protocol, base.method) == ("open_set", "bct")
     assert P.query_run_name(settings, P.OPEN_SET, base) == P.query_run_name(
         settings, P.OPEN_SET, P.Run("open_set", "shufflenetv2_x0_5", "bct", 0, 30, "select"))
+    closed = P.training_run(P.Run("closed_set_map", "shufflenetv2_x0_5", "bct", 0, 30, "select"))
+    assert closed.protocol == "closed_set" and P.get_protocol("closed_set_map").gallery_of == "closed_set"
     protocol = P.get_protocol("open_set_map")
     assert protocol.gallery_of == "open_set" and protocol.score is P.score_pair
     indexed = {}
