@@ -83,6 +83,10 @@ QUICK = {"caps": ("data.max_train_items=2000", "data.max_test_items=400"), "gall
          "supernet": ("train.epochs=1", "model.backbone_args.warmup_steps=5"),
          "search": ("search.population=6", "search.generations=2", "search.parents=3", "search.mutations=2",
                     "search.crossovers=2", "evaluator.calib_batches=2", "evaluator.val_items=200")}
+# the configs/image_folder templates' own recipe (64 px, their gallery and MobileNetV3-small x0.75 query) trained
+# by the bench on CIFAR-10: the rows the templates check compares `hetsearch train <template>` with
+TEMPLATES = "configs/image_folder"
+TEMPLATES_DATA = ("data.source=cifar10", "data.root=null", "data.options={}")
 TARGET_GAP = {"closed_set": 3.0, "open_set": 6.0}   # issue 21: points below the gallery's own Recall@1
 MIN_FLOPS_REDUCTION = 30.0
 
@@ -124,9 +128,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- settings and the work function
 
 def settings_of(args, gallery_augment: str) -> P.Settings:
+    if gallery_augment == "templates":
+        return templates_settings(args)
     return P.Settings(runs=args.runs, prefix="ph", caps=QUICK["caps"] if args.quick else (), device=args.device,
                       threads=args.threads, gallery_epochs=QUICK["gallery_epochs"] if args.quick else None,
                       configs=CONFIGS, gallery_overrides=AUGMENTS[gallery_augment])
+
+
+def templates_settings(args) -> P.Settings:
+    """The image_folder templates' recipe on the CIFAR-10 source (their data keys but the source kept)."""
+    return P.Settings(runs=args.runs, prefix="ph", caps=QUICK["caps"] if args.quick else (), device=args.device,
+                      threads=args.threads, gallery_epochs=QUICK["gallery_epochs"] if args.quick else None,
+                      configs=TEMPLATES, gallery_overrides=TEMPLATES_DATA, overrides=TEMPLATES_DATA,
+                      query_config="query.yaml")
+
+
+def template_runs(args) -> tuple[list[Run], list[Run]]:
+    """([the templates' gallery], [their query model]) on the closed set, seed 0, each at its template's epochs."""
+    settings = templates_settings(args)
+    closed = P.get_protocol("closed_set")
+    gallery = P.gallery_config(settings, closed, "final")
+    query = load_config(TrainRunConfig, settings.configs_dir / settings.query_config, list(TEMPLATES_DATA))
+    epochs = QUICK["epochs"] if args.quick else query.train.epochs
+    tag = settings.tag()
+    return ([Run("closed_set", "gallery", "paragon", 0, gallery.train.epochs, "final", tag)],
+            [Run("closed_set", query.model.backbone, query.compat.method, 0, epochs, "final", tag)])
 
 
 class Bench:
@@ -135,6 +161,8 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.by_tag = {settings_of(args, a).tag(): (settings_of(args, a), a) for a in args.gallery_augments}
+        templates = templates_settings(args)
+        self.templates = (templates, "templates")   # a recipe of its own, never a gallery candidate
         self.runner = Runner(Path(args.runs) / "ph_rows", self.work, jobs=1, threads=args.threads,
                              on_row=lambda row: self.report())
         self.started = time.perf_counter()
@@ -147,12 +175,14 @@ class Bench:
         self.by_tag[settings.tag()] = (settings, self.by_tag[settings.tag()][1])
 
     def work(self, run: Run) -> dict:
-        settings, augment = self.by_tag[run.tag.split("_")[0]]  # a searched net's runs: <tag>_a<arch digest>
+        tag = run.tag.split("_")[0]  # a searched net's runs: <tag>_a<arch digest>
+        settings, augment = self.templates if tag == self.templates[0].tag() else self.by_tag[tag]
         if run.method == "search":
             row = search_job(self.args, settings, run)
         else:
             row = P.run_job(settings, run)
         label = "gallery" if run.method == "paragon" else label_of(run.method)
+        label = "templates" if augment == "templates" else label
         return {"settings_tag": settings.tag(), **row, "gallery_augment": augment, "candidate": label}
 
     def report(self) -> Path:
@@ -347,8 +377,12 @@ def report(bench: Bench, rows: list[dict]) -> Path:
     extra = {"gallery_selection": {"chosen": st["augment"], "candidates": st["gallery_table"]},
              "selection": st["selection"], "epochs_check": epochs_check, "cmpnas_search": searches, "summary": summary,
              "acceptance": accept, "checks": checks, "failures": bench.runner.failures, "candidates": CANDIDATES,
-             "augments": AUGMENTS, "quick": args.quick}
+             "augments": AUGMENTS, "quick": args.quick, "templates_rows": templates_rows(bench, rows)}
     notes = _notes(summary, st, epochs_check, searches, accept, checks, bench.runner.failures)
+    if extra["templates_rows"]:
+        notes += ("\n\nThe configs/image_folder templates' own recipe, trained by the bench on the CIFAR-10 source "
+                  "(closed set, test; the rows the templates check compares `hetsearch train` with):\n\n"
+                  + markdown_table(extra["templates_rows"], TEMPLATES_COLUMNS))
     return write_results(args.results, protocol=_protocol_text(args), rows=finals, timings_s=timings, columns=COLUMNS,
                          title="Colour photos: CIFAR-10 at 32 px, closed and open set (chosen on validation, "
                                "scored on test)", notes=notes, extra=extra)[1]
@@ -357,6 +391,15 @@ def report(bench: Bench, rows: list[dict]) -> Path:
 COLUMNS = ["protocol", "candidate", "model", "seed", "epochs", "recall_at_1", "map_at_r", "homo_recall_at_1",
            "gap_to_paragon_recall_at_1", "compatible", "query_mflops", "gallery_mflops", "flops_reduction",
            "train_seconds", "git_revision"]
+
+
+TEMPLATES_COLUMNS = ["model", "query_model", "seed", "epochs", "recall_at_1", "map_at_r",
+                     "homo_recall_at_1", "query_mflops", "gallery_mflops", "train_seconds", "git_revision"]
+
+
+def templates_rows(bench: Bench, rows: list[dict]) -> list[dict]:
+    tag = bench.templates[0].tag()
+    return [r for r in rows if r.get("settings_tag") == tag and r["phase"] == "final"]
 
 
 def _protocol_text(args) -> dict:
@@ -442,6 +485,13 @@ def run_phases(bench: Bench) -> None:
         photos_checks.run_checks(bench, settings, chosen)
         bench.report()
     runner.run(final_runs(args, settings, chosen, args.seeds[1:], first=False))
+    if not args.no_checks:  # the templates' own recipe (hours at 64 px) after every acceptance row
+        gallery, query = template_runs(args)
+        runner.run(gallery)
+        GA.prepare_banks(templates_settings(args), runner, query)
+        runner.run(query)
+        photos_checks.run_checks(bench, settings, chosen)
+        bench.report()
 
 
 def main(argv: list[str] | None = None) -> None:

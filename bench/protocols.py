@@ -54,12 +54,13 @@ class Settings:
     cmpnas_arch: tuple[tuple[str, str], ...] = ()  # (protocol, arch): the searched net per protocol
     configs: str = ""                          # folder of gallery.yaml, query_<model>.yaml (default configs/fashion_mnist)
     gallery_overrides: tuple[str, ...] = ()    # config overrides of the gallery models (e.g. their augmentation)
+    query_config: str = ""                     # one query config for every model (default query_<model>.yaml)
 
     def tag(self) -> str:
         changed = {"bn": self.bn_recalibration, "set": list(self.overrides), "gallery_epochs": self.gallery_epochs}
         # a data set's configs and gallery overrides join the tag only when given (earlier tags unchanged)
-        changed.update({k: v for k, v in (("configs", self.configs), ("gallery_set", list(self.gallery_overrides)))
-                        if v})
+        changed.update({k: v for k, v in (("configs", self.configs), ("gallery_set", list(self.gallery_overrides)),
+                                          ("query_config", self.query_config)) if v})
         return "" if changed == {"bn": 20, "set": [], "gallery_epochs": None} else digest(changed)
 
     @property
@@ -134,7 +135,7 @@ def model_recipe(settings: Settings, protocol: str, model: str) -> tuple[str, li
         arch, searched_on = cmpnas_arch(settings, protocol)
         return ("query_shufflenetv2_x0_5.yaml", ["model.backbone=cmpnas", f"model.backbone_args={{arch: '{arch}'}}"],
                 {"arch": arch, "arch_searched_on": searched_on})
-    return f"query_{model}.yaml", [], {}
+    return settings.query_config or f"query_{model}.yaml", [], {}
 
 
 MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small", "cmpnas")

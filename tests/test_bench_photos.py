@@ -139,3 +139,42 @@ def test_template_diffs_and_cli_json(tmp_path):
     assert list(photos_checks.config_diffs(other, recipe)) == ["train.epochs"]
     assert photos_checks.json_out('data: a line\n{\n "metrics": {"recall_at_1": 0.5}\n}\n') == {
         "metrics": {"recall_at_1": 0.5}}
+
+
+def test_templates_recipe_rows_and_the_check_gate(fake, tmp_path, monkeypatch):
+    """The bench trains the image_folder templates' own recipe (on the CIFAR-10 source) as rows of their own;
+    the templates check compares against them, and refuses when the templates changed since."""
+    from hetsearch.utils.typed_config import dump_yaml
+
+    monkeypatch.chdir(tmp_path)
+    args = photos.parse_args(_argv(tmp_path)[:-1])
+    bench = photos.Bench(args)
+    (g_run,), (q_run,) = photos.template_runs(args)
+    assert (g_run.model, q_run.model, q_run.method, q_run.epochs) == (
+        "gallery", "mobilenetv3_small", "contrastive+relational", 30)
+    settings, closed = photos.templates_settings(args), P.get_protocol("closed_set")
+    recipes = {"gallery": P.gallery_config(settings, closed, "final"), "query": P.query_config(settings, closed, q_run)}
+    templates = dict(zip(("gallery", "query"), photos_checks.template_configs(tmp_path / "export")))
+    for name, recipe in recipes.items():
+        assert recipe.data.source == "cifar10" and recipe.data.image_size == templates[name].data.image_size
+        assert photos_checks.config_diffs(templates[name], recipe) == {}     # the same settings as the templates
+    assert recipes["query"].compat.gallery_model == str(P.gallery_path(settings, closed, "final"))
+    assert recipes["gallery"].name != "gallery"                              # never the bench's own gallery
+    assert photos_checks.template_check(bench, None, {})["summary"].startswith("not run")
+    bench.runner.run([g_run])
+    bench.runner.run([q_run])
+    rows = [r for r in bench.runner.rows() if r.get("settings_tag") == settings.tag()]
+    assert sorted((r["candidate"], r["model"]) for r in rows) == [("templates", "gallery"),
+                                                                  ("templates", "mobilenetv3_small")]
+    recipes["query"].train.epochs = 3                                        # trained before the template changed
+    for row, recipe in zip(sorted(rows, key=lambda r: r["model"]), (recipes["gallery"], recipes["query"])):
+        folder = Path(settings.runs) / row["training_run"]
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(dump_yaml(recipe))
+    check = photos_checks.template_check(bench, None, {})
+    assert check["summary"].startswith("not run: the templates changed")
+    assert check["diffs"] == {"gallery": {}, "query": {"train.epochs": {"template": 30, "bench": 3}}}
+    assert not (tmp_path / "export").exists()                                # nothing exported before the gate
+    bench.report()
+    payload = json.loads((tmp_path / "docs" / "results" / "ph.json").read_text())
+    assert [r["model"] for r in payload["templates_rows"]] == ["gallery", "mobilenetv3_small"]
