@@ -159,6 +159,10 @@ class CompatConfig:
     term_weights: dict = field(default_factory=dict)  # composite methods: weight of each part (default 1)
     bank: BankConfig = field(default_factory=BankConfig)
     gallery_aware: GalleryAwareConfig = field(default_factory=GalleryAwareConfig)
+    # after training: an affine map of the query embedding onto the gallery model's embeddings of the
+    # training images (ridge), kept only when held-out training images gain, folded into the head
+    # (hetsearch.train.embedding_map; pays on new classes, docs/compat.md "The map without a catalogue")
+    linear_map: bool = False
 
     def validate(self) -> None:
         """What the config alone decides, one ConfigError line each: the method's form (parts joined

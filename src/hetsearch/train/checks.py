@@ -34,5 +34,11 @@ def check_run_config(cfg) -> None:
     if cfg.runtime.amp not in AMP_MODES:
         raise ConfigError(f"runtime.amp: got {cfg.runtime.amp!r}, expected auto, off, bf16 or fp16")
     check_compat_config(cfg.compat, model=model, data=cfg.data)
+    if cfg.compat.linear_map and not cfg.compat.gallery_model:
+        raise ConfigError("compat.linear_map: maps the query embedding onto a gallery model's; set "
+                          "compat.gallery_model=PATH/model.pt (or compat.linear_map=false)")
+    if cfg.compat.linear_map and model.embedding_layer == "backbone":
+        raise ConfigError("compat.linear_map: model.embedding_layer=backbone has no embedding head to fold the map "
+                          "into; use model.embedding_layer=head (or compat.linear_map=false)")
     if cfg.compat.method == "none" and not TASK_LOSSES[cfg.train.task_loss].uses_labels:
         raise label_free_without_term()

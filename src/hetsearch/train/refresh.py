@@ -34,12 +34,11 @@ from hetsearch.config import TrainRunConfig
 from hetsearch.data import ImageSet, Splits, make_splits
 from hetsearch.data.transforms import fit_tensor_images
 from hetsearch.errors import CompatibilityError, ConfigError
-from hetsearch.eval.metrics import retrieval_metrics
 from hetsearch.index.gallery import StoredGallery, read_stored
 from hetsearch.models import EmbeddingModel, load_checkpoint, save_checkpoint
 from hetsearch.models.checkpoint import read_checkpoint_file
-from hetsearch.models.linear_map import fold_affine_map
 from hetsearch.models.memory_format import to_channels_last
+from hetsearch.train.embedding_map import MapTargets, apply_linear_map, seeded_permutation, unit
 from hetsearch.train.trainer import FINAL_MODEL, Trainer, TrainResult
 from hetsearch.utils.io import atomic_write_text
 from hetsearch.utils.typed_config import apply_overrides, dump_yaml, from_dict, to_dict
@@ -101,11 +100,6 @@ def index_digest(stored: StoredGallery) -> str:
     return digest.hexdigest()[:12]
 
 
-def _seeded_permutation(n: int, seed: int, salt: str) -> torch.Tensor:
-    salt_int = int(hashlib.sha256(salt.encode()).hexdigest()[:8], 16)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + salt_int))
-
-
 def catalogue_sets(stored: StoredGallery, channels: int, image_size: int, *, val_fraction: float,
                    max_val_items: int, seed: int) -> tuple[ImageSet, ImageSet]:
     """(training share, validation share) of the index's items, as the query model sees images.
@@ -120,7 +114,7 @@ def catalogue_sets(stored: StoredGallery, channels: int, image_size: int, *, val
     sources = [s if s is not None else f"index#{int(i)}" for s, i in zip(stored.sources, stored.ids)]
     images = fit_tensor_images(torch.from_numpy(np.array(stored.thumbnails)), channels, image_size)
     items = ImageSet(images=images, labels=labels, classes=names or ["unlabelled"], sources=sources)
-    order = _seeded_permutation(len(items), seed, "refresh_val")
+    order = seeded_permutation(len(items), seed, "refresh_val")
     n_val = min(int(round(val_fraction * len(items))), max_val_items, len(items) - 1)
     return items.subset(order[n_val:].sort().values), items.subset(order[:n_val].sort().values)
 
@@ -128,7 +122,7 @@ def catalogue_sets(stored: StoredGallery, channels: int, image_size: int, *, val
 def replay_set(train: ImageSet, count: int, seed: int, classes: list[str]) -> ImageSet:
     """``count`` seeded items of the query model's training split (all of them if it has fewer)."""
     count = min(count, len(train))
-    picked = _seeded_permutation(len(train), seed, "refresh_replay")[:count].sort().values
+    picked = seeded_permutation(len(train), seed, "refresh_replay")[:count].sort().values
     part = train.subset(picked)
     return ImageSet(images=part.images, labels=torch.full((len(part),), -1, dtype=torch.int64), classes=classes,
                     sources=part.sources)
@@ -253,7 +247,7 @@ def refresh(cfg: RefreshConfig, *, resume: bool = False) -> RefreshResult:
     else:
         result = _untrained(run, splits, cfg.query_model, resume=resume)
     if cfg.linear:
-        result = apply_linear_map(result, Catalogue(catalogue, splits.val, stored))
+        result = with_linear_map(result, catalogue_targets(catalogue, splits.val, stored))
     return RefreshResult(result, run.run_dir, dict(splits.protocol))
 
 
@@ -273,85 +267,25 @@ def _untrained(run: TrainRunConfig, splits: Splits, query_model: str, *, resume:
     return TrainResult(final, load_checkpoint(final).meta, 0.0, [])
 
 
-@torch.no_grad()
-def raw_embeddings(model: EmbeddingModel, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
-    """The model's embeddings before L2 normalisation (what a folded map acts on), float64."""
-    model.eval()
-    device = next(model.parameters()).device
-    parts = [model(images[i:i + batch_size].to(device).float().div_(255), normalize=False).double().cpu()
-             for i in range(0, len(images), batch_size)]
-    return torch.cat(parts).numpy()
+def catalogue_targets(train: ImageSet, val: ImageSet, stored: StoredGallery) -> MapTargets:
+    """The catalogue's shares with their stored gallery embeddings (what `refresh.linear` maps onto)."""
+    row = {source: i for i, source in enumerate(stored.sources) if source is not None}
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def fit_affine_map(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge regression [x, 1] -> y: (B (D, D), c (D,)); the bias is not penalised."""
-    xb = np.c_[x, np.ones(len(x))]
-    penalty = lam * np.eye(xb.shape[1])
-    penalty[-1, -1] = 0.0
-    solution = np.linalg.solve(xb.T @ xb + penalty, xb.T @ y)
-    return solution[:-1], solution[-1]
-
-
-@dataclass
-class Catalogue:
-    """The index's items as the refresh split them, with their stored gallery embeddings."""
-
-    train: ImageSet
-    val: ImageSet
-    stored: StoredGallery
-
-    def targets(self, items: ImageSet) -> np.ndarray:
-        row = {source: i for i, source in enumerate(self.stored.sources) if source is not None}
+    def targets(items: ImageSet) -> np.ndarray:
         picked = np.asarray([row.get(source, -1) for source in items.sources])
         if (picked < 0).any():  # unreachable: every catalogue item comes from the index
             raise CompatibilityError("refresh: a catalogue item is missing from the index")
-        return _unit(self.stored.vectors[picked].astype(np.float64))
+        return unit(stored.vectors[picked].astype(np.float64))
 
-    def val_recall(self, queries: np.ndarray) -> float:
-        """Held-out items searching the stored gallery embeddings: label Recall@1 against the
-        training share when the index has labels, else whether the item's own stored embedding
-        comes first among all of them."""
-        labels, train_labels = self.val.labels.numpy(), self.train.labels.numpy()
-        if (labels >= 0).all() and (train_labels >= 0).all() and len(set(labels.tolist())) > 1:
-            return retrieval_metrics(_unit(queries), labels, self.targets(self.train), train_labels,
-                                     ks=(1,))["recall_at_1"]
-        everything = np.concatenate([self.targets(self.val), self.targets(self.train)])
-        return float(np.mean(np.argmax(_unit(queries) @ everything.T, axis=1) == np.arange(len(queries))))
+    return MapTargets(train.images, targets(train), train.labels.numpy(), val.images, targets(val),
+                      val.labels.numpy(), fitted_on="the index's stored embeddings")
 
 
-LAMBDAS = (0.01, 1.0, 10.0)
-
-
-def apply_linear_map(result: TrainResult, catalogue: Catalogue) -> TrainResult:
-    """Fit an affine map of the raw query embedding onto the stored gallery embeddings of the
-    catalogue's training share (ridge, λ from LAMBDAS), keep it only when it raises Recall@1 of the
-    held-out items, fold it into the embedding head and save the model again. Idempotent: a model
-    that records its map is returned as it is."""
-    loaded = load_checkpoint(result.model_path)
-    if "linear_map" in loaded.meta.extra or len(catalogue.val) == 0:
-        return result
-    model = loaded.model
-    x_train, x_val = raw_embeddings(model, catalogue.train.images), raw_embeddings(model, catalogue.val.images)
-    before = catalogue.val_recall(x_val)
-    fits = []
-    for lam in LAMBDAS:
-        matrix, bias = fit_affine_map(x_train, catalogue.targets(catalogue.train), lam)
-        fits.append((catalogue.val_recall(x_val @ matrix + bias), lam, matrix, bias))
-    after, lam, matrix, bias = max(fits, key=lambda fit: fit[0])
-    info = {"val_recall_at_1_before": round(before, 6), "val_recall_at_1_after": round(after, 6),
-            "ridge_lambda": lam, "applied": bool(after > before), "fitted_on": len(catalogue.train),
-            "validated_on": len(catalogue.val)}
-    if info["applied"]:
-        fold_affine_map(model, torch.from_numpy(matrix).float(), torch.from_numpy(bias).float())
-    meta = loaded.meta
-    new_meta = save_checkpoint(result.model_path, model, classes=meta.classes, compatible_with=meta.compatible_with,
-                               compatibility=meta.compatibility, config=meta.config,
-                               extra={**meta.extra, "linear_map": info})
-    return TrainResult(result.model_path, new_meta, result.train_seconds, result.history)
+def with_linear_map(result: TrainResult, targets: MapTargets) -> TrainResult:
+    """The refreshed model followed by the map (hetsearch.train.embedding_map), saved again."""
+    apply_linear_map(result.model_path, targets)
+    return TrainResult(result.model_path, load_checkpoint(result.model_path).meta, result.train_seconds,
+                       result.history)
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict, dict]:

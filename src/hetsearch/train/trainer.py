@@ -32,6 +32,7 @@ from hetsearch.models.embedding_model import create_model_from_config
 from hetsearch.models.memory_format import to_channels_last
 from hetsearch.train.bn_recalibration import recalibrate_batchnorm
 from hetsearch.train.distributed import DistContext, barrier, init_distributed
+from hetsearch.train.embedding_map import apply_linear_map, training_map_targets
 from hetsearch.train.epoch import EpochSetup, epoch_seed, train_epoch
 from hetsearch.train.checks import check_run_config
 from hetsearch.train.loss import TrainingLoss, build_training_loss, needs_labels
@@ -126,12 +127,13 @@ class Trainer:
         if resume and last_path.exists():
             progress = resume_from(last_path, cfg, model=model, loss=loss, optimizer=optimizer, scheduler=scheduler)
         if resume and final_path.exists() and progress.next_epoch >= cfg.train.epochs:
-            return TrainResult(final_path, load_checkpoint(final_path).meta, progress.train_seconds, progress.history)
+            done = TrainResult(final_path, load_checkpoint(final_path).meta, progress.train_seconds, progress.history)
+            return self._with_linear_map(done)  # (a run stopped before its map gets it now)
         if self.dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         self._run_epochs(setup, progress, model=model, loss=loss, optimizer=optimizer, scheduler=scheduler)
-        return self._finish(model, loss, progress)
+        return self._with_linear_map(self._finish(model, loss, progress))
 
     def _run_epochs(self, setup: EpochSetup, progress: RunProgress, *, model, loss, optimizer, scheduler) -> None:
         cfg = self.cfg
@@ -195,6 +197,23 @@ class Trainer:
                 "flops": meta.flops, "params": meta.params, "final": progress.history[-1] if progress.history else {}})
         barrier(self.dist)
         return TrainResult(final_path, meta, progress.train_seconds, progress.history)
+
+
+    def _with_linear_map(self, result: TrainResult) -> TrainResult:
+        """compat.linear_map: the saved model followed by the map onto the gallery's embeddings of the
+        training images (hetsearch.train.embedding_map; rank 0, once: a mapped model records it)."""
+        if self.cfg.compat.linear_map and self.dist.is_main and "linear_map" not in result.meta.extra:
+            gallery = load_checkpoint(self.cfg.compat.gallery_model).model.to(self.device)
+            info = apply_linear_map(result.model_path, training_map_targets(self.splits.train, gallery,
+                                                                            self.cfg.runtime.seed), self.device)
+            if self.cfg.runtime.progress:
+                print(f"[{self.cfg.name}] linear map: {'kept' if info.get('applied') else 'not kept'} (held-out "
+                      f"training images, Recall@1 {info.get('val_recall_at_1_before')} -> "
+                      f"{info.get('val_recall_at_1_after')})", flush=True)
+            result = TrainResult(result.model_path, load_checkpoint(result.model_path).meta, result.train_seconds,
+                                 result.history)
+        barrier(self.dist)
+        return result
 
 
 def train(cfg: TrainRunConfig, resume: bool = False, splits: Splits | None = None) -> TrainResult:
