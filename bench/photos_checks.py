@@ -35,7 +35,7 @@ TEMPLATES = _shared.ROOT / "configs" / "image_folder"
 TOLERANCE_POINTS = 1.0
 # what a template must share with the bench's recipe (paths, names and the data source aside)
 COMPARED = {"data": ("image_size", "channels", "val_fraction"), "model": None, "train": None,
-            "compat": ("method", "weight", "bank", "gallery_aware"), "runtime": ("seed", "eval_every")}
+            "compat": ("method", "weight", "bank", "gallery_aware", "linear_map"), "runtime": ("seed", "eval_every")}
 
 
 def log(line: str) -> None:
