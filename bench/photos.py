@@ -139,8 +139,8 @@ def templates_settings(args) -> P.Settings:
     """The image_folder templates' recipe on the CIFAR-10 source (their data keys but the source kept)."""
     return P.Settings(runs=args.runs, prefix="ph", caps=QUICK["caps"] if args.quick else (), device=args.device,
                       threads=args.threads, gallery_epochs=QUICK["gallery_epochs"] if args.quick else None,
-                      configs=TEMPLATES, gallery_overrides=TEMPLATES_DATA, overrides=TEMPLATES_DATA,
-                      query_config="query.yaml")
+                      configs=TEMPLATES, data=TEMPLATES_DATA, query_config="query.yaml",
+                      gallery_overrides=TEMPLATES_DATA)  # (also names the templates' gallery run apart from the bench's)
 
 
 def template_runs(args) -> tuple[list[Run], list[Run]]:

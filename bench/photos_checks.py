@@ -18,6 +18,7 @@ The exported folder (`hetsearch data export cifar10 EXPORT`) is made when missin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -171,12 +172,16 @@ def template_check(bench, settings, chosen: dict) -> dict:
         return {"summary": "not run: the templates changed since the bench trained their recipe; rerun "
                            "bench/photos.py after removing its templates rows", "diffs": diffs}
     export = ensure_export(export, args.threads)
-    work = (Path(args.runs) / "templates").resolve()
+    # one working folder per content of the templates: a check cut short resumes (--resume), a changed
+    # template starts afresh
+    content = hashlib.sha256(b"".join((TEMPLATES / n).read_bytes() for n in ("gallery.yaml", "query.yaml")))
+    work = (Path(args.runs) / "templates" / content.hexdigest()[:10]).resolve()
     work.mkdir(parents=True, exist_ok=True)
     extra = [*bench_caps(), "train.epochs=1"] if args.quick else []
     commands = [["train", TEMPLATES / name, f"data.root={export}", *extra] for name in ("gallery.yaml", "query.yaml")]
-    for command in commands:
-        cli(command, args.threads, cwd=work)
+    for command, run in zip(commands, ("gallery", "query")):
+        started = (work / "runs/my_images" / run / "checkpoint_last.pt").exists()
+        cli([*command, "--resume"] if started else command, args.threads, cwd=work)
     g, q = work / "runs/my_images/gallery/model.pt", work / "runs/my_images/query/model.pt"
     scores = {"gallery": json_out(cli(["evaluate", "-q", g, "-g", g, "--json"], args.threads, cwd=work)),
               "query": json_out(cli(["evaluate", "-q", q, "-g", g, "--json"], args.threads, cwd=work))}

@@ -55,12 +55,13 @@ class Settings:
     configs: str = ""                          # folder of gallery.yaml, query_<model>.yaml (default configs/fashion_mnist)
     gallery_overrides: tuple[str, ...] = ()    # config overrides of the gallery models (e.g. their augmentation)
     query_config: str = ""                     # one query config for every model (default query_<model>.yaml)
+    data: tuple[str, ...] = ()                 # data.* overrides of every config (recipes written for another source)
 
     def tag(self) -> str:
         changed = {"bn": self.bn_recalibration, "set": list(self.overrides), "gallery_epochs": self.gallery_epochs}
         # a data set's configs and gallery overrides join the tag only when given (earlier tags unchanged)
         changed.update({k: v for k, v in (("configs", self.configs), ("gallery_set", list(self.gallery_overrides)),
-                                          ("query_config", self.query_config)) if v})
+                                          ("query_config", self.query_config), ("data", list(self.data))) if v})
         return "" if changed == {"bn": 20, "set": [], "gallery_epochs": None} else digest(changed)
 
     @property
@@ -144,7 +145,7 @@ MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small", "cmpnas")
 # ----------------------------------------------------------------------------- configs
 
 def common_overrides(settings: Settings, protocol: Protocol, phase: str) -> list[str]:
-    out = [f"output_dir={settings.runs}", "runtime.progress=false", *protocol.data_of(phase, settings),
+    out = [f"output_dir={settings.runs}", "runtime.progress=false", *settings.data, *protocol.data_of(phase, settings),
            *settings.caps]
     if settings.data_dir:
         out.append(f"data.root={settings.data_dir}")

@@ -159,6 +159,7 @@ def test_templates_recipe_rows_and_the_check_gate(fake, tmp_path, monkeypatch):
         assert recipe.data.source == "cifar10" and recipe.data.image_size == templates[name].data.image_size
         assert photos_checks.config_diffs(templates[name], recipe) == {}     # the same settings as the templates
     assert recipes["query"].compat.gallery_model == str(P.gallery_path(settings, closed, "final"))
+    assert P.scoring_config(settings, closed, "final").data.source == "cifar10"   # scored on the same photos
     assert recipes["gallery"].name != "gallery"                              # never the bench's own gallery
     assert photos_checks.template_check(bench, None, {})["summary"].startswith("not run")
     bench.runner.run([g_run])
