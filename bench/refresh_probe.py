@@ -46,6 +46,7 @@ from hetsearch.index.items import GalleryItems
 from hetsearch.models import load_checkpoint
 from hetsearch.train.refresh import RefreshConfig, refresh
 from hetsearch.utils.results import write_results
+from hetsearch.utils.typed_config import from_dict
 
 # name -> (start from: "query" or another variant's refreshed model, refresh options)
 VARIANTS = {"linear": ("query", {"epochs": 0}),
@@ -77,7 +78,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", required=True, help="folder for the catalogue index and the refresh runs")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     p.add_argument("--results", default="refresh_probe")
+    p.add_argument("--data-from-query", action="store_true",
+                   help="the data of the query model's own training config (e.g. CIFAR-10 photos) instead of "
+                        "Fashion-MNIST; protocol open_set, gallery = catalogue either way")
     return p.parse_args()
+
+
+def probe_data(args) -> DataConfig:
+    """Fashion-MNIST's open set with the catalogue as the gallery, or (--data-from-query) the query model's own
+    training data (its checkpoint's config) in the same protocol."""
+    if not args.data_from_query:
+        return DataConfig(source="fashion_mnist", protocol="open_set", gallery="catalogue")
+    saved = dict(load_checkpoint(args.query).meta.config["data"])
+    saved.update(protocol="open_set", gallery="catalogue", val_classes=0.0)
+    return from_dict(DataConfig, saved, where=f"{args.query}: data")
 
 
 def norm(x: np.ndarray) -> np.ndarray:
@@ -165,7 +179,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    splits = make_splits(DataConfig(source="fashion_mnist", protocol="open_set", gallery="catalogue"))
+    splits = make_splits(probe_data(args))
     score, out = Scorer(splits), Path(args.out)
     g_path, q_path = Path(args.gallery), Path(args.query)
     index = catalogue_index(out / "catalogue_index", g_path, splits.gallery)
@@ -186,8 +200,10 @@ def main() -> None:
                    gap_to_paragon=round(row["recall_at_1"] - gg["recall_at_1"], 4),
                    beats_own_index=row["recall_at_1"] > qq["recall_at_1"])
     write_results(args.results, protocol={
-        "data": "Fashion-MNIST open set, data.gallery=catalogue: catalogue = the 5 test classes' 30,000 training "
-                "images (indexed by the gallery model), queries = their 5,000 test images",
+        "data": (f"{splits.protocol.get('source', 'the query model data')} open set (--data-from-query)"
+                 if args.data_from_query else "Fashion-MNIST open set")
+                + f", data.gallery=catalogue: catalogue = the test classes' {len(splits.gallery)} training images "
+                  f"(indexed by the gallery model), queries = their {len(splits.query)} test images",
         "gallery_model": str(g_path), "query_model": str(q_path),
         "models_trained_by": json.loads((g_path.parent / "summary.json").read_text()).get("model_id"),
         "M(g, g)": gg, "M(q, q) before refresh": qq,
