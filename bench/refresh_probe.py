@@ -65,6 +65,10 @@ VARIANTS = {"linear": ("query", {"epochs": 0}),
             "e2_r0_t05": ("query", {"epochs": 2, "replay": 0.0, "linear": False,
                                     "overrides": {"compat.gallery_aware.temperature": 0.05}}),
             "e4_r0+linear": ("e4_r0", {"epochs": 0}),
+            # longer refreshes with replay (the photos' catalogue is harder than Fashion-MNIST's)
+            "e4": ("query", {"epochs": 4, "linear": False}),
+            "e8": ("query", {"epochs": 8, "linear": False}),
+            "e8+linear": ("e8", {"epochs": 0}),
             "e2_r0_lr05+linear": ("e2_r0_lr05", {"epochs": 0}),
             "e2_r0_l2+linear": ("e2_r0_l2", {"epochs": 0}),
             "e2_r0_t05+linear": ("e2_r0_t05", {"epochs": 0})}
