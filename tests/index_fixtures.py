@@ -172,3 +172,14 @@ DAMAGES = {
     "index.faiss missing": (lambda f: (f / "index.faiss").unlink(), "index.faiss", True),
     "thumbnails.npy one byte changed": (lambda f: _flip_a_byte(f / "thumbnails.npy"), "thumbnails.npy", False),
 }
+
+
+def run_cli(*args) -> int:
+    """`hetsearch ARGS` in this process; its exit code (SystemExit included)."""
+    from hetsearch.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from hetsearch.cli import main
+from index_fixtures import run_cli as run
+
 from hetsearch.models.checkpoint import read_checkpoint_file
 from hetsearch.train.embedding_map import MapTargets, fit_affine_map, unit
-
-
-def run(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 TINY = ["data.max_train_items=600", "data.max_test_items=200", "train.epochs=1", "train.batch_size=64",
