@@ -10,7 +10,9 @@ Query models are not kept (their rows hold their numbers) unless a later run sta
 `--keep GLOB` (repeatable) adds the finished run folders it matches, e.g. the open-set query models
 that the catalogue-refresh runs fine-tune (otherwise a fresh checkout would retrain them, and the
 refresh would start from a retrained model, not the one its open-set row scored). An unfinished
-run starts over.
+run is saved as far as it got (`unfinished/`: a training's per-epoch `checkpoint_last.pt`, a search's
+`state.json` and evaluated paths) and resumes there: a session's end no longer costs the hours of the
+runs it interrupted. Each save replaces the last one's unfinished runs (finished ones have rows).
 
     python bench/state.py save --runs runs/bench --name gallery_aware \
         --keep "ga_open_set_shufflenetv2*" --keep "ga_open_set_cmpnas*"
@@ -25,6 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("model.pt", "config.yaml", "summary.json", "metrics.jsonl")
+# what an interrupted run resumes from: a training (hetsearch/train/resume.py), a search (hetsearch/nas/runner.py)
+PROGRESS = {"checkpoint_last.pt": ("checkpoint_last.pt", "config.yaml", "metrics.jsonl"),
+            "state.json": ("state.json", "evaluated.jsonl", "config.yaml")}
+FINISHED = ("model.pt", "best.json")
 
 
 def model_folders(runs: Path, keep: tuple[str, ...] = ()) -> list[Path]:
@@ -34,8 +40,45 @@ def model_folders(runs: Path, keep: tuple[str, ...] = ()) -> list[Path]:
     return sorted(p for p in found if (p / "model.pt").is_file())
 
 
-def save(runs: Path, state: Path, keep: tuple[str, ...] = ()) -> list[str]:
+def unfinished_folders(runs: Path) -> list[Path]:
+    """Run folders (at any depth) with progress written but no finished output."""
+    found = {marker.parent for name in PROGRESS for marker in runs.rglob(name)}
+    return sorted(p for p in found if not any((p / name).exists() for name in FINISHED))
+
+
+def save_unfinished(runs: Path, state: Path) -> list[str]:
+    target_root = state / "unfinished"
+    shutil.rmtree(target_root, ignore_errors=True)
     saved = []
+    for folder in unfinished_folders(runs):
+        target = target_root / folder.relative_to(runs)
+        target.mkdir(parents=True, exist_ok=True)
+        names = {n for marker, files in PROGRESS.items() if (folder / marker).exists() for n in files}
+        for name in sorted(names):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, target / name)
+                saved.append(str(target / name))
+    return saved
+
+
+def restore_unfinished(runs: Path, state: Path) -> list[str]:
+    """Put each saved unfinished run back unless the run folder already holds progress of its own."""
+    restored, root = [], state / "unfinished"
+    markers = {m for name in PROGRESS for m in root.rglob(name)} if root.is_dir() else set()
+    for folder in sorted({m.parent for m in markers}):
+        target = runs / folder.relative_to(root)
+        if any((target / name).exists() for name in (*FINISHED, *PROGRESS)):
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for item in folder.iterdir():
+            if item.is_file():
+                shutil.copy2(item, target / item.name)
+                restored.append(str(target / item.name))
+    return restored
+
+
+def save(runs: Path, state: Path, keep: tuple[str, ...] = ()) -> list[str]:
+    saved = save_unfinished(runs, state)
     for rows in sorted(runs.glob("*_rows")):
         target = state / rows.name
         target.mkdir(parents=True, exist_ok=True)
@@ -69,7 +112,7 @@ def restore(runs: Path, state: Path) -> list[str]:
         for item in folder.iterdir():
             shutil.copy2(item, target / item.name)
             restored.append(str(target / item.name))
-    return restored
+    return restored + restore_unfinished(runs, state)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,8 +27,34 @@ def test_rows_and_finished_galleries_round_trip(tmp_path):
     assert (fresh / "ga_rows" / "final_x.json").read_text() == '{"recall_at_1": 0.9}'
     assert (fresh / "gallery_open_set" / "model.pt").read_bytes() == b"weights"
     assert not (fresh / "gallery_open_set" / "checkpoint_last.pt").exists()   # finished: not needed
-    assert not (fresh / "gallery_unfinished").exists() and not (fresh / "ga_closed_set_q").exists()
-    assert state.restore(fresh, saved) == [] and len(restored) == 2          # restoring twice changes nothing
+    assert not (fresh / "ga_closed_set_q").exists()                           # a finished query model: its row holds it
+    assert (fresh / "gallery_unfinished" / "checkpoint_last.pt").read_bytes() == b"half"   # resumes where it was
+    assert state.restore(fresh, saved) == [] and len(restored) == 3          # restoring twice changes nothing
+
+
+def test_unfinished_runs_resume_across_sessions_and_never_overwrite_progress(tmp_path):
+    runs, saved = tmp_path / "runs", tmp_path / "state"
+    training, search = runs / "ps_supernet_s0", runs / "ps_search_s0"
+    nested = runs / "templates" / "abc" / "runs" / "my_images" / "query"
+    for folder, files in ((training, {"checkpoint_last.pt": b"epoch 3", "config.yaml": b"c", "events.log": b"x"}),
+                          (search, {"state.json": b"{}", "evaluated.jsonl": b"{}\n"}),
+                          (nested, {"checkpoint_last.pt": b"epoch 1"})):
+        folder.mkdir(parents=True)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+    state.save(runs, saved)
+    fresh = tmp_path / "fresh"
+    state.restore(fresh, saved)
+    assert (fresh / "ps_supernet_s0" / "checkpoint_last.pt").read_bytes() == b"epoch 3"
+    assert not (fresh / "ps_supernet_s0" / "events.log").exists()            # only what resuming needs
+    assert (fresh / "ps_search_s0" / "evaluated.jsonl").exists()
+    assert (fresh / "templates/abc/runs/my_images/query/checkpoint_last.pt").read_bytes() == b"epoch 1"
+    (fresh / "ps_supernet_s0" / "checkpoint_last.pt").write_bytes(b"epoch 5")  # the resumed run went on
+    state.restore(fresh, saved)
+    assert (fresh / "ps_supernet_s0" / "checkpoint_last.pt").read_bytes() == b"epoch 5"
+    (training / "model.pt").write_bytes(b"done")                                # finished: its row holds it
+    state.save(runs, saved)
+    assert not (saved / "unfinished" / "ps_supernet_s0").exists() and (saved / "unfinished" / "ps_search_s0").exists()
 
 
 def test_keep_saves_the_query_models_later_runs_start_from(tmp_path):
