@@ -3,7 +3,7 @@
 A campaign runs for hours, longer than one working session, and a new session starts from a fresh
 checkout in which `runs/` (ignored by git) is empty. The runner (bench/runner.py) resumes from two
 things: the row file of every finished run (`<runs>/<prefix>_rows/*.json`: a finished run is never
-trained again) and the models the unfinished runs depend on (the galleries: a retrained gallery
+trained again; a bench's finished checks, `<runs>/checks/*.json`, likewise) and the models the unfinished runs depend on (the galleries: a retrained gallery
 would be another model, and the rows scored against the old one would no longer be comparable).
 `save` copies both into a tracked folder (default `bench/state/<name>`); `restore` puts them back.
 Query models are not kept (their rows hold their numbers) unless a later run starts from them:
@@ -31,6 +31,11 @@ KEEP = ("model.pt", "config.yaml", "summary.json", "metrics.jsonl")
 PROGRESS = {"checkpoint_last.pt": ("checkpoint_last.pt", "config.yaml", "metrics.jsonl"),
             "state.json": ("state.json", "evaluated.jsonl", "config.yaml")}
 FINISHED = ("model.pt", "best.json")
+
+
+def result_folders(root: Path) -> list[Path]:
+    """The folders of finished runs' rows and of a bench's finished checks (small JSON files)."""
+    return sorted({*root.glob("*_rows"), *root.glob("checks")})
 
 
 def model_folders(runs: Path, keep: tuple[str, ...] = ()) -> list[Path]:
@@ -79,7 +84,7 @@ def restore_unfinished(runs: Path, state: Path) -> list[str]:
 
 def save(runs: Path, state: Path, keep: tuple[str, ...] = ()) -> list[str]:
     saved = save_unfinished(runs, state)
-    for rows in sorted(runs.glob("*_rows")):
+    for rows in result_folders(runs):
         target = state / rows.name
         target.mkdir(parents=True, exist_ok=True)
         for row in rows.glob("*.json"):
@@ -97,7 +102,7 @@ def save(runs: Path, state: Path, keep: tuple[str, ...] = ()) -> list[str]:
 
 def restore(runs: Path, state: Path) -> list[str]:
     restored = []
-    for rows in sorted(state.glob("*_rows")):
+    for rows in result_folders(state):
         target = runs / rows.name
         target.mkdir(parents=True, exist_ok=True)
         for row in rows.glob("*.json"):

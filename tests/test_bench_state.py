@@ -14,6 +14,8 @@ def test_rows_and_finished_galleries_round_trip(tmp_path):
     runs, saved = tmp_path / "runs", tmp_path / "state"
     (runs / "ga_rows").mkdir(parents=True)
     (runs / "ga_rows" / "final_x.json").write_text('{"recall_at_1": 0.9}')
+    (runs / "checks").mkdir()
+    (runs / "checks" / "index.json").write_text('{"summary": {"agree": true}}')   # a check that passed is not redone
     (runs / "gallery_open_set").mkdir()
     (runs / "gallery_open_set" / "model.pt").write_bytes(b"weights")
     (runs / "gallery_open_set" / "checkpoint_last.pt").write_bytes(b"optimizer state")
@@ -25,11 +27,12 @@ def test_rows_and_finished_galleries_round_trip(tmp_path):
     fresh = tmp_path / "fresh"
     restored = state.restore(fresh, saved)
     assert (fresh / "ga_rows" / "final_x.json").read_text() == '{"recall_at_1": 0.9}'
+    assert (fresh / "checks" / "index.json").exists()
     assert (fresh / "gallery_open_set" / "model.pt").read_bytes() == b"weights"
     assert not (fresh / "gallery_open_set" / "checkpoint_last.pt").exists()   # finished: not needed
     assert not (fresh / "ga_closed_set_q").exists()                           # a finished query model: its row holds it
     assert (fresh / "gallery_unfinished" / "checkpoint_last.pt").read_bytes() == b"half"   # resumes where it was
-    assert state.restore(fresh, saved) == [] and len(restored) == 3          # restoring twice changes nothing
+    assert state.restore(fresh, saved) == [] and len(restored) == 4          # restoring twice changes nothing
 
 
 def test_unfinished_runs_resume_across_sessions_and_never_overwrite_progress(tmp_path):
