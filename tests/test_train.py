@@ -62,6 +62,20 @@ def test_training_is_deterministic_and_resume_matches_uninterrupted(tiny_train_o
     assert train(first, resume=True).meta.model_id == resumed.meta.model_id
 
 
+def test_resume_reuses_a_finished_model_kept_without_its_checkpoint(tiny_train_overrides):
+    """A finished run folder without checkpoint_last.pt (bench/state.py keeps only model.pt) is reused:
+    retraining over it would replace the model that its results were computed with."""
+    cfg = _cfg(tiny_train_overrides, "name=kept")
+    first = train(cfg)
+    (cfg.run_dir / CHECKPOINT_LAST).unlink()
+    before = (cfg.run_dir / "model.pt").read_bytes()
+    again = train(cfg, resume=True)
+    assert (cfg.run_dir / "model.pt").read_bytes() == before and not (cfg.run_dir / CHECKPOINT_LAST).exists()
+    assert again.meta.model_id == first.meta.model_id and [h["epoch"] for h in again.history] == [1, 2]
+    with pytest.raises(ConfigError, match="trained for 2 epochs"):
+        train(_cfg(tiny_train_overrides, "name=kept", "train.epochs=3"), resume=True)
+
+
 def test_resume_refuses_a_changed_config(tiny_train_overrides):
     cfg = _cfg(tiny_train_overrides, "name=c")
     train(cfg)

@@ -15,6 +15,7 @@ Runs unchanged under `torchrun` (DDP; rank 0 writes).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,10 @@ class Trainer:
         if last_path.exists() and not resume:
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, "
                               "or choose another name (name=...)")
+        if resume and final_path.exists() and not last_path.exists():
+            # a finished run kept without its checkpoint (bench/state.py, a copied run folder): reuse it,
+            # never train over the model that its results were computed with
+            return self._with_linear_map(finished_run(run_dir, cfg))
         seed_everything(cfg.runtime.seed + self.dist.rank)
         model = self._build_model()
         loss = self._build_loss(model)
@@ -214,6 +219,21 @@ class Trainer:
                                  result.history)
         barrier(self.dist)
         return result
+
+
+def finished_run(run_dir: Path, cfg: TrainRunConfig) -> TrainResult:
+    """The result of a finished run from its model.pt (and metrics.jsonl, when kept); refused with one
+    line when the model was trained for another number of epochs than `cfg` asks for."""
+    final_path = run_dir / FINAL_MODEL
+    meta = load_checkpoint(final_path).meta
+    epochs = meta.config.get("train", {}).get("epochs")
+    if epochs != cfg.train.epochs:
+        raise ConfigError(f"{final_path}: a finished model trained for {epochs} epochs, without the "
+                          f"{CHECKPOINT_LAST} to continue it to train.epochs={cfg.train.epochs}; choose another name "
+                          "(name=...) or remove the folder")
+    metrics = run_dir / "metrics.jsonl"
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    return TrainResult(final_path, meta, float(meta.extra.get("train_seconds", 0.0)), history)
 
 
 def train(cfg: TrainRunConfig, resume: bool = False, splits: Splits | None = None) -> TrainResult:
