@@ -219,7 +219,11 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "map_at_r_mean": statistics.mean(r["map_at_r"] for r in rs),
                     "gap_points": round(100 * (mean - p["recall_at_1"]), 2) if p else None,
                     "flops_reduction": round(p["query_mflops"] / rs[0]["query_mflops"], 1) if p else None,
-                    "compatible": bool(mean > statistics.mean(homo))})
+                    "compatible": bool(mean > statistics.mean(homo)),
+                    "m_qg_minus_m_qq_points": round(100 * (mean - statistics.mean(homo)), 2),
+                    # how much better the gallery searches than the query model's own index: M(q, g) > M(q, q)
+                    # asks M(q, g) to land within this many points of M(g, g) (near 0: only a tie with it passes)
+                    "gallery_lead_points": round(100 * (p["recall_at_1"] - statistics.mean(homo)), 2) if p else None})
     return out
 
 
@@ -231,7 +235,8 @@ def acceptance(summary: list[dict], chosen: dict[str, dict]) -> dict:
         out[protocol] = {s["model"]: {
             "seeds": s["seeds"], "gap_points": s["gap_points"], "limit_points": -100 * GAP_LIMIT.get(protocol, 0),
             "within_limit": s["gap_points"] is not None and s["gap_points"] >= -100 * GAP_LIMIT.get(protocol, 0),
-            "m_qg_gt_m_qq": s["compatible"], "flops_reduction": s["flops_reduction"],
+            "m_qg_gt_m_qq": s["compatible"], "m_qg_minus_m_qq_points": s["m_qg_minus_m_qq_points"],
+            "gallery_lead_points": s["gallery_lead_points"], "flops_reduction": s["flops_reduction"],
             "flops_ok": (s["flops_reduction"] or 0) >= MIN_FLOPS_REDUCTION} for s in mine}
     return out
 
@@ -281,7 +286,10 @@ def _notes(summary: list[dict], chosen: dict, checks: dict, runner: Runner) -> s
     lines = ["recall_at_1 / map_at_r: M(q, g) on the test split; homo_recall_at_1: M(q, q). Mean over seeds:", "",
              markdown_table(summary, ["protocol", "method", "model", "epochs", "seeds", "recall_at_1_mean",
                                       "recall_at_1_std", "homo_recall_at_1_mean", "gap_points", "flops_reduction",
-                                      "compatible"])]
+                                      "compatible", "m_qg_minus_m_qq_points", "gallery_lead_points"]), "",
+             "gallery_lead_points: M(g, g) minus the query model's own M(q, q), in points: how much better the "
+             "gallery model searches than the query model alone; M(q, g) > M(q, q) asks M(q, g) to land within "
+             "that many points of M(g, g)."]
     for protocol, c in chosen.items():
         lines += [f"Selection, {protocol} (on validation; {c['models']} seed {c['seed']}; paragon val Recall@1 "
                   f"{c['paragon_val_recall_at_1']}): chosen {c['method']} at {c['epochs']} epochs", "",
