@@ -215,7 +215,9 @@ def uses_bank(method: str) -> bool:
 # ----------------------------------------------------------------------------- work (worker processes too)
 
 _SPLITS: dict = {}
-_CACHES: dict = {"val": {}, "test": {}}  # embeddings per split: a val and a test embedding never mix
+# embeddings per (split, data config): a val and a test embedding never mix, nor two protocols' image sets
+# that one gallery model embeds (the open set's test_rest gallery and the refresh's catalogue)
+_CACHES: dict = {}
 
 
 def splits_of(cfg: TrainRunConfig):
@@ -291,7 +293,7 @@ def score_pair(settings: Settings, protocol: Protocol, run: Run, q_path: Path, g
     splits = validation_view(splits, protocol.name) if split == "val" else splits
     g = load_checkpoint(g_path)
     q = g if Path(q_path) == Path(g_path) else load_checkpoint(q_path)
-    cache = _CACHES[split]
+    cache = _CACHES.setdefault((split, repr(cfg.data)), {})
     hetero = evaluate_loaded(q, g, splits, device=cfg.runtime.device, embedding_cache=cache)["metrics"]
     homo = evaluate_loaded(q, q, splits, device=cfg.runtime.device, embedding_cache=cache)["metrics"]
     if q is not g:  # keep the gallery model's embeddings only

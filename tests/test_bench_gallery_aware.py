@@ -187,3 +187,29 @@ def test_extra_methods_are_candidates_of_their_protocol_only(fake_protocol, tmp_
     assert payload["candidates"] == {"fake": ["a", "b"], "fake2": ["a", "b", "c"]}
     with pytest.raises(SystemExit):
         ga.parse_args(["--extra-methods", "nonsense=c"])
+
+
+def test_one_gallery_model_scored_on_two_protocols_embeds_each_protocols_images(monkeypatch, tmp_path):
+    """The open set's test gallery and the refresh's catalogue are both embedded by the open-set gallery
+    model: scoring one after the other in a process must not reuse the other's gallery embeddings."""
+    import hetsearch.eval.report as report
+    import hetsearch.models as models
+
+    embedded = []
+
+    def fake_evaluate(query, gallery, splits, device, embedding_cache):
+        key = (gallery.meta.model_id, "gallery")
+        if key not in embedding_cache:
+            embedding_cache[key] = splits.gallery
+        embedded.append(embedding_cache[key] == splits.gallery)   # the embeddings of this very image set
+        return {"metrics": {"recall_at_1": 0.5, "map_at_r": 0.25}}
+
+    model = SimpleNamespace(meta=SimpleNamespace(model_id="g", flops=2e6))
+    monkeypatch.setattr(report, "evaluate_loaded", fake_evaluate)
+    monkeypatch.setattr(models, "load_checkpoint", lambda path: model)
+    monkeypatch.setattr(P, "splits_of", lambda cfg: SimpleNamespace(query=[0], gallery=[repr(cfg.data)]))
+    settings = P.Settings(runs=str(tmp_path))
+    for name in ("open_set", "open_set_refresh", "open_set"):
+        run = P.Run(name, "gallery", "paragon", 0, 15, "final")
+        P.score_pair(settings, P.get_protocol(name), run, Path("g.pt"), Path("g.pt"), "test")
+    assert all(embedded) and len(embedded) == 6
