@@ -189,3 +189,19 @@ def test_a_linear_only_refresh_fits_checks_and_folds_a_map(trained, capsys):
     assert run("refresh", "--index", trained["index"], "--query-model", trained["query"], "epochs=0",
                "linear=false", "--verify", "off") == 2
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_term_weights_carry_over_only_for_the_terms_the_refresh_method_has():
+    """A query model trained with relational weight 4 refreshed with l2 (no relational term) must not
+    carry the weight into a config that then refuses it (the campaign's refresh-settings probe did)."""
+    from hetsearch.config import TrainRunConfig
+    from hetsearch.train.refresh import RefreshConfig, training_config
+    from hetsearch.utils.typed_config import load_config
+
+    base = load_config(TrainRunConfig, "configs/fashion_mnist/gallery.yaml",
+                       ["compat.method=contrastive+relational", "compat.term_weights={relational: 4}"])
+    for method, expected in (("l2", {}), ("contrastive+relational", {"relational": 4})):
+        run = training_config(RefreshConfig(index="i", query_model="q.pt", method=method), base,
+                              gallery_model="g.pt", run_name="r", output_dir="out")
+        assert run.compat.method == method and run.compat.term_weights == expected
+        run.compat.validate()

@@ -161,6 +161,10 @@ def training_config(cfg: RefreshConfig, base: TrainRunConfig, *, gallery_model: 
     run.train.epochs, run.train.lr, run.train.batch_size = max(cfg.epochs, 1), cfg.lr, cfg.batch_size
     run.train.warmup_epochs, run.train.task_loss, run.train.max_steps_per_epoch = 0.0, "none", None
     run.compat.method, run.compat.gallery_model = cfg.method, gallery_model
+    # the query model's term weights carry over for the terms the refresh's method shares with its training
+    # method (e.g. relational=4); a term the refresh does not use has no weight to keep
+    parts = {part.strip() for part in cfg.method.split("+")}
+    run.compat.term_weights = {k: v for k, v in (run.compat.term_weights or {}).items() if k in parts}
     run.compat.bank.index, run.compat.bank.views, run.compat.bank.match_views = cfg.index, 1, True
     run.compat.bank.index_missing = "embed"
     run.runtime.seed = cfg.seed
