@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hetsearch.cli import main
+from index_fixtures import run_cli as run  # noqa: E402  (the CLI as a user runs it; its exit status)
 from hetsearch.eval import evaluate_embeddings
 from hetsearch.folder_eval import evaluate_folders, evaluate_index
 from hetsearch.index.folders import folder_splits
@@ -27,15 +27,6 @@ def setup(tmp_path_factory):
     write_image_folder(root / "queries", n=8, seed=2)
     build_index(root / "idx", load_checkpoint(models.gallery), folder_items(root / "gallery", 1, 16))
     return root, models
-
-
-def run(args) -> int:
-    """The CLI as a user runs it; returns its exit status (typer exits even on success)."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _reference(models, root):
@@ -71,17 +62,17 @@ def test_same_folder_excludes_self(setup):
 def test_cli_evaluate_json_and_errors(setup, capsys, tmp_path):
     root, models = setup
     out = tmp_path / "m.json"
-    assert run(["evaluate", "--query-model", models.query, "--queries", root / "queries",
+    assert run(*["evaluate", "--query-model", models.query, "--queries", root / "queries",
                 "--index", root / "idx", "--json", "--out", out]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["metrics"]["num_queries"] == 8 and json.loads(out.read_text())["metrics"] == printed["metrics"]
     for args, message in ((["--queries", str(root / "queries")], "exactly one of --gallery"),
                           (["--index", str(root / "idx")], "need --queries"),
                           (["--queries", str(root / "queries"), "--gallery", str(root / "gallery")], "needs --gallery-model")):
-        assert run(["evaluate", "--query-model", models.query, *args]) == 2
+        assert run(*["evaluate", "--query-model", models.query, *args]) == 2
         assert message in capsys.readouterr().err
     # the model contract holds for --index: an undeclared model is refused
-    assert run(["evaluate", "--query-model", models.stranger, "--queries", root / "queries",
+    assert run(*["evaluate", "--query-model", models.stranger, "--queries", root / "queries",
                 "--index", root / "idx"]) == 2
     assert "not compatible" in capsys.readouterr().err
 
@@ -90,7 +81,7 @@ def test_grid_on_folders_and_index(setup, tmp_path, capsys):
     root, models = setup
     splits = folder_splits(load_checkpoint(models.gallery).meta, root / "queries", index=root / "idx")
     assert len(splits.gallery) == 16 and splits.protocol["index"] == str(root / "idx")
-    assert run(["grid", models.gallery, models.query, "--queries", root / "queries",
+    assert run(*["grid", models.gallery, models.query, "--queries", root / "queries",
                 "--gallery", root / "gallery", "--out", tmp_path / "grid", "--device", "cpu"]) == 0
     grid = json.loads((tmp_path / "grid" / "grid.json").read_text())
     assert grid["protocol"]["protocol"] == "folders" and len(grid["pairs"]) == 4
@@ -98,7 +89,7 @@ def test_grid_on_folders_and_index(setup, tmp_path, capsys):
 
 def test_query_accepts_a_folder(setup, capsys):
     root, models = setup
-    assert run(["query", "--index", root / "idx", "--query-model", models.query, root / "queries",
+    assert run(*["query", "--index", root / "idx", "--query-model", models.query, root / "queries",
                 "--k", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["queries"]) == 8 and all(len(q["results"]) == 2 for q in result["queries"])

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hetsearch.cli import main
+from index_fixtures import run_cli as run  # noqa: E402  (the CLI as a user runs it; its exit status)
 from hetsearch.compat import METHODS, CompatibilityTerm, register_compat_method
 from hetsearch.compat.gallery import FrozenGallery, check_same_embedding_space
 from hetsearch.data import DATASETS, DatasetSource, ImageSet, RawData, register_dataset
@@ -89,14 +89,6 @@ def toy_members():
         register_dataset(StripesDataset)
         register_compat_method("cosine_to_gallery")(CosineToGalleryTerm)
         yield
-
-
-def run(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def train(tmp_path: Path, name: str, *overrides: str) -> int:

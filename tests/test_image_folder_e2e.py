@@ -28,20 +28,12 @@ from PIL import Image
 
 import pytest
 
-from hetsearch.cli import main
+from index_fixtures import run_cli as run  # noqa: E402  (the CLI as a user runs it; its exit status)
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
 TEST_PER_CLASS = 10
 CHANCE = 1 / len(COLOURS)
-
-
-def run(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def write_colour_folder(root: Path, per_class: dict[str, int], seed: int) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from hetsearch.cli import main
+from index_fixtures import run_cli as run  # noqa: E402  (the CLI as a user runs it; its exit status)
 from hetsearch.train.progress import EpochBar
 from hetsearch.utils.terminal import LOG_WIDTH, Console
 
@@ -21,14 +21,6 @@ LONGEST_LINE = 300   # characters; a tqdm bar redrawn into a log made lines of t
 class FakeTerminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-def run(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_training_off_a_terminal_logs_one_line_per_epoch_and_no_redraws(tiny_train_overrides, capsys):

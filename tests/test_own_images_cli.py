@@ -7,19 +7,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hetsearch.cli import main
+from index_fixtures import run_cli as run  # noqa: E402  (the CLI as a user runs it; its exit status)
 from hetsearch.config import TrainRunConfig
 from hetsearch.errors import ConfigError
 from hetsearch.eval.grid import _ratio
 from hetsearch.utils.typed_config import from_dict
-
-
-def run(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_resume_of_a_run_that_never_started_is_an_error(tmp_path: Path, capsys) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from hetsearch.cli import main
+from index_fixtures import run_cli as run  # noqa: E402  (the CLI as a user runs it; its exit status)
 from hetsearch.compat.bank import bank_from_index, build_bank
 from hetsearch.compat.gallery import FrozenGallery
 from hetsearch.compat.views import ItemViews
@@ -24,14 +24,6 @@ from hetsearch.index.gallery import read_stored
 from hetsearch.models import load_checkpoint
 from hetsearch.models.checkpoint import read_checkpoint_file
 from hetsearch.train.refresh import RefreshConfig, catalogue_sets, split_overrides
-
-
-def run(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 TINY = ["data.max_train_items=600", "data.max_test_items=200", "train.epochs=1", "train.batch_size=64",
