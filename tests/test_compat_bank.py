@@ -116,6 +116,28 @@ def test_an_interrupted_build_resumes_from_its_chunks(tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(resumed.array), np.asarray(fresh.array))
 
 
+def test_a_build_that_another_process_finishes_first_returns_that_bank(tmp_path, monkeypatch):
+    """Two benches building the same bank (the campaign and the paper study share runs/bench/banks): the one
+    that finishes removes the chunks; the other, mid-build, must return the finished bank, not fail."""
+    g, train = gallery(tmp_path), image_set(20)
+    views, root = ItemViews(seed=0), tmp_path / "banks"
+    original = bank_module._embed_chunk
+    calls = []
+
+    def other_process_finishes_meanwhile(model, images, start, *a):
+        calls.append(start)
+        if len(calls) == 2:   # this build is mid-way: the "other process" builds it all and cleans up
+            monkeypatch.setattr(bank_module, "_embed_chunk", original)
+            build_bank(g, train, views=views, num_views=2, root=root, chunk_items=6, progress=False)
+        return original(model, images, start, *a)
+
+    monkeypatch.setattr(bank_module, "_embed_chunk", other_process_finishes_meanwhile)
+    bank = build_bank(g, train, views=views, num_views=2, root=root, chunk_items=6, progress=False)
+    fresh = build_bank(g, train, views=views, num_views=2, root=tmp_path / "fresh", chunk_items=6, progress=False)
+    assert np.array_equal(np.asarray(bank.array), np.asarray(fresh.array))
+    assert not (bank.path / CHUNK_DIR).exists()
+
+
 def test_a_gallery_index_of_the_same_images_serves_as_a_one_view_bank(tmp_path):
     from hetsearch.index import build_index
     from hetsearch.index.items import GalleryItems

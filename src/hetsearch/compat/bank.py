@@ -209,17 +209,42 @@ def build_bank(gallery, train_set: ImageSet, *, views: ItemViews, num_views: int
                   items=len(train_set), views=int(num_views),
                   view_family=json.dumps(views.signature, sort_keys=True), embedding_dim=dim)
     folder = Path(root) / key.digest()
-    final = folder / ARRAY_FILE
-    meta = _read_meta(folder)
     shape = (len(train_set), int(num_views), dim)
-    if meta is not None and meta.get("key") == key.to_dict() and meta.get("complete") and final.is_file():
-        array = np.load(final, mmap_mode="r")
-        if tuple(array.shape) == shape and array.dtype == DTYPE:
-            return GalleryBank(array, views, gallery.model_id, path=folder, key=key,
-                               build_seconds=float(meta.get("build_seconds", 0.0)))
+    done = _complete_bank(folder, key, shape, views, gallery.model_id)
+    if done is not None:
+        return done
     # (re)build: a foreign or stale folder content is discarded
+    meta = _read_meta(folder)
     if meta is not None and meta.get("key") != key.to_dict():
         shutil.rmtree(folder, ignore_errors=True)
+    try:
+        return _build(gallery, train_set, views=views, num_views=num_views, folder=folder, key=key, shape=shape,
+                      device=device, batch_size=batch_size, chunk_items=chunk_items, progress=progress,
+                      stop_after_chunks=stop_after_chunks)
+    except FileNotFoundError:
+        # another process building the same bank finished first and removed the chunks it built from
+        done = _complete_bank(folder, key, shape, views, gallery.model_id)
+        if done is None:
+            raise
+        return done
+
+
+def _complete_bank(folder: Path, key: BankKey, shape: tuple, views: ItemViews, model_id: str) -> GalleryBank | None:
+    """The bank in `folder` if it is complete and of this key and shape, else None."""
+    meta, final = _read_meta(folder), folder / ARRAY_FILE
+    if meta is None or meta.get("key") != key.to_dict() or not meta.get("complete") or not final.is_file():
+        return None
+    array = np.load(final, mmap_mode="r")
+    if tuple(array.shape) != shape or array.dtype != DTYPE:
+        return None
+    return GalleryBank(array, views, model_id, path=folder, key=key, build_seconds=float(meta.get("build_seconds", 0.0)))
+
+
+def _build(gallery, train_set: ImageSet, *, views: ItemViews, num_views: int, folder: Path, key: BankKey,
+           shape: tuple, device: torch.device, batch_size: int, chunk_items: int, progress: bool,
+           stop_after_chunks: int | None) -> GalleryBank | None:
+    final = folder / ARRAY_FILE
+    dim = shape[2]
     chunks = folder / CHUNK_DIR
     chunks.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / META_FILE, {"format": BANK_FORMAT, "key": key.to_dict(), "shape": list(shape),
