@@ -141,13 +141,29 @@ def test_template_diffs_and_cli_json(tmp_path):
         "metrics": {"recall_at_1": 0.5}}
 
 
+def test_template_run_against_the_mean_of_the_bench_seeds():
+    """One `hetsearch train` run is one draw: it is compared with the mean of the recipe's seeds."""
+    score = {"metrics": {"recall_at_1": 0.80}, "protocol": {"counts": {"query": 10}}}
+    rows = [{"seed": 0, "recall_at_1": 0.8104}, {"seed": 1, "recall_at_1": 0.80}, {"seed": 2, "recall_at_1": 0.7996}]
+    out = photos_checks.compare(score, rows)
+    assert out["bench_recall_at_1"] == 0.8033 and out["difference_points"] == -0.33 and out["within_1_point"]
+    assert out["difference_points_by_seed"] == [-1.04, 0.0, 0.04] and out["bench_recall_at_1_std"] == 0.0061
+    assert not photos_checks.compare(score, rows[:1])["within_1_point"]     # 1.04 points from seed 0 alone
+    args = photos.parse_args(["--runs", "x"])
+    assert photos_checks.check_done("index", {"summary": "ran"}, args)
+    assert not photos_checks.check_done("templates", {"summary": "not run: ..."}, args)
+    assert not photos_checks.check_done("templates", {"summary": {"query": {}}}, args)   # seed 0 only: redone
+    assert photos_checks.check_done("templates", {"summary": {"query": {}}, "bench_seeds": [0, 1, 2]}, args)
+
+
 def test_templates_recipe_rows_and_the_check_gate(fake, tmp_path, monkeypatch):
     """The bench trains the image_folder templates' own recipe (on the CIFAR-10 source) as rows of their own;
     the templates check compares against them, and refuses when the templates changed since."""
     from hetsearch.utils.typed_config import dump_yaml
 
     monkeypatch.chdir(tmp_path)
-    args = photos.parse_args(_argv(tmp_path)[:-1])
+    assert [r.seed for r in photos.template_runs(photos.parse_args(_argv(tmp_path)))[1]] == [0, 1, 2]
+    args = photos.parse_args([*_argv(tmp_path)[:-1], "--template-seeds", "0"])
     bench = photos.Bench(args)
     (g_run,), (q_run,) = photos.template_runs(args)
     assert (g_run.model, q_run.model, q_run.method, q_run.epochs) == (
