@@ -630,14 +630,25 @@ def figure_entry(file: Path, what: str, runs: list[dict]) -> dict:
 def _pareto_figure(args, study: Study, rows: dict, protocol: str, marks: list[dict], suffix: str) -> list[dict]:
     method = args.method if protocol == "closed_set" else args.open_method
     row = rows.get(search_run(study, protocol, method, "r3", 0).key)
-    if row is None or not Path(row["search_dir"], "evaluated.jsonl").is_file():
-        return []
     out = Path(args.results_dir) / f"{args.results}_pareto{suffix}.png"
+    if row is None:
+        return []
+    if not Path(row["search_dir"], "evaluated.jsonl").is_file():
+        # the search's folder is not on this machine (a fresh checkout keeps rows, not search folders):
+        # the figure drawn from it before stays, with its entry
+        return previous_figures(args, out.name)
     plot_search(row["search_dir"], out, marks=marks, title=f"{protocol}, R3 search of the {short_method(method)} supernet "
                 f"(seed 0, budget {study.budget:g} MFLOPs): supernet scores on validation; marks retrained")
     return [figure_entry(out, f"Pareto front of the {protocol} search: every evaluated path's MFLOPs, M(a, g), "
                               "M(a, a) with inherited weights; searched net and retrained hand-designed nets marked",
                          [row])]
+
+
+def previous_figures(args, name: str) -> list[dict]:
+    """The entry of figure `name` in the results the last call wrote, when that figure file exists."""
+    if not (Path(args.results_dir) / name).is_file():
+        return []
+    return [e for e in _previous_figures(args) if e.get("file") == name]
 
 
 def figures(args, study: Study, rows: dict, f: dict, abl: dict) -> list[dict]:

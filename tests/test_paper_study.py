@@ -242,3 +242,15 @@ def test_variants_restrict_what_runs_and_a_gallery_in_training_elsewhere_is_wait
     monkeypatch.setattr(ps, "BUSY_S", 0.0)          # a stale checkpoint: its trainer died, resume it here
     ps.wait_for_galleries(study, ["closed_set"])
     assert len(slept) == 1
+
+
+def test_a_figure_whose_search_folder_is_gone_keeps_its_previous_entry(tmp_path):
+    """A fresh checkout restores rows, not search folders: the Pareto figure drawn before stays listed."""
+    import argparse
+
+    args = argparse.Namespace(results_dir=str(tmp_path), results="ps")
+    entry = {"file": "ps_pareto.png", "what": "Pareto front", "runs": ["r"]}
+    (tmp_path / "ps.json").write_text(json.dumps({"figures": [entry, {"file": "ps_other.png"}]}))
+    assert ps.previous_figures(args, "ps_pareto.png") == []          # the figure file itself is missing
+    (tmp_path / "ps_pareto.png").write_bytes(b"png")
+    assert ps.previous_figures(args, "ps_pareto.png") == [entry]
