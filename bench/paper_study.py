@@ -324,7 +324,7 @@ def part_open_search(args, study: Study, runner: Runner) -> None:
     run_stage(study, runner, [supernet_run(study, "open_set", args.open_method, 0)])
     rows = runner.run([search_run(study, "open_set", args.open_method, "r3", 0)])
     if rows:  # (report writes it too, whichever part ran the search)
-        print(f"[paper_study] open-set arch {rows[0]['arch']} -> {write_open_arch(args, study, rows[0])}", flush=True)
+        print(f"[paper_study] open-set arch {rows[0]['arch']} -> {record_open_arch(args, study, rows[0])}", flush=True)
 
 
 def supernet_methods(methods: list[str]) -> list[str]:
@@ -714,7 +714,7 @@ def report(args, study: Study, runner: Runner, started: float, *, draw: bool = F
     findings = f_findings(args, f) + ablation_findings(args, abl)
     open_search = rows.get(search_run(study, "open_set", args.open_method, "r3", 0).key)
     if open_search is not None:
-        write_open_arch(args, study, open_search)
+        record_open_arch(args, study, open_search)
     if draw or time.monotonic() - _LAST_DRAW[0] >= DRAW_EVERY_S:
         figs, _LAST_DRAW[0] = figures(args, study, rows, f, abl), time.monotonic()
     else:
@@ -795,6 +795,19 @@ def render_markdown(payload: dict) -> str:
         lines += [f"Failed runs (rerun the command to retry): {payload['failures']}", ""]
     lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in payload["timings_s"].items()), ""]
     return "\n".join(lines)
+
+
+def record_open_arch(args, study: Study, row: dict) -> Path:
+    """write_open_arch, unless the file already records this search: a later call (another part, another
+    command line) leaves the command that made it alone."""
+    path = Path(args.results_dir) / ("cmpnas_open_set" + ("_quick" if args.quick else "") + ".json")
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    if (recorded.get("search_run"), recorded.get("arch")) == (row["run"], row["arch"]):
+        return path
+    return write_open_arch(args, study, row)
 
 
 def write_open_arch(args, study: Study, row: dict) -> Path:

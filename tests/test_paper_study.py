@@ -210,11 +210,17 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     assert json.loads((tmp_path / "results" / "paper_study.json").read_text())["rows"] == results["rows"]
 
 
-def test_open_search_alone_and_settings_change_the_runs(fake_study):
+def test_open_search_alone_and_settings_change_the_runs(fake_study, monkeypatch):
     calls, argv, tmp_path = fake_study
+    monkeypatch.setattr(sys, "argv", ["bench/paper_study.py", "--parts", "open_search"])
     ps.main([*argv, "--parts", "open_search"])
     found = json.loads((tmp_path / "results" / "cmpnas_open_set.json").read_text())
     assert found["search_run"].startswith("select_open_set_search_r3_") and found["seed"] == 0
+    # a later call (another command line) reports the same search: the arch file is left as it is
+    before = (tmp_path / "results" / "cmpnas_open_set.json").read_bytes()
+    monkeypatch.setattr(sys, "argv", ["bench/paper_study.py", "--parts", "ablation"])
+    ps.main([*argv, "--parts", "open_search"])
+    assert (tmp_path / "results" / "cmpnas_open_set.json").read_bytes() == before
     study = ps.study_of(ps.parse_args(argv))
     other = ps.study_of(ps.parse_args([*argv, "--budget", "1.0"]))
     assert ps.search_run(study, "open_set", "bct", "r3", 0).key != ps.search_run(other, "open_set", "bct", "r3", 0).key
