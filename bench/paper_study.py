@@ -7,8 +7,10 @@ supernet for compatibility makes its ranking of paths a good predictor of their 
 heterogeneous accuracy; and the mixed reward R3 beats the single ones. Runs on the experiment
 runner (bench/runner.py; protocols, galleries and query-model recipes in bench/protocols.py).
 
-Parts (--parts, run in this order; each call continues where the last stopped, a finished run is
-never redone; every choice inside a search is made on validation):
+Parts (--parts; every choice inside a search is made on validation). A call runs the runs of its
+parts as one schedule: a run starts as soon as what it needs has finished (a search its supernet, a
+retrain its search), the parts' order given is the priority, so --jobs stay busy across stages; each
+call continues where the last stopped, a finished run is never redone:
   open_search  issue 20.3: the supernet trained on the open set's training classes only
                (data.val_classes held out, the select-phase gallery), searched under --budget with
                R3 on the class-disjoint validation classes; writes docs/results/cmpnas_open_set.json
@@ -306,9 +308,9 @@ def _trains_query_side(run: Run) -> bool:
         run.model.startswith("path") and run.model != "paths")
 
 
-def run_stage(study: Study, runner: Runner, runs: list[Run]) -> list[dict]:
-    """runner.run, after building (in this process) each bank the unfinished runs will open: with
-    --jobs > 1 two workers must not build one bank at once."""
+def build_banks(study: Study, runner: Runner, runs: list[Run]) -> None:
+    """Build, in this process, each bank the unfinished runs will open: with --jobs > 1 two workers must
+    not build one bank at once."""
     seen = set()
     for run in runs if runner.jobs > 1 else []:
         key = (run.protocol, P.get_protocol(run.protocol).phase_tag(run.phase), run.method)
@@ -316,15 +318,22 @@ def run_stage(study: Study, runner: Runner, runs: list[Run]) -> list[dict]:
             seen.add(key)
             probe = dataclasses.replace(run, model=P.MODELS[0], tag=study.settings.tag())
             print(f"[paper_study] bank {run.protocol} {run.phase}: {P.build_bank(study.settings, probe)}", flush=True)
-    return runner.run(runs)
 
 
-def part_open_search(args, study: Study, runner: Runner) -> None:
-    galleries(study, runner, ["open_set"])
-    run_stage(study, runner, [supernet_run(study, "open_set", args.open_method, 0)])
-    rows = runner.run([search_run(study, "open_set", args.open_method, "r3", 0)])
-    if rows:  # (report writes it too, whichever part ran the search)
-        print(f"[paper_study] open-set arch {rows[0]['arch']} -> {record_open_arch(args, study, rows[0])}", flush=True)
+def needs(study: Study, run: Run) -> list[Run]:
+    """The runs `run` starts after: a search its supernet, a searched net's retrain its search, the F
+    study's path scoring its supernet. Hand-designed nets and path retrains need only the galleries."""
+    if run.model.startswith("search_"):
+        return [supernet_run(study, run.protocol, run.method, run.seed)]
+    if run.model.startswith("cmpnas_"):
+        return [variant_search(study, run)]
+    if run.model == "paths":
+        return [supernet_run(study, "closed_set", run.method, 0)]
+    return []
+
+
+def open_search_plan(args, study: Study) -> list[Run]:
+    return [supernet_run(study, "open_set", args.open_method, 0), search_run(study, "open_set", args.open_method, "r3", 0)]
 
 
 def supernet_methods(methods: list[str]) -> list[str]:
@@ -337,11 +346,10 @@ def f_retrain_runs(args, study: Study) -> list[Run]:
                for h in HAND_MODELS])
 
 
-def part_f(args, study: Study, runner: Runner) -> None:
-    galleries(study, runner, ["closed_set"])
-    run_stage(study, runner, [supernet_run(study, "closed_set", m, 0) for m in supernet_methods(args.f_methods)])
-    runner.run([paths_run(study, m) for m in supernet_methods(args.f_methods)])
-    run_stage(study, runner, f_retrain_runs(args, study))
+def f_plan(args, study: Study) -> list[Run]:
+    methods = supernet_methods(args.f_methods)
+    return ([supernet_run(study, "closed_set", m, 0) for m in methods] + [paths_run(study, m) for m in methods]
+            + f_retrain_runs(args, study))
 
 
 def ablation_runs(args, study: Study, protocol: str, seed: int,
@@ -360,17 +368,30 @@ def ablation_runs(args, study: Study, protocol: str, seed: int,
     return supernets, searches, retrains
 
 
-def part_ablation(args, study: Study, runner: Runner, protocol: str = "closed_set") -> None:
-    galleries(study, runner, [protocol])
-    for seed in args.seeds:  # seeds outermost: a call cut short has every configuration's first seed
-        supernets, searches, retrains = ablation_runs(args, study, protocol, seed, args.variants)
-        run_stage(study, runner, supernets)
-        runner.run(searches)
-        run_stage(study, runner, retrains)
+def ablation_plan(args, study: Study, protocol: str = "closed_set") -> list[Run]:
+    """Every seed of R3 and the hand-designed net first (does the search pay?), then every seed of the
+    other variants; within each, seeds in order (a call cut short has the first seeds)."""
+    first = [v for v in ("r3",) if args.variants is None or v in args.variants]
+    runs = []
+    for only in (first, args.variants):
+        for seed in args.seeds:
+            supernets, searches, retrains = ablation_runs(args, study, protocol, seed, only)
+            runs += [*supernets, *searches, *retrains]
+    return list(dict.fromkeys(runs))
 
 
-PART_RUNNERS = {"open_search": part_open_search, "f": part_f, "ablation": part_ablation,
-                "open": functools.partial(part_ablation, protocol="open_set")}
+PART_PLANS = {"open_search": open_search_plan, "f": f_plan, "ablation": ablation_plan,
+              "open": functools.partial(ablation_plan, protocol="open_set")}
+PART_PROTOCOLS = {"open_search": "open_set", "f": "closed_set", "ablation": "closed_set", "open": "open_set"}
+
+
+def run_parts(args, study: Study, runner: Runner) -> None:
+    """Every run of the parts, one scheduled call: a run starts when what it needs has finished, the
+    parts' order (then each part's) is the priority, so --jobs stay busy across parts and stages."""
+    galleries(study, runner, list(dict.fromkeys(PART_PROTOCOLS[part] for part in args.parts)))
+    runs = list(dict.fromkeys(run for part in args.parts for run in PART_PLANS[part](args, study)))
+    build_banks(study, runner, runs)
+    runner.run(runs, needs=functools.partial(needs, study))
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -683,12 +704,8 @@ def figures(args, study: Study, rows: dict, f: dict, abl: dict) -> list[dict]:
 def declared_runs(args, study: Study) -> list[Run]:
     """Every run of this call's settings in every part (whether or not this call runs it)."""
     runs = [r for batch in ga.gallery_batches(study.settings, ["closed_set", "open_set"]) for r in batch]
-    runs += [supernet_run(study, "closed_set", m, 0) for m in supernet_methods(args.f_methods)]
-    runs += [paths_run(study, m) for m in supernet_methods(args.f_methods)] + f_retrain_runs(args, study)
-    runs += [supernet_run(study, "open_set", args.open_method, 0), search_run(study, "open_set", args.open_method, "r3", 0)]
-    for protocol in ("closed_set", "open_set"):
-        for seed in args.seeds:
-            runs += [r for stage in ablation_runs(args, study, protocol, seed) for r in stage]
+    every = argparse.Namespace(**{**vars(args), "variants": None})
+    runs += [r for part in PARTS for r in PART_PLANS[part](every, study)]
     return list(dict.fromkeys(runs))
 
 
@@ -918,9 +935,8 @@ def main(argv: list[str] | None = None) -> Path:
     runner = Runner(Path(args.runs) / "ps_rows", functools.partial(job, study), jobs=args.jobs, threads=args.threads,
                     on_row=lambda row: report(args, study, runner, started))
     if not args.report_only:
-        for part in args.parts:
-            print(f"[paper_study] part {part}", flush=True)
-            PART_RUNNERS[part](args, study, runner)
+        print(f"[paper_study] parts {', '.join(args.parts)}", flush=True)
+        run_parts(args, study, runner)
     path = report(args, study, runner, started, draw=True)
     print(path.read_text())
     return path

@@ -14,7 +14,9 @@ gives the `Runner` a work function that trains and scores one run and returns it
 - each finished run writes its row file at once (atomically), with the run's fields, the git
   revision and the command; then `on_row(row)` (a bench rewrites its results file there, so a
   call cut short leaves every finished run's results);
-- a run that fails is reported (`Runner.failures`) and does not stop the others.
+- a run that fails is reported (`Runner.failures`) and does not stop the others;
+- `needs`: a run may need others (a search its supernet): it starts when they have finished, so a
+  call of several stages keeps every job busy; one whose need failed is reported, not run.
 
 Selection (`select_best`) reads validation metrics only: rows of the select phase carry `val_*`
 numbers and nothing from the test split.
@@ -158,20 +160,41 @@ class Runner:
         rows = [json.loads(p.read_text()) for p in sorted(self.rows_dir.glob("*.json"))]
         return [r for r in rows if phase is None or r.get("phase") == phase]
 
-    def run(self, runs: Sequence[Run]) -> list[dict]:
-        """The row of every run of `runs` that has one (finished before, or now), in `runs` order."""
+    def run(self, runs: Sequence[Run], needs: Callable[[Run], Sequence[Run]] | None = None) -> list[dict]:
+        """The row of every run of `runs` that has one (finished before, or now), in `runs` order.
+        `needs(run)`: the runs that must have finished before `run` starts (among `runs`, or finished
+        before); a run starts as soon as they have, so `jobs` stay busy across stages, and `runs` order
+        is the priority among the runs ready to start. A run whose need failed does not start (a failure)."""
         runs = list(dict.fromkeys(runs))  # a run declared twice runs once
         todo = [r for r in runs if self.finished(r) is None]
         if todo:
             self.log(f"[runner] {len(runs) - len(todo)} of {len(runs)} runs finished before; "
-                     f"running {len(todo)} ({min(self.jobs, len(todo))} at once)")
-        for run, result in self._execute(todo):
+                     f"running {len(todo)} (up to {min(self.jobs, len(todo))} at once)")
+        for run, result in self._execute(todo, needs or (lambda run: ())):
             if isinstance(result, BaseException):
                 self.failures[run.key] = f"{type(result).__name__}: {result}"
                 self.log(f"[runner] FAILED {run.key}: {self.failures[run.key]}")
                 continue
             self._write(run, result)
         return [row for row in map(self.finished, runs) if row is not None]
+
+    def _next(self, waiting: list[Run], running, needs: Callable[[Run], Sequence[Run]]):
+        """(the first waiting run whose needs have finished, None), or (a run that can never start, the
+        error why: a need failed or is not in this call), or (None, None): every waiting run waits on a
+        running one."""
+        for run in waiting:
+            missing = [n for n in needs(run) if self.finished(n) is None]
+            lost = [n.key for n in missing if n not in waiting and n not in running]
+            if lost:
+                return run, RuntimeError(f"needs {', '.join(lost)}, which did not finish")
+            if not missing:
+                return run, None
+        return None, None
+
+    def _blocked(self, waiting: list[Run]):
+        """What is left when nothing runs and nothing can start: runs that need each other."""
+        for run in waiting:
+            yield run, RuntimeError("its needs wait on each other (a cycle in needs)")
 
     def _write(self, run: Run, result: dict) -> None:
         row = {**result, **run.fields(), "run": run.key, "git_revision": self.revision,
@@ -184,10 +207,11 @@ class Runner:
         if self.on_row is not None:
             self.on_row(row)
 
-    def _execute(self, runs: list[Run]):
-        """(run, row or exception) as each run finishes: in this process (jobs 1) or in a pool."""
+    def _execute(self, runs: list[Run], needs: Callable[[Run], Sequence[Run]]):
+        """(run, row or exception) as each run finishes: in this process (jobs 1) or in a pool. The
+        caller writes each row before this resumes (a dependent run sees it finished)."""
         if self.jobs == 1 or len(runs) <= 1:
-            yield from self._execute_here(runs)
+            yield from self._execute_here(runs, needs)
             return
         import multiprocessing
 
@@ -195,14 +219,14 @@ class Runner:
         if self.threads:  # inherited by the spawned workers before they import torch
             os.environ["OMP_NUM_THREADS"] = str(self.threads)
         try:
-            yield from self._execute_in_pool(runs, multiprocessing.get_context("spawn"))
+            yield from self._execute_in_pool(runs, needs, multiprocessing.get_context("spawn"))
         finally:  # the caller's environment as it was (a test process runs other tests after this)
             if saved is None:
                 os.environ.pop("OMP_NUM_THREADS", None)
             else:
                 os.environ["OMP_NUM_THREADS"] = saved
 
-    def _execute_here(self, runs: list[Run]):
+    def _execute_here(self, runs: list[Run], needs: Callable[[Run], Sequence[Run]]):
         """Jobs 1: in this process, with `threads` torch threads (restored afterwards); the process
         environment is left alone (torch read it at import)."""
         import torch
@@ -210,8 +234,17 @@ class Runner:
         previous = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
+        waiting = list(runs)
         try:
-            for run in runs:
+            while waiting:
+                run, error = self._next(waiting, (), needs)
+                if run is None:
+                    yield from self._blocked(waiting)
+                    return
+                waiting.remove(run)
+                if error is not None:
+                    yield run, error
+                    continue
                 try:
                     yield run, _timed(self.work, run)
                 except Exception as exc:  # one failed run must not stop the others
@@ -220,16 +253,27 @@ class Runner:
         finally:
             torch.set_num_threads(previous)
 
-    def _execute_in_pool(self, runs: list[Run], context):
+    def _execute_in_pool(self, runs: list[Run], needs: Callable[[Run], Sequence[Run]], context):
+        waiting, futures = list(runs), {}
         with ProcessPoolExecutor(max_workers=min(self.jobs, len(runs)), mp_context=context,
                                  initializer=_init_worker, initargs=(self.threads,)) as pool:
-            futures = {pool.submit(_timed, self.work, run): run for run in runs}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            while waiting or futures:
+                while waiting and len(futures) < self.jobs:
+                    run, error = self._next(waiting, set(futures.values()), needs)
+                    if run is None:
+                        break
+                    waiting.remove(run)
+                    if error is not None:
+                        yield run, error
+                    else:
+                        futures[pool.submit(_timed, self.work, run)] = run
+                if not futures:
+                    yield from self._blocked(waiting)
+                    return
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
-                    exc = future.exception()
-                    yield futures[future], exc if exc is not None else future.result()
+                    run, exc = futures.pop(future), future.exception()
+                    yield run, exc if exc is not None else future.result()
 
 
 def select_best(rows: Sequence[dict], metric: str = "val_recall_at_1", tie_break: str = "val_map_at_r",

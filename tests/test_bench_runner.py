@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,13 @@ def _work(run: Run) -> dict:
     if run.method == "broken":
         raise RuntimeError("boom")
     return {"val_recall_at_1": run.seed / 10, "query_model": f"{run.model}-{run.method}"}
+
+
+def _timed_work(run: Run) -> dict:
+    """A fake run that takes a moment and says when it started and ended (picklable)."""
+    started = time.time()
+    time.sleep(0.3)
+    return {**_work(run), "started": started, "ended": time.time()}
 
 
 def _runner(tmp_path, work=_work, **kw) -> Runner:
@@ -63,6 +71,55 @@ def test_jobs_run_in_parallel_processes(tmp_path):
     rows = runner.run(runs)
     assert sorted(r["run"] for r in rows) == sorted(r.key for r in runs if r.method == "bct")
     assert len(runner.failures) == 2
+
+
+def _chain() -> tuple[Run, Run, Run, Run]:
+    """supernet -> search -> retrain, and a run that needs nothing (listed last: lowest priority)."""
+    supernet, search, retrain, hand = (Run("p", m, "bct", 0, 1) for m in ("supernet", "search", "retrain", "hand"))
+    return supernet, search, retrain, hand
+
+
+def _needs(run: Run) -> list[Run]:
+    supernet, search, retrain, hand = _chain()
+    return {search: [supernet], retrain: [search]}.get(run, [])
+
+
+def test_needs_order_the_runs_and_a_failed_need_stops_only_its_dependents(tmp_path):
+    calls = []
+
+    def work(run):
+        calls.append(run.model)
+        return _work(run)
+
+    supernet, search, retrain, hand = _chain()
+    runner = _runner(tmp_path, work)
+    rows = runner.run([retrain, search, supernet, hand], needs=_needs)
+    assert calls == ["supernet", "search", "retrain", "hand"]     # a need first; then the declared order
+    assert [r["model"] for r in rows] == ["retrain", "search", "supernet", "hand"]
+    # the supernet fails: its search and retrain do not start, the hand-designed net still runs
+    broken = Run("p", "supernet", "broken", 0, 1)
+    search_b, retrain_b = Run("p", "search", "broken", 0, 1), Run("p", "retrain", "broken", 0, 1)
+    needs = {search_b: [broken], retrain_b: [search_b]}
+    calls.clear()
+    rows = runner.run([retrain_b, search_b, broken, Run("p", "hand", "l2", 0, 1)], needs=lambda r: needs.get(r, []))
+    assert calls == ["supernet", "hand"] and [r["model"] for r in rows] == ["hand"]
+    assert set(runner.failures) == {broken.key, search_b.key, retrain_b.key}
+    assert "did not finish" in runner.failures[retrain_b.key]
+    # a need that is neither finished nor in the call: reported, not run
+    lonely = Run("p", "search", "l2", 0, 1)
+    assert runner.run([lonely], needs=lambda r: [Run("p", "supernet", "l2", 0, 1)]) == []
+    assert "did not finish" in runner.failures[lonely.key]
+
+
+def test_needs_with_jobs_keep_both_workers_busy_across_stages(tmp_path):
+    supernet, search, retrain, hand = _chain()
+    runner = _runner(tmp_path, _timed_work, jobs=2)
+    rows = {r["model"]: r for r in runner.run([retrain, search, supernet, hand], needs=_needs)}
+    assert set(rows) == {"supernet", "search", "retrain", "hand"} and not runner.failures
+    assert rows["search"]["started"] >= rows["supernet"]["ended"]
+    assert rows["retrain"]["started"] >= rows["search"]["ended"]
+    # the run that needs nothing did not wait for the chain behind it in the declared order
+    assert rows["hand"]["started"] < rows["search"]["started"]
 
 
 def test_run_names_keys_and_method_variants():

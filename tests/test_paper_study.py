@@ -176,6 +176,13 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     ps.main(argv)
     results = json.loads((tmp_path / "results" / "paper_study.json").read_text())
     assert results["runs_finished"] == results["runs_declared"] and not results["failures"]
+    # one schedule: each run after what it needs; every seed's R3 and hand-designed net before the ablations
+    args = ps.parse_args(argv)
+    study, position = ps.study_of(args), {key: i for i, key in enumerate(calls)}
+    for run in ps.declared_runs(args, study):   # (a retrain calls run_job with its own key; no failure above)
+        assert all(position[need.key] < position[run.key] for need in ps.needs(study, run) if run.key in position)
+    last_hand = max(i for i, k in enumerate(calls) if k.startswith("final_closed_set_shufflenetv2_x0_5_"))
+    assert last_hand < min(i for i, k in enumerate(calls) if k.startswith("select_closed_set_search_r1_"))
     fm = results["f_study"]["methods"][ps.BEST_METHOD]
     assert fm["retrained"] == 12 and len(fm["paths"]) == 14
     compat = ps.find_tau(fm, ps.BEST_METHOD, "hetero", "hetero")
