@@ -254,12 +254,17 @@ def path_retrain_job(study: Study, run: Run) -> dict:
     return {**cmpnas_job(study, run, sampled_paths(study)[index]), "path_index": index}
 
 
+def rows_dir(study: Study) -> Path:
+    return Path(study.settings.runs) / "ps_rows"
+
+
 def searched_job(study: Study, run: Run) -> dict:
+    """The search's winner (from its row: a fresh checkout restores rows, not every search folder) retrained."""
     search = variant_search(study, run)
-    best = json.loads((run_folder(study, search) / "best.json").read_text())
+    best = json.loads((rows_dir(study) / f"{search.key}.json").read_text())
     return {**cmpnas_job(study, run, best["arch"]), "variant": run.model.split("_", 1)[1], "search_run": search.key,
-            "search_val_reward": best["reward"], "search_val_recall_at_1": best["hetero_recall_at_1"],
-            "search_val_homo_recall_at_1": best["homo_recall_at_1"]}
+            "search_val_reward": best["val_reward"], "search_val_recall_at_1": best["val_recall_at_1"],
+            "search_val_homo_recall_at_1": best["val_homo_recall_at_1"]}
 
 
 def job(study: Study, run: Run) -> dict:
@@ -932,7 +937,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     started = time.perf_counter()
     study = study_of(args)
-    runner = Runner(Path(args.runs) / "ps_rows", functools.partial(job, study), jobs=args.jobs, threads=args.threads,
+    runner = Runner(rows_dir(study), functools.partial(job, study), jobs=args.jobs, threads=args.threads,
                     on_row=lambda row: report(args, study, runner, started))
     if not args.report_only:
         print(f"[paper_study] parts {', '.join(args.parts)}", flush=True)

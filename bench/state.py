@@ -13,6 +13,8 @@ refresh would start from a retrained model, not the one its open-set row scored)
 run is saved as far as it got (`unfinished/`: a training's per-epoch `checkpoint_last.pt`, a search's
 `state.json` and evaluated paths) and resumes there: a session's end no longer costs the hours of the
 runs it interrupted. Each save replaces the last one's unfinished runs (finished ones have rows).
+A finished search keeps its small record (`searches/`: best.json, the evaluated paths, its summary), so
+its Pareto plot can be redrawn in a fresh checkout (`hetsearch nas plot`).
 
     python bench/state.py save --runs runs/bench --name gallery_aware \
         --keep "ga_open_set_shufflenetv2*" --keep "ga_open_set_cmpnas*"
@@ -31,6 +33,7 @@ KEEP = ("model.pt", "config.yaml", "summary.json", "metrics.jsonl")
 PROGRESS = {"checkpoint_last.pt": ("checkpoint_last.pt", "config.yaml", "metrics.jsonl"),
             "state.json": ("state.json", "evaluated.jsonl", "config.yaml")}
 FINISHED = ("model.pt", "best.json")
+SEARCH_RECORD = ("best.json", "best.yaml", "config.yaml", "evaluated.jsonl", "search_summary.json")
 
 
 def result_folders(root: Path) -> list[Path]:
@@ -49,6 +52,21 @@ def unfinished_folders(runs: Path) -> list[Path]:
     """Run folders (at any depth) with progress written but no finished output."""
     found = {marker.parent for name in PROGRESS for marker in runs.rglob(name)}
     return sorted(p for p in found if not any((p / name).exists() for name in FINISHED))
+
+
+def search_folders(runs: Path) -> list[Path]:
+    """Finished searches (best.json written), at any depth."""
+    return sorted(marker.parent for marker in runs.rglob("best.json"))
+
+
+def copy_files(source: Path, target: Path, names: tuple[str, ...]) -> list[str]:
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in names:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+            copied.append(str(target / name))
+    return copied
 
 
 def save_unfinished(runs: Path, state: Path) -> list[str]:
@@ -91,12 +109,9 @@ def save(runs: Path, state: Path, keep: tuple[str, ...] = ()) -> list[str]:
             shutil.copy2(row, target / row.name)
             saved.append(str(target / row.name))
     for folder in model_folders(runs, keep):
-        target = state / "models" / folder.name
-        target.mkdir(parents=True, exist_ok=True)
-        for name in KEEP:
-            if (folder / name).is_file():
-                shutil.copy2(folder / name, target / name)
-                saved.append(str(target / name))
+        saved += copy_files(folder, state / "models" / folder.name, KEEP)
+    for folder in search_folders(runs):
+        saved += copy_files(folder, state / "searches" / folder.relative_to(runs), SEARCH_RECORD)
     return saved
 
 
@@ -117,6 +132,11 @@ def restore(runs: Path, state: Path) -> list[str]:
         for item in folder.iterdir():
             shutil.copy2(item, target / item.name)
             restored.append(str(target / item.name))
+    searches = state / "searches"
+    for folder in search_folders(searches) if searches.is_dir() else []:
+        target = runs / folder.relative_to(searches)
+        if not (target / "best.json").exists():
+            restored += copy_files(folder, target, SEARCH_RECORD)
     return restored + restore_unfinished(runs, state)
 
 

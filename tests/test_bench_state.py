@@ -73,3 +73,19 @@ def test_keep_saves_the_query_models_later_runs_start_from(tmp_path):
     assert sorted(p.name for p in fresh.iterdir()) == ["ga_open_set_shufflenetv2_x0_5_bct_s0_e30"]
     assert (fresh / "ga_open_set_shufflenetv2_x0_5_bct_s0_e30" / "model.pt").read_bytes() == \
         b"ga_open_set_shufflenetv2_x0_5_bct_s0_e30"
+
+
+def test_a_finished_search_keeps_its_record_for_the_plots(tmp_path):
+    runs, saved = tmp_path / "runs", tmp_path / "state"
+    search = runs / "ps_closed_set_search_r3_s1"
+    search.mkdir(parents=True)
+    for name, data in (("best.json", b'{"arch": "a"}'), ("evaluated.jsonl", b'{"arch": "a"}\n'),
+                       ("state.json", b"{}"), ("pareto.png", b"png")):
+        (search / name).write_bytes(data)
+    state.save(runs, saved)
+    fresh = tmp_path / "fresh"
+    state.restore(fresh, saved)
+    kept = fresh / "ps_closed_set_search_r3_s1"
+    assert sorted(p.name for p in kept.iterdir()) == ["best.json", "evaluated.jsonl"]   # no resume state, no plot
+    (kept / "evaluated.jsonl").write_bytes(b"redrawn\n")
+    assert state.restore(fresh, saved) == [] and (kept / "evaluated.jsonl").read_bytes() == b"redrawn\n"

@@ -150,7 +150,7 @@ def fake_study(monkeypatch, tmp_path):
         folder = ps.run_folder(study, run)
         best = _fake_search_log(folder, n=12)
         best.update(arch=f"{run.model}-{run.method[:3]}-{run.seed}", reward=1.0, evaluations=12)
-        (folder / "best.json").write_text(json.dumps(best))
+        # no best.json: a retrain reads its search's row (a fresh checkout restores rows, not search folders)
         return {"arch": best["arch"], "mflops": best["mflops"], "val_reward": 1.0, "val_recall_at_1": 0.7,
                 "val_homo_recall_at_1": 0.7, "evaluations": 12, "search_seconds": 1.0, "search_dir": str(folder),
                 "supernet": "supernet.pt", "gallery_model_path": "g.pt", "reward": "r3", "budget_mflops": 1.9}
