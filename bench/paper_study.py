@@ -390,11 +390,26 @@ PART_PLANS = {"open_search": open_search_plan, "f": f_plan, "ablation": ablation
 PART_PROTOCOLS = {"open_search": "open_set", "f": "closed_set", "ablation": "closed_set", "open": "open_set"}
 
 
+def reopen_lost_supernets(study: Study, runner: Runner, runs: list[Run]) -> None:
+    """A finished supernet whose model.pt is gone (a fresh checkout restores rows; supernets trained
+    before bench/state kept them) is trained again when an unfinished run needs it; its old row stays
+    beside the new one as <key>.json.lost."""
+    needed = {need for run in runs if runner.finished(run) is None for need in needs(study, run)}
+    for run in sorted(needed, key=lambda r: r.key):
+        row = runner.finished(run)
+        if run.model == "supernet" and row is not None and not Path(row["model_path"]).is_file():
+            path = runner.row_path(run)
+            path.rename(path.with_name(path.name + ".lost"))
+            print(f"[paper_study] {row['model_path']} is gone: training {run.key} again (old row: {path.name}.lost)",
+                  flush=True)
+
+
 def run_parts(args, study: Study, runner: Runner) -> None:
     """Every run of the parts, one scheduled call: a run starts when what it needs has finished, the
     parts' order (then each part's) is the priority, so --jobs stay busy across parts and stages."""
     galleries(study, runner, list(dict.fromkeys(PART_PROTOCOLS[part] for part in args.parts)))
     runs = list(dict.fromkeys(run for part in args.parts for run in PART_PLANS[part](args, study)))
+    reopen_lost_supernets(study, runner, runs)
     build_banks(study, runner, runs)
     runner.run(runs, needs=functools.partial(needs, study))
 

@@ -143,7 +143,10 @@ def fake_study(monkeypatch, tmp_path):
 
     def supernet_job(study, run):
         calls.append(run.key)
-        return {"model_path": "supernet.pt", "train_seconds": 1.0}
+        model = ps.run_folder(study, run) / "model.pt"
+        model.parent.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(b"supernet")
+        return {"model_path": str(model), "train_seconds": 1.0}
 
     def search_job(study, run):
         calls.append(run.key)
@@ -215,6 +218,15 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     ps.main(argv)
     assert len(calls) == n
     assert json.loads((tmp_path / "results" / "paper_study.json").read_text())["rows"] == results["rows"]
+    # a fresh checkout: the F study's path scoring is left to do, its supernet's weights are gone (rows
+    # restored, the folder not): the supernet is trained again, its old row kept beside
+    supernet, scoring = ps.supernet_run(study, "closed_set", ps.BEST_METHOD, 0), ps.paths_run(study, ps.BEST_METHOD)
+    rows_dir = tmp_path / "runs" / "ps_rows"
+    (rows_dir / f"{scoring.key}.json").unlink()
+    (ps.run_folder(study, supernet) / "model.pt").unlink()
+    del calls[:]
+    ps.main(argv)
+    assert calls == [supernet.key, scoring.key] and (rows_dir / f"{supernet.key}.json.lost").is_file()
 
 
 def test_open_search_alone_and_settings_change_the_runs(fake_study, monkeypatch):
