@@ -669,17 +669,16 @@ def figure_entry(file: Path, what: str, runs: list[dict]) -> dict:
 
 
 def _pareto_figure(args, study: Study, rows: dict, protocol: str, marks: list[dict], suffix: str) -> list[dict]:
+    """The first seed's R3 search whose evaluated paths are on this machine (bench/state.py keeps them;
+    searches from before it did are not), else the figure drawn before stays, with its entry."""
     method = args.method if protocol == "closed_set" else args.open_method
-    row = rows.get(search_run(study, protocol, method, "r3", 0).key)
+    searches = [r for r in (rows.get(search_run(study, protocol, method, "r3", seed).key) for seed in args.seeds) if r]
     out = Path(args.results_dir) / f"{args.results}_pareto{suffix}.png"
+    row = next((r for r in searches if Path(r["search_dir"], "evaluated.jsonl").is_file()), None)
     if row is None:
-        return []
-    if not Path(row["search_dir"], "evaluated.jsonl").is_file():
-        # the search's folder is not on this machine (a fresh checkout keeps rows, not search folders):
-        # the figure drawn from it before stays, with its entry
-        return previous_figures(args, out.name)
+        return previous_figures(args, out.name) if searches else []
     plot_search(row["search_dir"], out, marks=marks, title=f"{protocol}, R3 search of the {short_method(method)} supernet "
-                f"(seed 0, budget {study.budget:g} MFLOPs): supernet scores on validation; marks retrained")
+                f"(seed {row['seed']}, budget {study.budget:g} MFLOPs): supernet scores on validation; marks retrained")
     return [figure_entry(out, f"Pareto front of the {protocol} search: every evaluated path's MFLOPs, M(a, g), "
                               "M(a, a) with inherited weights; searched net and retrained hand-designed nets marked",
                          [row])]

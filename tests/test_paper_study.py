@@ -153,7 +153,7 @@ def fake_study(monkeypatch, tmp_path):
         folder = ps.run_folder(study, run)
         best = _fake_search_log(folder, n=12)
         best.update(arch=f"{run.model}-{run.method[:3]}-{run.seed}", reward=1.0, evaluations=12)
-        # no best.json: a retrain reads its search's row (a fresh checkout restores rows, not search folders)
+        (folder / "best.json").unlink()   # a retrain reads its search's row (a fresh checkout restores rows)
         return {"arch": best["arch"], "mflops": best["mflops"], "val_reward": 1.0, "val_recall_at_1": 0.7,
                 "val_homo_recall_at_1": 0.7, "evaluations": 12, "search_seconds": 1.0, "search_dir": str(folder),
                 "supernet": "supernet.pt", "gallery_model_path": "g.pt", "reward": "r3", "budget_mflops": 1.9}
@@ -227,6 +227,11 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     del calls[:]
     ps.main(argv)
     assert calls == [supernet.key, scoring.key] and (rows_dir / f"{supernet.key}.json.lost").is_file()
+    # the first seed's search folder is gone: the Pareto figure is drawn from the next seed's search
+    (ps.run_folder(study, ps.search_run(study, "closed_set", ps.BEST_METHOD, "r3", 0)) / "evaluated.jsonl").unlink()
+    ps.main([*argv, "--report-only"])
+    figs = json.loads((tmp_path / "results" / "paper_study.json").read_text())["figures"]
+    assert next(f for f in figs if f["file"] == "paper_study_pareto.png")["seeds"] == [1]
 
 
 def test_open_search_alone_and_settings_change_the_runs(fake_study, monkeypatch):
