@@ -76,6 +76,18 @@ def test_paired_difference_and_means_in_standard_errors():
     assert stats.mean_std([1.0, 3.0]) == {"n": 2, "mean": 2.0, "std": pytest.approx(math.sqrt(2))}
 
 
+def test_no_association_findings_need_an_interval_that_rules_out_a_strong_ranking():
+    args, done = ps.parse_args(["--retrain-paths", "12"]), {"retrained": 12, "planned": 12}
+    y = np.arange(12.0)
+    rng = np.random.default_rng(4)
+    unrelated = stats.tau_ci(rng.permutation(y), y)                     # τ 0.21 on 12 paths: too wide to say
+    assert unrelated["lo"] <= 0 and unrelated["hi"] >= ps.STRONG_TAU
+    assert ps._weak_association(args, done, unrelated).startswith("unresolved: the interval admits")
+    assert ps._weak_association(args, done, {"tau": 0.0, "lo": -0.3, "hi": 0.3}) == "held"
+    assert ps._weak_association(args, done, stats.tau_ci(y, y + 0.1 * rng.random(12))) == "not held"
+    assert ps._weak_association(args, {"retrained": 4, "planned": 12}, unrelated).startswith("unresolved: runs pending")
+
+
 # ----------------------------------------------------------------------------- the Pareto plot
 
 def test_pareto_front_keeps_the_undominated_points_by_cost():
