@@ -21,7 +21,7 @@ gives the `Runner` a work function that trains and scores one run and returns it
 Selection (`select_best`) reads validation metrics only: rows of the select phase carry `val_*`
 numbers and nothing from the test split.
 
-Stdlib only (the work function imports what it needs), so that a spawned worker starts fast.
+Stdlib and hetsearch.utils.revision only (the work function imports what it needs), so that a spawned worker starts fast.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 import traceback
@@ -39,6 +38,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+
+from hetsearch.utils.revision import git_revision  # noqa: F401  (stdlib only; map_in_training imports it from here)
 
 PHASES = ("select", "final")
 
@@ -102,18 +103,6 @@ def grid(protocols: Iterable[str], models: Iterable[str], methods: Iterable[str]
             in itertools.product(seeds, protocols, models, methods, epochs)]
 
 
-def git_revision(root: str | Path = ".") -> str:
-    """`git rev-parse --short HEAD`, with "+dirty" when tracked files differ from it; "unknown" outside git."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
-                              check=True).stdout.strip()
-    try:
-        rev = git("rev-parse", "--short", "HEAD")
-        return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
 
@@ -144,7 +133,7 @@ class Runner:
                  log: Callable[[str], None] = lambda line: print(line, flush=True), revision: str | None = None):
         self.rows_dir = Path(rows_dir)
         self.work, self.jobs, self.threads, self.on_row, self.log = work, max(1, int(jobs)), threads, on_row, log
-        self.revision = revision if revision is not None else git_revision(Path(__file__).resolve().parent)
+        self.revision = revision if revision is not None else git_revision(Path(__file__).resolve().parent, short=True)
         self.failures: dict[str, str] = {}
 
     def row_path(self, run: Run) -> Path:

@@ -41,3 +41,24 @@ def test_rows_without_the_shared_keys_are_refused(tmp_path):
     with pytest.raises(ValueError, match="lacks"):
         write_results("z", protocol={}, rows=[{"method": "bct"}], timings_s={}, results_dir=tmp_path)
     assert not (tmp_path / "z.json").exists()
+
+
+def test_revision_is_uncommitted_for_code_changes_not_for_results(tmp_path):
+    import subprocess
+
+    from hetsearch.utils.revision import git_revision
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "x.json").write_text("{}")
+    (tmp_path / "code.py").write_text("a = 1\n")
+    git("init", "-q"); git("add", "."); git("commit", "-qm", "one")
+    head = git_revision(tmp_path)
+    assert len(head) == 40 and git_revision(tmp_path, short=True) == head[:len(git_revision(tmp_path, short=True))]
+    (tmp_path / "docs" / "results" / "x.json").write_text('{"rows": []}')   # a study rewriting its results
+    assert git_revision(tmp_path / "docs") == head
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert git_revision(tmp_path) == head + " + uncommitted changes"
+    assert git_revision(tmp_path.parent / "no-such-checkout-here") == "unknown"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from hetsearch.utils.io import atomic_write_json, atomic_write_text
+from hetsearch.utils.revision import git_revision  # noqa: F401  (re-exported: the benches' import)
 
 REQUIRED_ROW_KEYS = ("method", "query_model", "gallery_model", "recall_at_1", "map_at_r",
                      "query_mflops", "gallery_mflops")
@@ -33,20 +33,6 @@ def machine_info() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, Python {platform.python_version()}, "
             f"torch {torch.__version__}, torch threads {torch.get_num_threads()}")
-
-
-def git_revision(root: str | Path | None = None) -> str:
-    """`git rev-parse HEAD` of the checkout holding `root` (default: this package's), with
-    " + uncommitted changes" when tracked files differ from it; "unknown" outside a git checkout."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" + uncommitted changes" if dirty else "")
 
 
 def command_line() -> str:
