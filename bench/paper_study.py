@@ -49,6 +49,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ OPEN_VARIANTS = ("r3", "nocompat")
 HAND_MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small")
 PARTS = ("open_search", "f", "ablation", "open")
 QUICK = {"caps": ("data.max_train_items=2000", "data.max_test_items=400"), "gallery_epochs": 1, "supernet_epochs": 1,
-         "epochs": 1, "seeds": "0,1", "paths": 6, "retrain_paths": 3, "paper_method": "",
+         "epochs": 1, "seeds": "0,1", "paths": 6, "retrain_paths": 3, "retest_paths": 2, "paper_method": "",
          "search": ("search.population=6", "search.generations=2", "search.parents=3", "search.mutations=2",
                     "search.crossovers=2", "evaluator.calib_batches=2", "evaluator.val_items=200")}
 
@@ -139,8 +140,11 @@ def paths_run(study: Study, method: str) -> Run:
     return Run("closed_set", "paths", method, 0, supernet_epochs(study), "select", study.paths_tag())
 
 
-def path_retrain_run(study: Study, index: int, method: str, epochs: int) -> Run:
-    return Run("closed_set", f"path{index:02d}", method, 0, epochs, "select", study.paths_tag())
+RETEST_SEED = 1   # the F study's paths are retrained with seed 0; a retest retrains some again with this one
+
+
+def path_retrain_run(study: Study, index: int, method: str, epochs: int, seed: int = 0) -> Run:
+    return Run("closed_set", f"path{index:02d}", method, seed, epochs, "select", study.paths_tag())
 
 
 def searched_run(study: Study, protocol: str, variant: str, method: str, seed: int, epochs: int) -> Run:
@@ -348,7 +352,9 @@ def supernet_methods(methods: list[str]) -> list[str]:
 def f_retrain_runs(args, study: Study) -> list[Run]:
     return ([path_retrain_run(study, i, m, args.path_epochs) for m in args.f_methods for i in range(args.retrain_paths)]
             + [hand_run(study, "closed_set", h, m, 0, args.path_epochs, "select") for m in args.f_methods
-               for h in HAND_MODELS])
+               for h in HAND_MODELS]
+            + [path_retrain_run(study, i, m, args.path_epochs, RETEST_SEED) for m in args.f_methods
+               for i in range(args.retest_paths)])
 
 
 def f_plan(args, study: Study) -> list[Run]:
@@ -444,6 +450,10 @@ def path_table(args, study: Study, rows: dict, method: str, supernets: dict[str,
         if row is not None:
             entry.update(arch=row["arch"], retrained_hetero=row["val_recall_at_1"],
                          retrained_homo=row["val_homo_recall_at_1"], retrained_mflops=row["query_mflops"])
+        retest = (rows.get(path_retrain_run(study, i, method, args.path_epochs, RETEST_SEED).key)
+                  if i < args.retest_paths else None)
+        if row is not None and retest is not None:
+            entry.update(retest_hetero=retest["val_recall_at_1"])
         if "arch" in entry:
             table.append(entry)
     return table
@@ -469,12 +479,30 @@ def f_study(args, study: Study, rows: dict) -> dict:
         hand = [rows.get(hand_run(study, "closed_set", h, method, 0, args.path_epochs, "select").key) for h in HAND_MODELS]
         out["methods"][method] = {
             "retrained": len(done), "planned": args.retrain_paths, "epochs": args.path_epochs, "paths": table,
-            "taus": taus, "f3_difference": f3_diff,
+            "taus": taus, "f3_difference": f3_diff, "retest": retest_noise(done, args.retest_paths),
             "f1": {"flops": _tau([(e["retrained_mflops"], e["retrained_hetero"]) for e in done]),
                    "homo": _tau([(e["retrained_homo"], e["retrained_hetero"]) for e in done])},
             "hand": [{"model": r["model"], "mflops": r["query_mflops"], "val_recall_at_1": r["val_recall_at_1"],
                       "val_homo_recall_at_1": r["val_homo_recall_at_1"], "run": r["run"]} for r in hand if r]}
     return out
+
+
+def retest_noise(done: list[dict], planned: int) -> dict:
+    """How far one retrain ranks the paths at all: τ between two seeds' retrained M(q, g) of the same
+    paths (a ceiling for any supernet's τ), and the seed std of one path's score (pooled over the
+    retested paths) beside the std between paths (seed 0)."""
+    pairs = [(e["retrained_hetero"], e["retest_hetero"]) for e in done if "retest_hetero" in e]
+    seed_std = math.sqrt(sum((a - b) ** 2 / 2 for a, b in pairs) / len(pairs)) if pairs else None
+    return {**_tau(pairs), "planned": planned, "seed_std": seed_std,
+            "path_std": stats.mean_std([e["retrained_hetero"] for e in done])["std"]}
+
+
+def _fmt_retest(r: dict) -> str:
+    if not r.get("n"):
+        return f"retrain retest pending (0 of {r.get('planned', 0)} paths)"
+    stds = (f", seed std {100 * r['seed_std']:.2f} points vs {100 * r['path_std']:.2f} between paths"
+            if r.get("seed_std") is not None and r.get("path_std") is not None else "")
+    return f"seed-to-seed retrain {_fmt_tau(r)}{stds}"
 
 
 def find_tau(f_method: dict, supernet_method: str, supernet_score: str, retrained_score: str) -> dict:
@@ -580,12 +608,12 @@ def f_findings(args, f: dict) -> list[dict]:
                      "not held when it lies above 0"},
             {"id": "F2", "method": method, "claim": "without compatibility training, a supernet path's homogeneous "
                                                     "accuracy predicts its retrained heterogeneous accuracy poorly",
-             "verdict": _weak_association(args, fm, f2), "numbers": _fmt_tau(f2),
+             "verdict": _weak_association(args, fm, f2), "numbers": f"{_fmt_tau(f2)}; {_fmt_retest(fm['retest'])}",
              "rule": f"held when the interval of τ(no-compat supernet M(a,a), retrained M(q,g)) lies below {STRONG_TAU}; "
                      "not held when it lies above 0"},
             {"id": "F3", "method": method, "claim": "with compatibility training, the supernet's ranking predicts "
                                                     "retrained heterogeneous accuracy (better than F2's ranking)",
-             "verdict": f3, "numbers": f"{_fmt_tau(compat_het)}; vs F2's ranking {diff}",
+             "verdict": f3, "numbers": f"{_fmt_tau(compat_het)}; vs F2's ranking {diff}; {_fmt_retest(fm['retest'])}",
              "rule": "held when the interval of τ(compat supernet M(a,g), retrained M(q,g)) is above 0 and so is "
                      "the paired bootstrap interval of its difference to F2's τ; not held when the first reaches 0"}]
     return out
@@ -827,8 +855,12 @@ def render_markdown(payload: dict) -> str:
                              ["supernet_method", "supernet_score", "retrained_score", "tau", "lo", "hi", "n"])
         cols = ["index", "arch", "mflops"] + sorted({k for e in fm["paths"] for k in e
                                                      if k.endswith(("_homo", "_hetero", "_r3")) and k not in
-                                                     ("retrained_homo", "retrained_hetero")})
-        lines += _md_section(f"Sampled paths ({method})", fm["paths"], cols + ["retrained_hetero", "retrained_homo"])
+                                                     ("retrained_homo", "retrained_hetero", "retest_hetero")})
+        lines += [f"Retrain noise ({fm['retest'].get('n', 0)} of {fm['retest']['planned']} paths retrained again with "
+                  f"seed {RETEST_SEED}): {_fmt_retest(fm['retest'])}. No supernet can rank the retrained scores "
+                  "better than a second retrain does.", ""]
+        lines += _md_section(f"Sampled paths ({method})", fm["paths"],
+                             cols + ["retrained_hetero", "retrained_homo", "retest_hetero"])
         lines += _md_section(f"F1: hand-designed nets beside the retrained paths ({method}, validation)", fm["hand"],
                              ["model", "mflops", "val_recall_at_1", "val_homo_recall_at_1"])
     abl = payload["ablation"]
@@ -908,6 +940,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=1.9, help="search budget, MFLOPs (default 1.9)")
     p.add_argument("--paths", type=int, default=None, help="paths sampled for the F study (default 30)")
     p.add_argument("--retrain-paths", type=int, default=None, help="of them retrained (default 12)")
+    p.add_argument("--retest-paths", type=int, default=None, help=f"of those retrained again with seed {RETEST_SEED}: "
+                                                                  "how well one retrain ranks paths (default 6)")
     p.add_argument("--val-classes", type=float, default=2, help="open set: training classes held out as validation")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 with --jobs > 1)")
@@ -943,6 +977,8 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.supernet_epochs = args.supernet_epochs or (QUICK["supernet_epochs"] if q else None)
     args.paths = args.paths or (QUICK["paths"] if q else 30)
     args.retrain_paths = min(args.paths, args.retrain_paths or (QUICK["retrain_paths"] if q else 12))
+    args.retest_paths = min(args.retrain_paths, QUICK["retest_paths"] if q and args.retest_paths is None
+                            else 6 if args.retest_paths is None else args.retest_paths)
     args.gallery_epochs = args.gallery_epochs or (QUICK["gallery_epochs"] if q else None)
     args.threads = args.threads or (1 if args.jobs > 1 else None)
     args.runs = args.runs or (f"{_shared.BENCH_RUNS}_ps_quick" if q else _shared.BENCH_RUNS)

@@ -202,6 +202,10 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     assert fm["retrained"] == 12 and len(fm["paths"]) == 14
     compat = ps.find_tau(fm, ps.BEST_METHOD, "hetero", "hetero")
     assert compat["tau"] == 1.0 and compat["n"] == 12 and compat["lo"] == 1.0   # the fake supernet ranks perfectly
+    retest = fm["retest"]   # the fake retrain: seed 1 scores each path 0.01 above seed 0, the order kept
+    assert retest["n"] == 6 == retest["planned"] and retest["tau"] == 1.0
+    assert retest["seed_std"] == pytest.approx(0.01 / math.sqrt(2)) and retest["path_std"] > 0
+    assert sum("retest_hetero" in e for e in fm["paths"]) == 6
     verdicts = {(f["id"], f["method"]): f["verdict"] for f in results["findings"]}
     assert verdicts[("F3", ps.BEST_METHOD)] == "held"
     assert verdicts[("F2", ps.BEST_METHOD)] in ("held", "not held")
