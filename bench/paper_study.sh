@@ -16,7 +16,7 @@ while pgrep -f "bench/paper_study.py" >/dev/null; do sleep 60; done
 step() { echo "[paper_study.sh] $(date -Is) $1 $2"; shift 2; "$PY" "${STUDY[@]}" "$@"; }
 # each call is one schedule (a run starts when what it needs has finished, so both cores stay busy)
 step "1. does the search pay? R3 against ShuffleNetV2 x0.5, closed and open set, 3 seeds; then F1-F3 (30 paths" \
-     "in the compat and the no-compat supernet, 12 retrained)" --parts ablation,open,f --variants r3 --paper-method ''
+     "in the compat and the no-compat supernet, 12 retrained, 6 of them again with seed 1)" --parts ablation,open,f --variants r3 --paper-method ''
 step "2. the reward and no-compat ablations," "closed and open set, 3 seeds" --parts ablation,open --paper-method ''
 step "3. the same with BCT," "the paper's compat method, closed set" --parts ablation
 echo "[paper_study.sh] $(date -Is) done"
