@@ -147,8 +147,11 @@ def path_retrain_run(study: Study, index: int, method: str, epochs: int, seed: i
     return Run("closed_set", f"path{index:02d}", method, seed, epochs, "select", study.paths_tag())
 
 
-def searched_run(study: Study, protocol: str, variant: str, method: str, seed: int, epochs: int) -> Run:
-    return Run(protocol, f"cmpnas_{variant}", method, seed, epochs, "final", study.search_tag())
+def searched_run(study: Study, protocol: str, variant: str, method: str, seed: int, epochs: int,
+                 phase: str = "final") -> Run:
+    """The retrain of a search's winner: final phase for the ablations (test), select phase for the F
+    study (validation, beside the randomly drawn paths)."""
+    return Run(protocol, f"cmpnas_{variant}", method, seed, epochs, phase, study.search_tag())
 
 
 def hand_run(study: Study, protocol: str, model: str, method: str, seed: int, epochs: int, phase: str) -> Run:
@@ -354,7 +357,9 @@ def f_retrain_runs(args, study: Study) -> list[Run]:
             + [hand_run(study, "closed_set", h, m, 0, args.path_epochs, "select") for m in args.f_methods
                for h in HAND_MODELS]
             + [path_retrain_run(study, i, m, args.path_epochs, RETEST_SEED) for m in args.f_methods
-               for i in range(args.retest_paths)])
+               for i in range(args.retest_paths)]
+            + [searched_run(study, "closed_set", "r3", m, s, args.path_epochs, "select") for m in args.f_methods
+               for s in args.seeds])
 
 
 def f_plan(args, study: Study) -> list[Run]:
@@ -477,13 +482,20 @@ def f_study(args, study: Study, rows: dict) -> dict:
                                           [e[f"{NO_COMPAT}_homo"] for e in both],
                                           [e["retrained_hetero"] for e in both]) if len(both) >= 2 else {"diff": None}
         hand = [rows.get(hand_run(study, "closed_set", h, method, 0, args.path_epochs, "select").key) for h in HAND_MODELS]
+        searched = [r for r in (rows.get(searched_run(study, "closed_set", "r3", method, s, args.path_epochs,
+                                                      "select").key) for s in args.seeds) if r]
         out["methods"][method] = {
             "retrained": len(done), "planned": args.retrain_paths, "epochs": args.path_epochs, "paths": table,
             "taus": taus, "f3_difference": f3_diff, "retest": retest_noise(done, args.retest_paths),
             "f1": {"flops": _tau([(e["retrained_mflops"], e["retrained_hetero"]) for e in done]),
                    "homo": _tau([(e["retrained_homo"], e["retrained_hetero"]) for e in done])},
             "hand": [{"model": r["model"], "mflops": r["query_mflops"], "val_recall_at_1": r["val_recall_at_1"],
-                      "val_homo_recall_at_1": r["val_homo_recall_at_1"], "run": r["run"]} for r in hand if r]}
+                      "val_homo_recall_at_1": r["val_homo_recall_at_1"], "run": r["run"]} for r in hand if r],
+            "searched": [{"seed": r["seed"], "arch": r["arch"], "mflops": r["query_mflops"],
+                          "val_recall_at_1": r["val_recall_at_1"], "val_homo_recall_at_1": r["val_homo_recall_at_1"],
+                          "run": r["run"]} for r in searched],
+            "search_vs_random": stats.compare_means([r["val_recall_at_1"] for r in searched],
+                                                    [e["retrained_hetero"] for e in done])}
     return out
 
 
@@ -615,15 +627,36 @@ def f_findings(args, f: dict) -> list[dict]:
                                                     "retrained heterogeneous accuracy (better than F2's ranking)",
              "verdict": f3, "numbers": f"{_fmt_tau(compat_het)}; vs F2's ranking {diff}; {_fmt_retest(fm['retest'])}",
              "rule": "held when the interval of τ(compat supernet M(a,g), retrained M(q,g)) is above 0 and so is "
-                     "the paired bootstrap interval of its difference to F2's τ; not held when the first reaches 0"}]
+                     "the paired bootstrap interval of its difference to F2's τ; not held when the first reaches 0"},
+            _search_vs_random(args, method, fm)]
     return out
+
+
+COMPARE_VERDICTS = {"a higher": "held", "a lower": "not held (reversed)", "within noise": "not held (within noise)"}
+
+
+def _search_vs_random(args, method: str, fm: dict) -> dict:
+    """F4: do the searches' winners beat the randomly drawn paths of the same budget, trained alike?"""
+    c = fm["search_vs_random"]
+    verdict = _pending(args, fm) or COMPARE_VERDICTS.get(c["verdict"], c["verdict"])
+    searched = stats.mean_std([r["val_recall_at_1"] for r in fm["searched"]])
+    random_paths = stats.mean_std([e["retrained_hetero"] for e in fm["paths"] if "retrained_hetero" in e])
+    numbers = (f"searched {searched['mean']:.4f} (n = {searched['n']}) vs random paths {random_paths['mean']:.4f} "
+               f"± {random_paths['std'] or 0:.4f} (n = {random_paths['n']})" if searched["n"] and random_paths["n"]
+               else f"searched n = {searched['n']}, random paths n = {random_paths['n']}")
+    if c.get("se"):
+        numbers += f": Δ {100 * c['diff']:+.2f} ± {100 * c['se']:.2f} points (1 SE)"
+    return {"id": "F4", "method": method, "claim": "the search's winner beats paths drawn at random under the same "
+                                                  "budget and trained alike (the search pays, not only its space)",
+            "verdict": verdict, "numbers": numbers,
+            "rule": "held when the searches' winners (one per seed, retrained as the paths are) score a mean "
+                    "validation M(q,g) above the random paths' by more than 2 standard errors (Welch), >= 3 each"}
 
 
 def ablation_findings(args, abl: dict) -> list[dict]:
     out = []
     for c in abl["comparisons"]:
-        verdict = {"a higher": "held", "a lower": "not held (reversed)",
-                   "within noise": "not held (within noise)"}.get(c["verdict"], c["verdict"])
+        verdict = COMPARE_VERDICTS.get(c["verdict"], c["verdict"])
         if args.quick:
             verdict = "unresolved: quick run (tiny caps), not evidence"
         elif len(args.seeds) < 3 and not verdict.startswith("unresolved"):
@@ -863,6 +896,9 @@ def render_markdown(payload: dict) -> str:
                              cols + ["retrained_hetero", "retrained_homo", "retest_hetero"])
         lines += _md_section(f"F1: hand-designed nets beside the retrained paths ({method}, validation)", fm["hand"],
                              ["model", "mflops", "val_recall_at_1", "val_homo_recall_at_1"])
+        lines += _md_section(f"F4: the searches' winners (R3, one search per seed) retrained as the paths are "
+                             f"({method}, validation)", fm["searched"],
+                             ["seed", "arch", "mflops", "val_recall_at_1", "val_homo_recall_at_1"])
     abl = payload["ablation"]
     lines += _md_section("Ablations: test M(q, g), mean and std over seeds", abl["summary"],
                          ["protocol", "method", "model", "seeds", "recall_at_1_mean", "recall_at_1_std",

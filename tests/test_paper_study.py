@@ -206,7 +206,9 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     assert retest["n"] == 6 == retest["planned"] and retest["tau"] == 1.0
     assert retest["seed_std"] == pytest.approx(0.01 / math.sqrt(2)) and retest["path_std"] > 0
     assert sum("retest_hetero" in e for e in fm["paths"]) == 6
+    assert [r["seed"] for r in fm["searched"]] == [0, 1, 2]   # each search's winner retrained beside the paths
     verdicts = {(f["id"], f["method"]): f["verdict"] for f in results["findings"]}
+    assert fm["search_vs_random"]["n"] == [3, 12] and ("F4", ps.BEST_METHOD) in verdicts
     assert verdicts[("F3", ps.BEST_METHOD)] == "held"
     assert verdicts[("F2", ps.BEST_METHOD)] in ("held", "not held")
     summary = results["ablation"]["summary"]
