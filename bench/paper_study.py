@@ -594,6 +594,16 @@ def _weak_association(args, f_method: dict, t: dict) -> str:
     return f"unresolved: the interval admits both no association and τ >= {STRONG_TAU}"
 
 
+def _noise_bound(fm: dict) -> str | None:
+    """When one retrain's seed noise is as large as the spread between paths (>= 3 paths retested), no
+    score can rank single retrains: F2 and F3 are then untestable, whatever τ says."""
+    r = fm["retest"]
+    if (r.get("n") or 0) < 3 or r.get("seed_std") is None or r.get("path_std") is None or r["seed_std"] < r["path_std"]:
+        return None
+    return (f"unresolved: the paths differ less than one retrain's seed noise (seed std {100 * r['seed_std']:.2f} "
+            f"points, {100 * r['path_std']:.2f} between paths), so no score can rank single retrains")
+
+
 def f_findings(args, f: dict) -> list[dict]:
     out = []
     for method, fm in f["methods"].items():
@@ -608,6 +618,8 @@ def f_findings(args, f: dict) -> list[dict]:
             f3 = "not held"
         else:
             f3 = "unresolved: the compat supernet ranks, but not detectably better than the no-compat one"
+        noise = None if _pending(args, fm) else _noise_bound(fm)
+        f3 = noise or f3
         diff = (f"Δτ = {d['diff']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}]" if d.get("lo") is not None else "Δτ n/a")
         out += [
             {"id": "F1a", "method": method, "claim": "retrained heterogeneous accuracy does not follow FLOPs",
@@ -620,14 +632,15 @@ def f_findings(args, f: dict) -> list[dict]:
                      "not held when it lies above 0"},
             {"id": "F2", "method": method, "claim": "without compatibility training, a supernet path's homogeneous "
                                                     "accuracy predicts its retrained heterogeneous accuracy poorly",
-             "verdict": _weak_association(args, fm, f2), "numbers": f"{_fmt_tau(f2)}; {_fmt_retest(fm['retest'])}",
+             "verdict": noise or _weak_association(args, fm, f2), "numbers": f"{_fmt_tau(f2)}; {_fmt_retest(fm['retest'])}",
              "rule": f"held when the interval of τ(no-compat supernet M(a,a), retrained M(q,g)) lies below {STRONG_TAU}; "
                      "not held when it lies above 0"},
             {"id": "F3", "method": method, "claim": "with compatibility training, the supernet's ranking predicts "
                                                     "retrained heterogeneous accuracy (better than F2's ranking)",
              "verdict": f3, "numbers": f"{_fmt_tau(compat_het)}; vs F2's ranking {diff}; {_fmt_retest(fm['retest'])}",
              "rule": "held when the interval of τ(compat supernet M(a,g), retrained M(q,g)) is above 0 and so is "
-                     "the paired bootstrap interval of its difference to F2's τ; not held when the first reaches 0"},
+                     "the paired bootstrap interval of its difference to F2's τ; not held when the first reaches 0; "
+                     "F2 and F3 unresolved when the retested paths' seed std is at least the std between paths"},
             _search_vs_random(args, method, fm)]
     return out
 

@@ -88,6 +88,13 @@ def test_no_association_findings_need_an_interval_that_rules_out_a_strong_rankin
     assert ps._weak_association(args, {"retrained": 4, "planned": 12}, unrelated).startswith("unresolved: runs pending")
 
 
+def test_f2_and_f3_are_untestable_when_a_retrain_s_seed_noise_swamps_the_paths():
+    fm = {"retest": {"n": 6, "seed_std": 0.003, "path_std": 0.002}}
+    assert ps._noise_bound(fm).startswith("unresolved: the paths differ less than one retrain's seed noise")
+    assert ps._noise_bound({"retest": {"n": 6, "seed_std": 0.001, "path_std": 0.002}}) is None
+    assert ps._noise_bound({"retest": {"n": 2, "seed_std": 0.003, "path_std": 0.002}}) is None   # too few to say
+
+
 # ----------------------------------------------------------------------------- the Pareto plot
 
 def test_pareto_front_keeps_the_undominated_points_by_cost():
