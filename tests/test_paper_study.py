@@ -89,10 +89,14 @@ def test_no_association_findings_need_an_interval_that_rules_out_a_strong_rankin
 
 
 def test_f2_and_f3_are_untestable_when_a_retrain_s_seed_noise_swamps_the_paths():
-    fm = {"retest": {"n": 6, "seed_std": 0.003, "path_std": 0.002}}
-    assert ps._noise_bound(fm).startswith("unresolved: the paths differ less than one retrain's seed noise")
-    assert ps._noise_bound({"retest": {"n": 6, "seed_std": 0.001, "path_std": 0.002}}) is None
-    assert ps._noise_bound({"retest": {"n": 2, "seed_std": 0.003, "path_std": 0.002}}) is None   # too few to say
+    paths = [0.915, 0.917, 0.919, 0.921, 0.923, 0.925]
+    noisy = ps.retest_noise([{"retrained_hetero": a, "retest_hetero": a - 0.003 + d}   # common offset: no noise
+                             for a, d in zip(paths, (0.006, -0.006, 0.005, -0.005, 0.006, -0.006))], 6)
+    assert noisy["tau_ceiling"] < ps.STRONG_TAU and ps._noise_bound({"retest": noisy}).startswith("unresolved: one retrain")
+    clean = ps.retest_noise([{"retrained_hetero": a, "retest_hetero": a - 0.003} for a in paths], 6)
+    assert clean["seed_std"] == pytest.approx(0, abs=1e-9) and clean["tau_ceiling"] == pytest.approx(1)
+    assert ps._noise_bound({"retest": clean}) is None
+    assert ps._noise_bound({"retest": {**noisy, "n": 2}}) is None   # too few retests to say
 
 
 # ----------------------------------------------------------------------------- the Pareto plot
@@ -211,7 +215,7 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     assert compat["tau"] == 1.0 and compat["n"] == 12 and compat["lo"] == 1.0   # the fake supernet ranks perfectly
     retest = fm["retest"]   # the fake retrain: seed 1 scores each path 0.01 above seed 0, the order kept
     assert retest["n"] == 6 == retest["planned"] and retest["tau"] == 1.0
-    assert retest["seed_std"] == pytest.approx(0.01 / math.sqrt(2)) and retest["path_std"] > 0
+    assert retest["seed_std"] == pytest.approx(0, abs=1e-9) and retest["tau_ceiling"] == pytest.approx(1)
     assert sum("retest_hetero" in e for e in fm["paths"]) == 6
     assert [r["seed"] for r in fm["searched"]] == [0, 1, 2]   # each search's winner retrained beside the paths
     verdicts = {(f["id"], f["method"]): f["verdict"] for f in results["findings"]}
