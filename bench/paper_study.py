@@ -27,6 +27,11 @@ call continues where the last stopped, a finished run is never redone:
   open         open set, --seeds: R3 on the --method supernet against R3 on the no-compat supernet,
                both searched on the training classes only (as open_search), retrained on the 5
                training classes, scored on the held-out test classes; ShuffleNetV2 x0.5 beside.
+  f_wide       F1-F3 where the paths differ (ours): at the budget the paths retrain about alike, so no
+               ranking can show; --wide-paths paths, one per equal FLOPs bin of [--wide-min-mflops,
+               budget], scored in the F study's two supernets and each retrained (seed 0), its seed
+               noise taken from the F study's retest; F5: does the compat supernet rank them better
+               than their FLOPs do (paired Δτ)?
 Rewards as in the code (hetsearch.nas.rewards): r1 = M(a,a) homogeneous only, r2 = M(a,g)
 heterogeneous only, r3 = M(a,g) + 0.5 M(a,a). (Issue 23 swaps the names of R1 and R2.)
 
@@ -85,9 +90,10 @@ VARIANTS = {"r3": ("r3", True), "r1": ("r1", True), "r2": ("r2", True), "nocompa
 CLOSED_VARIANTS = ("r3", "nocompat", "r1", "r2")
 OPEN_VARIANTS = ("r3", "nocompat")
 HAND_MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small")
-PARTS = ("open_search", "f", "ablation", "open")
+PARTS = ("open_search", "f", "ablation", "open", "f_wide")
 QUICK = {"caps": ("data.max_train_items=2000", "data.max_test_items=400"), "gallery_epochs": 1, "supernet_epochs": 1,
-         "epochs": 1, "seeds": "0,1", "paths": 6, "retrain_paths": 3, "retest_paths": 2, "paper_method": "",
+         "epochs": 1, "seeds": "0,1", "paths": 6, "retrain_paths": 3, "retest_paths": 2, "wide_paths": 3,
+         "paper_method": "",
          "search": ("search.population=6", "search.generations=2", "search.parents=3", "search.mutations=2",
                     "search.crossovers=2", "evaluator.calib_batches=2", "evaluator.val_items=200")}
 
@@ -102,13 +108,25 @@ class Study:
     paths: int = 30
     path_seed: int = 0
     search_overrides: tuple[str, ...] = ()  # search.* / evaluator.* overrides (quick runs)
+    path_min_mflops: float | None = None    # set: paths drawn one per FLOPs bin of [this, budget] (stratified)
+    wide_paths: int = 12                    # the f_wide part: this many paths stratified over
+    wide_min_mflops: float = 0.9            # [wide_min_mflops, budget], every one retrained
 
     def search_tag(self) -> str:
         return _join(self.settings.tag(), "b" + digest([self.budget, list(self.search_overrides)], 6))
 
     def paths_tag(self) -> str:
+        stratified = [] if self.path_min_mflops is None else [self.path_min_mflops]   # older tags unchanged
         return _join(self.settings.tag(), "p" + digest([self.budget, self.paths, self.path_seed,
-                                                        list(self.search_overrides)], 6))
+                                                        list(self.search_overrides), *stratified], 6))
+
+    def wide(self) -> "Study":
+        """The f_wide part's study: its paths spread over a wider FLOPs range under the same budget."""
+        return dataclasses.replace(self, paths=self.wide_paths, path_min_mflops=self.wide_min_mflops)
+
+    def of_paths_run(self, run: "Run") -> "Study":
+        """The study whose sampled paths `run` (a path scoring or retrain) uses, by its tag."""
+        return self.wide() if run.tag == self.wide().paths_tag() else self
 
 
 def short_method(method: str) -> str:
@@ -200,17 +218,36 @@ def search_config(study: Study, run: Run) -> SearchRunConfig:
         f"search.seed={run.seed}", f"reward.name={reward}", *study.search_overrides])
 
 
-def sampled_paths(study: Study) -> list[str]:
-    """--paths paths drawn as the search's random candidates are (uniform, narrowed to fit the budget)."""
+def path_space(study: Study):
+    """(the supernets' search space, an architecture's whole-model MFLOPs) of the closed set."""
     cfg = supernet_config(study, supernet_run(study, "closed_set", NO_COMPAT, 0))
     options = standalone_args(cfg.model.backbone_args, "")
     options.pop("arch")
     space = space_from_options(cfg.data.image_size, options)
     table = CostTable(space, image_size=cfg.data.image_size, in_chans=cfg.data.channels,
                       embedding_dim=cfg.model.embedding_dim)
-    moves = Moves(space, lambda a: table.flops(a) / 1e6, torch.Generator().manual_seed(study.path_seed), known=set(),
-                  max_cost=study.budget, min_cost=None, max_tries=2000, mutation_prob=0.1)
-    return [a.id for a in moves.random(study.paths)]
+    return space, lambda arch: table.flops(arch) / 1e6
+
+
+def sampled_paths(study: Study) -> list[str]:
+    """--paths paths drawn as the search's random candidates are (uniform, narrowed to fit the budget);
+    with study.path_min_mflops, one such draw per equal FLOPs bin of [path_min_mflops, budget] (uniform
+    draws crowd just under the budget, where the paths retrain about alike)."""
+    space, cost = path_space(study)
+    generator, taken = torch.Generator().manual_seed(study.path_seed), set()
+    lo, n = study.path_min_mflops, study.paths
+    bins = ([(None, study.budget, n)] if lo is None else
+            [(lo + (study.budget - lo) * i / n, lo + (study.budget - lo) * (i + 1) / n, 1) for i in range(n)])
+    out = []
+    for low, high, count in bins:
+        moves = Moves(space, cost, generator, known=taken, max_cost=high, min_cost=low,
+                      max_tries=2000, mutation_prob=0.1)
+        drawn = [a.id for a in moves.random(count)]
+        if lo is not None and not drawn:
+            raise ValueError(f"no path of the search space costs {low:.3f}-{high:.3f} MFLOPs: raise --wide-min-mflops")
+        taken.update(drawn)
+        out += drawn
+    return out
 
 
 # ----------------------------------------------------------------------------- work (worker processes too)
@@ -281,9 +318,9 @@ def job(study: Study, run: Run) -> dict:
     if run.model.startswith("search_"):
         return search_job(study, run)
     if run.model == "paths":
-        return paths_job(study, run)
+        return paths_job(study.of_paths_run(run), run)
     if run.model.startswith("path"):
-        return path_retrain_job(study, run)
+        return path_retrain_job(study.of_paths_run(run), run)
     if run.model.startswith("cmpnas_"):
         return searched_job(study, run)
     return P.run_job(study.settings, run)   # a gallery (method paragon) or a hand-designed query model
@@ -368,6 +405,19 @@ def f_plan(args, study: Study) -> list[Run]:
             + f_retrain_runs(args, study))
 
 
+def wide_args(args) -> argparse.Namespace:
+    """The F study's settings for the f_wide part: every path retrained once, no retest, no winners."""
+    return argparse.Namespace(**{**vars(args), "retrain_paths": args.wide_paths, "retest_paths": 0, "seeds": []})
+
+
+def f_wide_plan(args, study: Study) -> list[Run]:
+    """F2/F3 where the paths differ: --wide-paths paths stratified over [--wide-min-mflops, budget], scored in
+    the F study's two supernets and each retrained (seed 0); the seed noise is the F study's retest."""
+    wide, methods = study.wide(), supernet_methods(args.f_methods)
+    return ([supernet_run(study, "closed_set", m, 0) for m in methods] + [paths_run(wide, m) for m in methods]
+            + [path_retrain_run(wide, i, m, args.path_epochs) for m in args.f_methods for i in range(wide.paths)])
+
+
 def ablation_runs(args, study: Study, protocol: str, seed: int,
                   only: list[str] | None = None) -> tuple[list[Run], list[Run], list[Run]]:
     """(supernets, searches, retrains) of one seed: R3 and the hand-designed net first (the search pays?),
@@ -397,8 +447,9 @@ def ablation_plan(args, study: Study, protocol: str = "closed_set") -> list[Run]
 
 
 PART_PLANS = {"open_search": open_search_plan, "f": f_plan, "ablation": ablation_plan,
-              "open": functools.partial(ablation_plan, protocol="open_set")}
-PART_PROTOCOLS = {"open_search": "open_set", "f": "closed_set", "ablation": "closed_set", "open": "open_set"}
+              "open": functools.partial(ablation_plan, protocol="open_set"), "f_wide": f_wide_plan}
+PART_PROTOCOLS = {"open_search": "open_set", "f": "closed_set", "ablation": "closed_set", "open": "open_set",
+                  "f_wide": "closed_set"}
 
 
 def reopen_lost_supernets(study: Study, runner: Runner, runs: list[Run]) -> None:
@@ -508,16 +559,50 @@ def retest_noise(done: list[dict], planned: int) -> dict:
     diff_std = stats.mean_std([a - b for a, b in pairs])["std"]
     seed_std = diff_std / math.sqrt(2) if diff_std is not None else None
     path_std = stats.mean_std([e["retrained_hetero"] for e in done])["std"]
-    ceiling = None
-    if seed_std is not None and path_std:
-        # share of the between-path variance that is the paths' own; a perfect ranking of them would show
-        # τ = (2/π)·asin(sqrt(share)) against single retrains (normal scores)
-        share = max(0.0, 1 - seed_std ** 2 / path_std ** 2)
-        ceiling = 2 / math.pi * math.asin(math.sqrt(share))
-    return {**_tau(pairs), "planned": planned, "seed_std": seed_std, "path_std": path_std, "tau_ceiling": ceiling}
+    return {**_tau(pairs), "planned": planned, "seed_std": seed_std, "path_std": path_std,
+            "tau_ceiling": _tau_ceiling(seed_std, path_std)}
+
+
+def _tau_ceiling(seed_std: float | None, path_std: float | None) -> float | None:
+    """The τ a perfect ranking of the paths would show against single retrains (normal scores): the share
+    of the between-path variance that is the paths' own is sin²(τ·π/2)."""
+    if seed_std is None or not path_std:
+        return None
+    share = max(0.0, 1 - seed_std ** 2 / path_std ** 2)
+    return 2 / math.pi * math.asin(math.sqrt(share))
+
+
+def borrowed_noise(done: list[dict], retest: dict) -> dict:
+    """The f_wide paths' retrain noise: one retrain's seed std as the F study's retest measured it (same
+    recipe), against the spread between these paths."""
+    path_std = stats.mean_std([e["retrained_hetero"] for e in done])["std"]
+    return {"tau": None, "lo": None, "hi": None, "n": retest.get("n") or 0, "planned": 0,
+            "seed_std": retest.get("seed_std"), "path_std": path_std, "seed_std_from": "the F study's retest",
+            "tau_ceiling": _tau_ceiling(retest.get("seed_std"), path_std)}
+
+
+def f_wide_study(args, study: Study, rows: dict, f: dict) -> dict:
+    """The F study's analysis of the f_wide paths, its noise borrowed from the F study's retest, and how
+    much better than FLOPs alone the compat supernet's M(a, g) ranks them (paired Δτ)."""
+    out = f_study(wide_args(args), study.wide(), rows)
+    for method, fm in out["methods"].items():
+        done = [e for e in fm["paths"] if "retrained_hetero" in e and f"{method_slug(method)}_hetero" in e]
+        fm["retest"] = borrowed_noise(done, f["methods"][method]["retest"])
+        fm["flops_range"] = [min((e["mflops"] for e in fm["paths"]), default=None),
+                             max((e["mflops"] for e in fm["paths"]), default=None)]
+        fm["over_flops"] = (stats.tau_difference_ci([e[f"{method_slug(method)}_hetero"] for e in done],
+                                                    [e["retrained_mflops"] for e in done],
+                                                    [e["retrained_hetero"] for e in done])
+                            if len(done) >= 2 else {"diff": None})
+    return out
 
 
 def _fmt_retest(r: dict) -> str:
+    if r.get("seed_std_from"):
+        if r.get("tau_ceiling") is None:
+            return f"seed noise from {r['seed_std_from']}; the spread between these paths pending"
+        return (f"seed std {100 * r['seed_std']:.2f} points ({r['seed_std_from']}, n = {r['n']}) vs "
+                f"{100 * r['path_std']:.2f} between these paths, a perfect ranking's τ {r['tau_ceiling']:.2f}")
     if not r.get("n"):
         return f"retrain retest pending (0 of {r.get('planned', 0)} paths)"
     stds = (f", seed std {100 * r['seed_std']:.2f} points vs {100 * r['path_std']:.2f} between paths, "
@@ -675,6 +760,32 @@ def _search_vs_random(args, method: str, fm: dict) -> dict:
                     "validation M(q,g) above the random paths' by more than 2 standard errors (Welch), >= 3 each"}
 
 
+def wide_findings(args, fw: dict) -> list[dict]:
+    """F1-F3 again on the f_wide paths (F4 needs the budget's draws), and F5: does the compat supernet rank
+    them better than their FLOPs do?"""
+    out = []
+    for method, fm in fw["methods"].items():
+        lo, hi = fm["flops_range"]
+        where = f" (paths spread over {lo:.2f}-{hi:.2f} MFLOPs)" if lo is not None else ""
+        out += [{**f, "id": f"{f['id']}-wide", "claim": f["claim"] + where}
+                for f in f_findings(wide_args(args), {"methods": {method: fm}}) if f["id"] != "F4"]
+        d, pending = fm["over_flops"], _pending(wide_args(args), fm)
+        if pending or d.get("lo") is None:
+            verdict = pending or "unresolved: no interval"
+        else:
+            verdict = "held" if d["lo"] > 0 else "not held (reversed)" if d["hi"] < 0 else "not held (within noise)"
+            verdict = (_noise_bound(fm) or verdict) if verdict != "held" else verdict
+        numbers = (f"τ(compat supernet M(a,g)) − τ(MFLOPs) = {d['diff']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}] (n = {d['n']}); "
+                   f"τ(MFLOPs) alone {_fmt_tau(fm['f1']['flops'])}" if d.get("lo") is not None else "Δτ n/a")
+        out.append({"id": "F5-wide", "method": method, "claim": "the compat supernet ranks retrained nets better than "
+                                                                "their FLOPs do (it beats 'the largest path under the "
+                                                                "budget')" + where,
+                    "verdict": verdict, "numbers": numbers,
+                    "rule": "held when the paired bootstrap interval of τ(compat supernet M(a,g), retrained M(q,g)) − "
+                            "τ(MFLOPs, retrained M(q,g)) lies above 0"})
+    return out
+
+
 def ablation_findings(args, abl: dict) -> list[dict]:
     out = []
     for c in abl["comparisons"]:
@@ -785,7 +896,20 @@ def previous_figures(args, name: str) -> list[dict]:
     return [e for e in _previous_figures(args) if e.get("file") == name]
 
 
-def figures(args, study: Study, rows: dict, f: dict, abl: dict) -> list[dict]:
+def _rank_figures(args, study: Study, rows: dict, f: dict, name: str, what: str) -> list[dict]:
+    out = []
+    for method, fm in f["methods"].items():
+        if fm["retrained"]:
+            path = Path(args.results_dir) / f"{args.results}_{name}_{method_slug(method)}.png"
+            draw_rank(fm, method, list(f["supernets"]), path)
+            runs = [rows[k] for k in f["supernets"].values()] + [rows[path_retrain_run(study, e["index"], method,
+                                                                  args.path_epochs).key] for e in fm["paths"]
+                                                                 if "retrained_hetero" in e]
+            out.append(figure_entry(path, f"{what} ({method})", runs))
+    return out
+
+
+def figures(args, study: Study, rows: dict, f: dict, abl: dict, fw: dict) -> list[dict]:
     out = []
     fm = f["methods"].get(args.method)
     hand_runs = [rows[h["run"]] for h in (fm or {}).get("hand", [])]
@@ -794,15 +918,10 @@ def figures(args, study: Study, rows: dict, f: dict, abl: dict) -> list[dict]:
              for r in hand_runs]
     out += _pareto_figure(args, study, rows, "closed_set", marks, "")
     out += _pareto_figure(args, study, rows, "open_set", [], "_open_set")
-    for method, fm in f["methods"].items():
-        if fm["retrained"]:
-            path = Path(args.results_dir) / f"{args.results}_rank_{method_slug(method)}.png"
-            draw_rank(fm, method, list(f["supernets"]), path)
-            runs = [rows[k] for k in f["supernets"].values()] + [rows[path_retrain_run(study, e["index"], method,
-                                                                  args.path_epochs).key] for e in fm["paths"]
-                                                                 if "retrained_hetero" in e]
-            out.append(figure_entry(path, f"F2/F3: supernet scores vs retrained M(q, g) of the sampled paths "
-                                          f"({method})", runs))
+    out += _rank_figures(args, study, rows, f, "rank", "F2/F3: supernet scores vs retrained M(q, g) of the sampled "
+                                                       "paths")
+    out += _rank_figures(args, study.wide(), rows, fw, "rank_wide", "F2/F3 where the paths differ: supernet scores vs "
+                         f"retrained M(q, g) of paths spread over {study.wide_min_mflops:g}-{study.budget:g} MFLOPs")
     if abl["summary"]:
         path = Path(args.results_dir) / f"{args.results}_ablation.png"
         draw_ablation(abl, path)
@@ -839,14 +958,15 @@ def report(args, study: Study, runner: Runner, started: float, *, draw: bool = F
     keys = args.declared_keys
     rows = {r["run"]: r for r in runner.rows() if r["run"] in keys}
     f, abl = f_study(args, study, rows), ablation(args, study, rows)
+    fw = f_wide_study(args, study, rows, f)
     finals = sorted((r for r in rows.values() if r["phase"] == "final"),
                     key=lambda r: (r["protocol"], r["method"] != "paragon", r["method"], r["model"], r["seed"]))
-    findings = f_findings(args, f) + ablation_findings(args, abl)
+    findings = f_findings(args, f) + ablation_findings(args, abl) + wide_findings(args, fw)
     open_search = rows.get(search_run(study, "open_set", args.open_method, "r3", 0).key)
     if open_search is not None:
         record_open_arch(args, study, open_search)
     if draw or time.monotonic() - _LAST_DRAW[0] >= DRAW_EVERY_S:
-        figs, _LAST_DRAW[0] = figures(args, study, rows, f, abl), time.monotonic()
+        figs, _LAST_DRAW[0] = figures(args, study, rows, f, abl, fw), time.monotonic()
     else:
         figs = _previous_figures(args)
     kinds = {"supernet": lambda r: r["model"] == "supernet", "search": lambda r: r["model"].startswith("search_"),
@@ -855,7 +975,7 @@ def report(args, study: Study, runner: Runner, started: float, *, draw: bool = F
                **{f"{k}_train_or_search_s": round(sum(r.get("train_seconds") or r.get("search_seconds") or 0
                                                       for r in rows.values() if test(r))) for k, test in kinds.items()}}
     extra = {"git_revision": runner.revision, "settings": settings_record(args, study), "findings": findings,
-             "f_study": f, "ablation": abl, "figures": figs, "failures": runner.failures, "quick": args.quick,
+             "f_study": f, "f_wide_study": fw, "ablation": abl, "figures": figs, "failures": runner.failures, "quick": args.quick,
              "runs_finished": len(rows), "runs_declared": len(keys)}
     return write_results(args.results, protocol=protocol_text(args, study), rows=finals, timings_s=timings,
                          extra=extra, results_dir=args.results_dir, markdown=render_markdown)[1]
@@ -867,6 +987,7 @@ def settings_record(args, study: Study) -> dict:
             "open_methods": args.open_methods, "seeds": args.seeds, "epochs": args.epochs,
             "path_epochs": args.path_epochs, "supernet_epochs": supernet_epochs(study), "budget_mflops": study.budget,
             "paths": study.paths, "retrain_paths": args.retrain_paths, "path_seed": study.path_seed,
+            "wide_paths": study.wide_paths, "wide_min_mflops": study.wide_min_mflops,
             "val_classes": args.val_classes, "caps": list(study.settings.caps), "search": list(study.search_overrides),
             "runs": study.settings.runs, "gallery_epochs": args.gallery_epochs}
 
@@ -890,6 +1011,18 @@ def _md_section(title: str, rows: list[dict], columns: list[str]) -> list[str]:
     return [f"## {title}", "", markdown_table(rows, columns) if rows else "(no finished runs yet)", ""]
 
 
+def _f_sections(fm: dict, method: str, title: str, paths_title: str) -> list[str]:
+    """An F study's τ table and its paths' table."""
+    cols = ["index", "arch", "mflops"] + sorted({k for e in fm["paths"] for k in e
+                                                 if k.endswith(("_homo", "_hetero", "_r3")) and k not in
+                                                 ("retrained_homo", "retrained_hetero", "retest_hetero")})
+    return (_md_section(f"{title}: Kendall τ, supernet score vs retrained score (paths retrained with {method}, "
+                        f"{fm['retrained']} of {fm['planned']})", fm["taus"],
+                        ["supernet_method", "supernet_score", "retrained_score", "tau", "lo", "hi", "n"])
+            + _md_section(f"{paths_title} ({method})", fm["paths"],
+                          cols + ["retrained_hetero", "retrained_homo", "retest_hetero"]))
+
+
 def render_markdown(payload: dict) -> str:
     s = payload["settings"]
     lines = ["# The paper's findings, tested with seeds (CMP-NAS; issue 23)", "",
@@ -905,22 +1038,20 @@ def render_markdown(payload: dict) -> str:
                                    f"runs' commands: {'; '.join(f'`{c}`' for c in fig['commands'])})\n"
                                    for fig in payload["figures"]]
     for method, fm in payload["f_study"]["methods"].items():
-        lines += _md_section(f"F2/F3: Kendall τ, supernet score vs retrained score (paths retrained with {method}, "
-                             f"{fm['retrained']} of {fm['planned']})", fm["taus"],
-                             ["supernet_method", "supernet_score", "retrained_score", "tau", "lo", "hi", "n"])
-        cols = ["index", "arch", "mflops"] + sorted({k for e in fm["paths"] for k in e
-                                                     if k.endswith(("_homo", "_hetero", "_r3")) and k not in
-                                                     ("retrained_homo", "retrained_hetero", "retest_hetero")})
+        lines += _f_sections(fm, method, "F2/F3", "Sampled paths")
         lines += [f"Retrain noise ({fm['retest'].get('n', 0)} of {fm['retest']['planned']} paths retrained again with "
                   f"seed {RETEST_SEED}): {_fmt_retest(fm['retest'])}. No supernet can rank the retrained scores "
                   "better than a second retrain does.", ""]
-        lines += _md_section(f"Sampled paths ({method})", fm["paths"],
-                             cols + ["retrained_hetero", "retrained_homo", "retest_hetero"])
         lines += _md_section(f"F1: hand-designed nets beside the retrained paths ({method}, validation)", fm["hand"],
                              ["model", "mflops", "val_recall_at_1", "val_homo_recall_at_1"])
         lines += _md_section(f"F4: the searches' winners (R3, one search per seed) retrained as the paths are "
                              f"({method}, validation)", fm["searched"],
                              ["seed", "arch", "mflops", "val_recall_at_1", "val_homo_recall_at_1"])
+    for method, fm in payload.get("f_wide_study", {"methods": {}})["methods"].items():
+        if fm["retrained"] or any(k.endswith("_hetero") for e in fm["paths"] for k in e):
+            lines += _f_sections(fm, method, f"F2/F3 where the paths differ ({s['wide_min_mflops']:g}-"
+                                             f"{s['budget_mflops']:g} MFLOPs, stratified)", "Stratified paths")
+            lines += [f"Retrain noise: {_fmt_retest(fm['retest'])}.", ""]
     abl = payload["ablation"]
     lines += _md_section("Ablations: test M(q, g), mean and std over seeds", abl["summary"],
                          ["protocol", "method", "model", "seeds", "recall_at_1_mean", "recall_at_1_std",
@@ -1000,6 +1131,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retrain-paths", type=int, default=None, help="of them retrained (default 12)")
     p.add_argument("--retest-paths", type=int, default=None, help=f"of those retrained again with seed {RETEST_SEED}: "
                                                                   "how well one retrain ranks paths (default 6)")
+    p.add_argument("--wide-paths", type=int, default=None, help="f_wide: paths stratified over [--wide-min-mflops, "
+                                                              "budget], each retrained (default 12)")
+    p.add_argument("--wide-min-mflops", type=float, default=0.9, help="f_wide: the cheapest bin's lower edge (default "
+                                                                    "0.9, about the space's smallest path at 28 px)")
     p.add_argument("--val-classes", type=float, default=2, help="open set: training classes held out as validation")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 with --jobs > 1)")
@@ -1037,6 +1172,7 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.retrain_paths = min(args.paths, args.retrain_paths or (QUICK["retrain_paths"] if q else 12))
     args.retest_paths = min(args.retrain_paths, QUICK["retest_paths"] if q and args.retest_paths is None
                             else 6 if args.retest_paths is None else args.retest_paths)
+    args.wide_paths = args.wide_paths or (QUICK["wide_paths"] if q else 12)
     args.gallery_epochs = args.gallery_epochs or (QUICK["gallery_epochs"] if q else None)
     args.threads = args.threads or (1 if args.jobs > 1 else None)
     args.runs = args.runs or (f"{_shared.BENCH_RUNS}_ps_quick" if q else _shared.BENCH_RUNS)
@@ -1049,7 +1185,8 @@ def study_of(args) -> Study:
                           device=args.device, threads=args.threads, gallery_epochs=args.gallery_epochs,
                           val_classes=args.val_classes)
     return Study(settings, budget=args.budget, supernet_epochs=args.supernet_epochs, paths=args.paths,
-                 search_overrides=tuple(QUICK["search"]) if args.quick else ())
+                 search_overrides=tuple(QUICK["search"]) if args.quick else (), wide_paths=args.wide_paths,
+                 wide_min_mflops=args.wide_min_mflops)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -19,4 +19,6 @@ step "1. does the search pay? R3 against ShuffleNetV2 x0.5, closed and open set,
      "in the compat and the no-compat supernet, 12 retrained, 6 of them again with seed 1)" --parts ablation,open,f --variants r3 --paper-method ''
 step "2. the reward and no-compat ablations," "closed and open set, 3 seeds" --parts ablation,open --paper-method ''
 step "3. the same with BCT," "the paper's compat method, closed set" --parts ablation
+step "4. F1-F3 where the paths differ:" "12 paths stratified over 0.9-1.9 MFLOPs, scored in both supernets, each retrained" \
+     --parts f_wide
 echo "[paper_study.sh] $(date -Is) done"

@@ -6,6 +6,7 @@ the form `bench/gallery_aware.py --cmpnas-arch` takes. Seconds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -101,6 +102,23 @@ def test_f2_and_f3_are_untestable_when_a_retrain_s_seed_noise_swamps_the_paths()
 
 # ----------------------------------------------------------------------------- the Pareto plot
 
+def test_wide_paths_are_one_per_flops_bin_and_leave_the_budget_draws_alone():
+    study = ps.study_of(ps.parse_args(["--paths", "5"]))
+    wide = study.wide()
+    space, cost = ps.path_space(study)
+    flops = [cost(space.parse(a)) for a in ps.sampled_paths(wide)]
+    width = (study.budget - study.wide_min_mflops) / study.wide_paths
+    assert len(flops) == study.wide_paths == len(set(ps.sampled_paths(wide)))
+    for i, f in enumerate(flops):   # the i-th path in the i-th equal bin of [wide_min_mflops, budget]
+        assert study.wide_min_mflops + i * width - 1e-9 <= f <= study.wide_min_mflops + (i + 1) * width + 1e-9
+    budget_flops = [cost(space.parse(a)) for a in ps.sampled_paths(study)]
+    assert len(budget_flops) == 5 and max(budget_flops) <= study.budget
+    assert wide.paths_tag() != study.paths_tag() and study.of_paths_run(ps.paths_run(wide, "none")) == wide
+    assert study.of_paths_run(ps.paths_run(study, "none")) == study
+    with pytest.raises(ValueError, match="wide-min-mflops"):   # a bin the space cannot fill says what to change
+        ps.sampled_paths(dataclasses.replace(wide, path_min_mflops=0.1))
+
+
 def test_pareto_front_keeps_the_undominated_points_by_cost():
     points = [(1.0, 0.5), (2.0, 0.4), (1.5, 0.7), (3.0, 0.9), (1.5, 0.6), (0.8, 0.2)]
     assert pareto_front(points) == [5, 0, 2, 3]
@@ -158,7 +176,7 @@ def fake_study(monkeypatch, tmp_path):
         arch = dict(settings.cmpnas_arch).get(run.protocol, run.model)
         het, homo = _score(arch) + 0.01 * run.seed, _score(arch, "homo")
         if run.phase == "select":
-            return {"val_recall_at_1": het, "val_homo_recall_at_1": homo, "query_mflops": 1.0 + het,
+            return {"val_recall_at_1": het, "val_homo_recall_at_1": homo, "query_mflops": 1.0 + _score(arch, "flops"),
                     "query_model": arch, "gallery_model": "g", "train_seconds": 1.0, "arch": arch}
         return {"recall_at_1": het, "map_at_r": het / 2, "homo_recall_at_1": homo, "homo_map_at_r": homo / 2,
                 "query_model": arch, "gallery_model": "g", "query_mflops": 1.0 + het, "gallery_mflops": 57.0,
@@ -235,7 +253,16 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     md = (tmp_path / "results" / "paper_study.md").read_text()
     names = {f["file"] for f in results["figures"]}
     assert names == {"paper_study_pareto.png", "paper_study_pareto_open_set.png", "paper_study_ablation.png",
-                     f"paper_study_rank_{ps.method_slug(ps.BEST_METHOD)}.png"}
+                     f"paper_study_rank_{ps.method_slug(ps.BEST_METHOD)}.png",
+                     f"paper_study_rank_wide_{ps.method_slug(ps.BEST_METHOD)}.png"}
+    # f_wide: its own 12 paths (other runs than the F study's), each retrained, the F study's seed noise
+    # borrowed; the fake supernet ranks them perfectly, the fake FLOPs do not: F3 and F5 hold there
+    fw = results["f_wide_study"]["methods"][ps.BEST_METHOD]
+    assert fw["retrained"] == 12 == len(fw["paths"]) and not {e["arch"] for e in fw["paths"]} & {
+        e["arch"] for e in fm["paths"]}
+    assert fw["retest"]["seed_std_from"] and fw["retest"]["n"] == 6 and fw["retest"]["tau_ceiling"] == pytest.approx(1)
+    assert verdicts[("F3-wide", ps.BEST_METHOD)] == "held" and verdicts[("F5-wide", ps.BEST_METHOD)] == "held"
+    assert ("F4-wide", ps.BEST_METHOD) not in verdicts and "Stratified paths" in md
     for fig in results["figures"]:
         assert (tmp_path / "results" / fig["file"]).read_bytes().startswith(PNG) and f"]({fig['file']})" in md
         assert fig["commands"] and fig["seeds"]
