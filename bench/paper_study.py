@@ -1134,7 +1134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wide-paths", type=int, default=None, help="f_wide: paths stratified over [--wide-min-mflops, "
                                                               "budget], each retrained (default 12)")
     p.add_argument("--wide-min-mflops", type=float, default=0.9, help="f_wide: the cheapest bin's lower edge (default "
-                                                                    "0.9, about the space's smallest path at 28 px)")
+                                                                    "0.9; the space's smallest path costs 0.79 at 28 px)")
     p.add_argument("--val-classes", type=float, default=2, help="open set: training classes held out as validation")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 with --jobs > 1)")
