@@ -559,8 +559,14 @@ def retest_noise(done: list[dict], planned: int) -> dict:
     diff_std = stats.mean_std([a - b for a, b in pairs])["std"]
     seed_std = diff_std / math.sqrt(2) if diff_std is not None else None
     path_std = stats.mean_std([e["retrained_hetero"] for e in done])["std"]
+    mean_of = {}
+    if seed_std is not None and path_std:
+        # the same paths scored by the mean of k retrains each: the seed variance shrinks k-fold
+        own = max(0.0, path_std ** 2 - seed_std ** 2)
+        mean_of = {f"tau_ceiling_mean_of_{k}": _tau_ceiling(seed_std / math.sqrt(k), math.sqrt(own + seed_std ** 2 / k))
+                   for k in (2, 3)}
     return {**_tau(pairs), "planned": planned, "seed_std": seed_std, "path_std": path_std,
-            "tau_ceiling": _tau_ceiling(seed_std, path_std)}
+            "tau_ceiling": _tau_ceiling(seed_std, path_std), **mean_of}
 
 
 def _tau_ceiling(seed_std: float | None, path_std: float | None) -> float | None:
@@ -607,6 +613,8 @@ def _fmt_retest(r: dict) -> str:
         return f"retrain retest pending (0 of {r.get('planned', 0)} paths)"
     stds = (f", seed std {100 * r['seed_std']:.2f} points vs {100 * r['path_std']:.2f} between paths, "
             f"a perfect ranking's τ {r['tau_ceiling']:.2f}" if r.get("tau_ceiling") is not None else "")
+    if r.get("tau_ceiling_mean_of_3") is not None:
+        stds += f" ({r['tau_ceiling_mean_of_3']:.2f} against the mean of 3 retrains per path)"
     return f"seed-to-seed retrain {_fmt_tau(r)}{stds}"
 
 

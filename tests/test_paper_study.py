@@ -98,6 +98,13 @@ def test_f2_and_f3_are_untestable_when_a_retrain_s_seed_noise_swamps_the_paths()
     assert clean["seed_std"] == pytest.approx(0, abs=1e-9) and clean["tau_ceiling"] == pytest.approx(1)
     assert ps._noise_bound({"retest": clean}) is None
     assert ps._noise_bound({"retest": {**noisy, "n": 2}}) is None   # too few retests to say
+    # averaging k retrains per path shrinks the seed variance k-fold: the ceiling rises, short of 1
+    some = ps.retest_noise([{"retrained_hetero": a, "retest_hetero": a + d / 3}
+                            for a, d in zip(paths, (0.006, -0.006, 0.005, -0.005, 0.006, -0.006))], 6)
+    assert 0 < some["tau_ceiling"] < some["tau_ceiling_mean_of_2"] < some["tau_ceiling_mean_of_3"] < 1
+    assert noisy["tau_ceiling_mean_of_3"] == pytest.approx(0, abs=1e-6)   # no spread of the paths' own to find
+    assert clean["tau_ceiling_mean_of_3"] == pytest.approx(1)
+    assert ps._tau_ceiling(0.1, 0.1) == pytest.approx(0, abs=1e-6) and ps._tau_ceiling(None, 0.1) is None
 
 
 # ----------------------------------------------------------------------------- the Pareto plot
