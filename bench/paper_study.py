@@ -63,19 +63,15 @@ import _shared
 import gallery_aware as ga
 import protocols as P
 import stats
-import torch
 from runner import Run, Runner, command_line, digest, method_slug, split_method
 
 from hetsearch.config import TrainRunConfig
 from hetsearch.models import load_checkpoint
-from hetsearch.nas.cost import CostTable
 from hetsearch.nas.evaluator import CandidateEvaluator
 from hetsearch.nas.plots import plot_search
 from hetsearch.nas.rewards import RewardConfig, make_reward
+from hetsearch.nas.sampling import PathSpace, draw_paths
 from hetsearch.nas.runner import SearchRunConfig, run_search
-from hetsearch.nas.space import space_from_options
-from hetsearch.nas.strategies import Moves
-from hetsearch.nas.supernet import standalone_args
 from hetsearch.utils.device import resolve_device
 from hetsearch.utils.results import markdown_table, write_results
 from hetsearch.utils.typed_config import load_config
@@ -218,36 +214,17 @@ def search_config(study: Study, run: Run) -> SearchRunConfig:
         f"search.seed={run.seed}", f"reward.name={reward}", *study.search_overrides])
 
 
-def path_space(study: Study):
-    """(the supernets' search space, an architecture's whole-model MFLOPs) of the closed set."""
-    cfg = supernet_config(study, supernet_run(study, "closed_set", NO_COMPAT, 0))
-    options = standalone_args(cfg.model.backbone_args, "")
-    options.pop("arch")
-    space = space_from_options(cfg.data.image_size, options)
-    table = CostTable(space, image_size=cfg.data.image_size, in_chans=cfg.data.channels,
-                      embedding_dim=cfg.model.embedding_dim)
-    return space, lambda arch: table.flops(arch) / 1e6
+def path_space(study: Study) -> PathSpace:
+    """The closed set's supernets' search space and each path's whole-model cost."""
+    return PathSpace.of_config(supernet_config(study, supernet_run(study, "closed_set", NO_COMPAT, 0)))
 
 
 def sampled_paths(study: Study) -> list[str]:
     """--paths paths drawn as the search's random candidates are (uniform, narrowed to fit the budget);
     with study.path_min_mflops, one such draw per equal FLOPs bin of [path_min_mflops, budget] (uniform
     draws crowd just under the budget, where the paths retrain about alike)."""
-    space, cost = path_space(study)
-    generator, taken = torch.Generator().manual_seed(study.path_seed), set()
-    lo, n = study.path_min_mflops, study.paths
-    bins = ([(None, study.budget, n)] if lo is None else
-            [(lo + (study.budget - lo) * i / n, lo + (study.budget - lo) * (i + 1) / n, 1) for i in range(n)])
-    out = []
-    for low, high, count in bins:
-        moves = Moves(space, cost, generator, known=taken, max_cost=high, min_cost=low,
-                      max_tries=2000, mutation_prob=0.1)
-        drawn = [a.id for a in moves.random(count)]
-        if lo is not None and not drawn:
-            raise ValueError(f"no path of the search space costs {low:.3f}-{high:.3f} MFLOPs: raise --wide-min-mflops")
-        taken.update(drawn)
-        out += drawn
-    return out
+    return [a.id for a in draw_paths(path_space(study), study.paths, max_mflops=study.budget,
+                                     min_mflops=study.path_min_mflops, seed=study.path_seed)]
 
 
 # ----------------------------------------------------------------------------- work (worker processes too)
@@ -1142,7 +1119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wide-paths", type=int, default=None, help="f_wide: paths stratified over [--wide-min-mflops, "
                                                               "budget], each retrained (default 12)")
     p.add_argument("--wide-min-mflops", type=float, default=0.9, help="f_wide: the cheapest bin's lower edge (default "
-                                                                    "0.9; the space's smallest path costs 0.79 at 28 px)")
+                                                                    "0.9; the space's smallest path costs 0.77 at 28 px)")
     p.add_argument("--val-classes", type=float, default=2, help="open set: training classes held out as validation")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 with --jobs > 1)")

@@ -22,6 +22,7 @@ import paper_study as ps  # noqa: E402
 import protocols as P  # noqa: E402
 import stats  # noqa: E402
 
+from hetsearch.errors import ConfigError  # noqa: E402
 from hetsearch.nas.plots import pareto_front, plot_search  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -107,24 +108,24 @@ def test_f2_and_f3_are_untestable_when_a_retrain_s_seed_noise_swamps_the_paths()
     assert ps._tau_ceiling(0.1, 0.1) == pytest.approx(0, abs=1e-6) and ps._tau_ceiling(None, 0.1) is None
 
 
-# ----------------------------------------------------------------------------- the Pareto plot
-
 def test_wide_paths_are_one_per_flops_bin_and_leave_the_budget_draws_alone():
     study = ps.study_of(ps.parse_args(["--paths", "5"]))
     wide = study.wide()
-    space, cost = ps.path_space(study)
-    flops = [cost(space.parse(a)) for a in ps.sampled_paths(wide)]
+    paths = ps.path_space(study)
+    flops = [paths.mflops(paths.space.parse(a)) for a in ps.sampled_paths(wide)]
     width = (study.budget - study.wide_min_mflops) / study.wide_paths
     assert len(flops) == study.wide_paths == len(set(ps.sampled_paths(wide)))
     for i, f in enumerate(flops):   # the i-th path in the i-th equal bin of [wide_min_mflops, budget]
         assert study.wide_min_mflops + i * width - 1e-9 <= f <= study.wide_min_mflops + (i + 1) * width + 1e-9
-    budget_flops = [cost(space.parse(a)) for a in ps.sampled_paths(study)]
+    budget_flops = [paths.mflops(paths.space.parse(a)) for a in ps.sampled_paths(study)]
     assert len(budget_flops) == 5 and max(budget_flops) <= study.budget
     assert wide.paths_tag() != study.paths_tag() and study.of_paths_run(ps.paths_run(wide, "none")) == wide
     assert study.of_paths_run(ps.paths_run(study, "none")) == study
-    with pytest.raises(ValueError, match="wide-min-mflops"):   # a bin the space cannot fill says what to change
+    with pytest.raises(ConfigError, match="raise min_mflops"):   # a bin the space cannot fill says what to change
         ps.sampled_paths(dataclasses.replace(wide, path_min_mflops=0.1))
 
+
+# ----------------------------------------------------------------------------- the Pareto plot
 
 def test_pareto_front_keeps_the_undominated_points_by_cost():
     points = [(1.0, 0.5), (2.0, 0.4), (1.5, 0.7), (3.0, 0.9), (1.5, 0.6), (0.8, 0.2)]

