@@ -23,10 +23,13 @@ call continues where the last stopped, a finished run is never redone:
                intervals between supernet and retrained scores.
   ablation     closed set, --seeds: per compat method (--method, and --paper-method, BCT, the
                paper's) supernet + search (R3, R1, R2; R3 on the no-compat supernet) + retrain
-               (--epochs) scored on TEST, beside ShuffleNetV2 x0.5 trained the same way.
+               (--epochs) scored on TEST, beside ShuffleNetV2 x0.5 trained the same way and a path
+               drawn at random under the budget (variant random: no supernet, no search; draw seed
+               100 + the seed), trained the same way (does the search pay, or only its space?).
   open         open set, --seeds: R3 on the --method supernet against R3 on the no-compat supernet,
                both searched on the training classes only (as open_search), retrained on the 5
-               training classes, scored on the held-out test classes; ShuffleNetV2 x0.5 beside.
+               training classes, scored on the held-out test classes; ShuffleNetV2 x0.5 and the
+               random path beside.
   f_wide       F1-F3 where the paths differ (ours): at the budget the paths retrain about alike, so no
                ranking can show; --wide-paths paths, one per equal FLOPs bin of [--wide-min-mflops,
                budget], scored in the F study's two supernets and each retrained (seed 0), its seed
@@ -83,8 +86,11 @@ OPEN_METHOD = "contrastive+relational@train.task_loss=none"
 PAPER_METHOD = "bct"
 NO_COMPAT = "none"
 VARIANTS = {"r3": ("r3", True), "r1": ("r1", True), "r2": ("r2", True), "nocompat": ("r3", False)}  # -> (reward, compat supernet)
-CLOSED_VARIANTS = ("r3", "nocompat", "r1", "r2")
-OPEN_VARIANTS = ("r3", "nocompat")
+RANDOM = "random"            # the variant without supernet or search: a path drawn at random under the budget
+RANDOM_PATH = "random_path"  # its model name
+RANDOM_DRAW_SEED = 100       # + the run's seed: draws apart from the F study's paths (seed 0)
+CLOSED_VARIANTS = ("r3", "nocompat", "r1", "r2", RANDOM)
+OPEN_VARIANTS = ("r3", "nocompat", RANDOM)
 HAND_MODELS = ("shufflenetv2_x0_5", "mobilenetv3_small")
 PARTS = ("open_search", "f", "ablation", "open", "f_wide")
 QUICK = {"caps": ("data.max_train_items=2000", "data.max_test_items=400"), "gallery_epochs": 1, "supernet_epochs": 1,
@@ -115,6 +121,9 @@ class Study:
         stratified = [] if self.path_min_mflops is None else [self.path_min_mflops]   # older tags unchanged
         return _join(self.settings.tag(), "p" + digest([self.budget, self.paths, self.path_seed,
                                                         list(self.search_overrides), *stratified], 6))
+
+    def random_tag(self) -> str:
+        return _join(self.settings.tag(), "r" + digest([self.budget, RANDOM_DRAW_SEED], 6))
 
     def wide(self) -> "Study":
         """The f_wide part's study: its paths spread over a wider FLOPs range under the same budget."""
@@ -166,6 +175,18 @@ def searched_run(study: Study, protocol: str, variant: str, method: str, seed: i
     """The retrain of a search's winner: final phase for the ablations (test), select phase for the F
     study (validation, beside the randomly drawn paths)."""
     return Run(protocol, f"cmpnas_{variant}", method, seed, epochs, phase, study.search_tag())
+
+
+def random_path_run(study: Study, protocol: str, method: str, seed: int, epochs: int) -> Run:
+    """A path drawn at random under the budget (seed RANDOM_DRAW_SEED + seed), retrained as a searched net."""
+    return Run(protocol, RANDOM_PATH, method, seed, epochs, "final", study.random_tag())
+
+
+def variant_run(study: Study, protocol: str, variant: str, method: str, seed: int, epochs: int) -> Run:
+    """The final-phase retrain of an ablation variant: a search's winner, or the random path."""
+    if variant == RANDOM:
+        return random_path_run(study, protocol, method, seed, epochs)
+    return searched_run(study, protocol, variant, method, seed, epochs)
 
 
 def hand_run(study: Study, protocol: str, model: str, method: str, seed: int, epochs: int, phase: str) -> Run:
@@ -270,6 +291,11 @@ def cmpnas_job(study: Study, run: Run, arch: str) -> dict:
     return P.run_job(settings, inner)
 
 
+def random_path_job(study: Study, run: Run) -> dict:
+    arch = draw_paths(path_space(study), 1, max_mflops=study.budget, seed=RANDOM_DRAW_SEED + run.seed)[0]
+    return {**cmpnas_job(study, run, arch.id), "draw_seed": RANDOM_DRAW_SEED + run.seed}
+
+
 def path_retrain_job(study: Study, run: Run) -> dict:
     index = int(run.model[len("path"):])
     return {**cmpnas_job(study, run, sampled_paths(study)[index]), "path_index": index}
@@ -300,6 +326,8 @@ def job(study: Study, run: Run) -> dict:
         return path_retrain_job(study.of_paths_run(run), run)
     if run.model.startswith("cmpnas_"):
         return searched_job(study, run)
+    if run.model == RANDOM_PATH:
+        return random_path_job(study, run)
     return P.run_job(study.settings, run)   # a gallery (method paragon) or a hand-designed query model
 
 
@@ -330,7 +358,7 @@ def galleries(study: Study, runner: Runner, protocols: list[str]) -> None:
 
 
 def _trains_query_side(run: Run) -> bool:
-    return run.model == "supernet" or run.model in P.MODELS or run.model.startswith("cmpnas_") or (
+    return run.model in ("supernet", RANDOM_PATH) or run.model in P.MODELS or run.model.startswith("cmpnas_") or (
         run.model.startswith("path") and run.model != "paths")
 
 
@@ -405,7 +433,7 @@ def ablation_runs(args, study: Study, protocol: str, seed: int,
         variants = [v for v in variants if v in only]
     retrains = ([searched_run(study, protocol, "r3", m, seed, args.epochs) for m in methods if "r3" in variants]
                 + [hand_run(study, protocol, HAND_MODELS[0], m, seed, args.epochs, "final") for m in methods]
-                + [searched_run(study, protocol, v, m, seed, args.epochs) for m in methods for v in variants if v != "r3"])
+                + [variant_run(study, protocol, v, m, seed, args.epochs) for m in methods for v in variants if v != "r3"])
     searches = list(dict.fromkeys(variant_search(study, r) for r in retrains if r.model.startswith("cmpnas_")))
     supernets = list(dict.fromkeys(supernet_run(study, protocol, s.method, seed) for s in searches))
     return supernets, searches, retrains
@@ -604,12 +632,17 @@ def find_tau(f_method: dict, supernet_method: str, supernet_score: str, retraine
 COMPARISONS = (("cmpnas_r3", "cmpnas_r1", "R3 beats R1 (homogeneous-only reward)"),
                ("cmpnas_r3", "cmpnas_r2", "R3 beats R2 (heterogeneous-only reward)"),
                ("cmpnas_r3", "cmpnas_nocompat", "the compat-trained supernet beats the no-compat supernet (R3 both)"),
-               ("cmpnas_r3", HAND_MODELS[0], "the searched net beats ShuffleNetV2 x0.5 (the search pays)"))
+               ("cmpnas_r3", HAND_MODELS[0], "the searched net beats ShuffleNetV2 x0.5 (the search pays)"),
+               ("cmpnas_r3", RANDOM_PATH, "the searched net beats a path drawn at random under the budget, "
+                                          "trained alike (the search pays, not only its space)"),
+               (RANDOM_PATH, HAND_MODELS[0], "a path drawn at random under the budget beats ShuffleNetV2 x0.5 "
+                                             "(the space pays)"))
 
 
 def ablation_groups(args, study: Study, rows: dict, protocol: str, method: str) -> dict[str, list[dict]]:
     variants = CLOSED_VARIANTS if protocol == "closed_set" else OPEN_VARIANTS
-    groups = {f"cmpnas_{v}": [rows.get(searched_run(study, protocol, v, method, s, args.epochs).key) for s in args.seeds]
+    groups = {variant_run(study, protocol, v, method, 0, args.epochs).model:
+              [rows.get(variant_run(study, protocol, v, method, s, args.epochs).key) for s in args.seeds]
               for v in variants}
     groups[HAND_MODELS[0]] = [rows.get(hand_run(study, protocol, HAND_MODELS[0], method, s, args.epochs,
                                                 "final").key) for s in args.seeds]
@@ -828,6 +861,13 @@ def draw_rank(fm: dict, method: str, supernets: list[str], path: Path) -> None:
     _save(fig, path)
 
 
+def _bar_colour(model: str) -> str:
+    """R3 orange, the other searches blue, the random path green, hand-designed nets grey."""
+    if model == RANDOM_PATH:
+        return "tab:green"
+    return "tab:orange" if model.startswith("cmpnas_r3") else "tab:blue" if model.startswith("cmpnas_") else "tab:gray"
+
+
 def draw_ablation(abl: dict, path: Path) -> None:
     """Mean test M(q, g) ± std over seeds, one bar per (method, model), one panel per protocol; seeds as dots."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -842,8 +882,7 @@ def draw_ablation(abl: dict, path: Path) -> None:
         labels = [f"{s['model'].replace('cmpnas_', 'searched, ')}\n{short_method(s['method'])}" for s in rows]
         means = [s["recall_at_1_mean"] for s in rows]
         ax.bar(range(len(rows)), means, yerr=[s["recall_at_1_std"] or 0 for s in rows], capsize=4,
-               color=["tab:orange" if s["model"].startswith("cmpnas_r3") else "tab:gray" if "cmpnas" not in s["model"]
-                      else "tab:blue" for s in rows])
+               color=[_bar_colour(s["model"]) for s in rows])
         ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
         lo = min(means) if means else 0
         ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(means, default=1) + 0.03))
@@ -1106,7 +1145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                         "(default bct; '' for none)")
     p.add_argument("--f-methods", default=None, help="methods the F study retrains paths with (default --method)")
     p.add_argument("--seeds", default=None, help="ablation seeds (default 0,1,2)")
-    p.add_argument("--variants", default=None, help="ablation and open: run only these of r3,nocompat,r1,r2 (the "
+    p.add_argument("--variants", default=None, help="ablation and open: run only these of r3,nocompat,r1,r2,random (the "
                                                    "hand-designed net always; the results report every finished one)")
     p.add_argument("--epochs", type=int, default=None, help="retrain epochs of the ablation's nets (default 30)")
     p.add_argument("--path-epochs", type=int, default=None, help="retrain epochs of the F study (default --epochs)")
@@ -1146,9 +1185,9 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.open_methods = [args.open_method]
     args.f_methods = [m for m in (args.f_methods or args.method).split(",") if m]
     args.variants = args.variants.split(",") if args.variants else None
-    bad = sorted(set(args.variants or ()) - set(VARIANTS))
+    bad = sorted(set(args.variants or ()) - set(CLOSED_VARIANTS))
     if bad:
-        raise SystemExit(f"unknown variant(s) {bad}; known: {', '.join(VARIANTS)}")
+        raise SystemExit(f"unknown variant(s) {bad}; known: {', '.join(CLOSED_VARIANTS)}")
     args.seeds = [int(s) for s in (args.seeds or (QUICK["seeds"] if q else "0,1,2")).split(",")]
     args.epochs = args.epochs or (QUICK["epochs"] if q else 30)
     args.path_epochs = args.path_epochs or args.epochs

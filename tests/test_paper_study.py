@@ -250,11 +250,20 @@ def test_the_study_runs_every_part_reports_tau_and_verdicts_and_resumes(fake_stu
     assert verdicts[("F2", ps.BEST_METHOD)] in ("held", "not held")
     summary = results["ablation"]["summary"]
     closed = {(s["method"], s["model"]) for s in summary if s["protocol"] == "closed_set"}
-    assert closed == {(m, f"cmpnas_{v}") for m in (ps.BEST_METHOD, "bct") for v in ps.CLOSED_VARIANTS} | {
-        (m, "shufflenetv2_x0_5") for m in (ps.BEST_METHOD, "bct")}
+    searched = [v for v in ps.CLOSED_VARIANTS if v != ps.RANDOM]
+    assert closed == {(m, f"cmpnas_{v}") for m in (ps.BEST_METHOD, "bct") for v in searched} | {
+        (m, model) for m in (ps.BEST_METHOD, "bct") for model in ("shufflenetv2_x0_5", ps.RANDOM_PATH)}
     opened = {(s["method"], s["model"]) for s in summary if s["protocol"] == "open_set"}
     assert opened == {(ps.OPEN_METHOD, "cmpnas_r3"), (ps.OPEN_METHOD, "cmpnas_nocompat"),
-                      (ps.OPEN_METHOD, "shufflenetv2_x0_5")}
+                      (ps.OPEN_METHOD, "shufflenetv2_x0_5"), (ps.OPEN_METHOD, ps.RANDOM_PATH)}
+    # the random path: drawn under the budget (no supernet, no search), one per seed, trained as the searched nets
+    randoms = [r for r in results["rows"] if r["model"] == ps.RANDOM_PATH and r["protocol"] == "closed_set"
+               and r["method"] == ps.BEST_METHOD]
+    assert sorted(r["draw_seed"] for r in randoms) == [100, 101, 102] and len({r["arch"] for r in randoms}) == 3
+    paths = ps.path_space(study)
+    assert all(paths.mflops(paths.space.parse(r["arch"])) <= study.budget for r in randoms)
+    claims = {(c["protocol"], c["a"], c["b"]) for c in results["ablation"]["comparisons"]}
+    assert ("closed_set", "cmpnas_r3", ps.RANDOM_PATH) in claims and ("open_set", ps.RANDOM_PATH, "shufflenetv2_x0_5") in claims
     assert all(s["seeds"] == [0, 1, 2] and s["recall_at_1_std"] is not None for s in summary)
     assert all(r["git_revision"] and r["command"] for r in results["rows"])
     # every figure exists beside the Markdown, is linked from it, and names its runs' commands and seeds
