@@ -108,6 +108,34 @@ def test_f2_and_f3_are_untestable_when_a_retrain_s_seed_noise_swamps_the_paths()
     assert ps._tau_ceiling(0.1, 0.1) == pytest.approx(0, abs=1e-6) and ps._tau_ceiling(None, 0.1) is None
 
 
+def _wide(over_flops: dict, seed_std: float, path_std: float) -> dict:
+    """A finished f_wide method record with the fields the findings read."""
+    t = {"tau": 0.6, "lo": 0.2, "hi": 0.9, "n": 12}
+    taus = [{"supernet_method": m, "supernet_score": sc, "retrained_score": "hetero", **t}
+            for m in (ps.BEST_METHOD, ps.NO_COMPAT) for sc in ("homo", "hetero")]
+    retest = {"n": 6, "seed_std": seed_std, "path_std": path_std, "seed_std_from": "the F study's retest",
+              "tau_ceiling": ps._tau_ceiling(seed_std, path_std)}
+    return {"retrained": 12, "planned": 12, "paths": [], "taus": taus, "retest": retest, "searched": [],
+            "f3_difference": {"diff": 0.1, "lo": -0.2, "hi": 0.4}, "f1": {"flops": t, "homo": t},
+            "search_vs_random": {"verdict": "unresolved"}, "flops_range": [0.93, 1.88], "over_flops": over_flops}
+
+
+def test_f5_compares_the_supernet_with_flops_and_respects_the_noise_bound():
+    args = ps.parse_args([])
+    verdict = {}
+    for name, d, noise in (("held", {"diff": 0.3, "lo": 0.05, "hi": 0.55, "n": 12}, (0.002, 0.006)),
+                           ("within", {"diff": 0.1, "lo": -0.2, "hi": 0.4, "n": 12}, (0.002, 0.006)),
+                           ("reversed", {"diff": -0.4, "lo": -0.7, "hi": -0.1, "n": 12}, (0.002, 0.006)),
+                           ("noisy", {"diff": 0.1, "lo": -0.2, "hi": 0.4, "n": 12}, (0.002, 0.0024))):
+        found = {f["id"]: f for f in ps.wide_findings(args, {"methods": {ps.BEST_METHOD: _wide(d, *noise)}})}
+        assert "F4-wide" not in found and "0.93-1.88 MFLOPs" in found["F3-wide"]["claim"]
+        verdict[name] = found["F5-wide"]["verdict"]
+    assert verdict["held"] == "held" and verdict["within"] == "not held (within noise)"
+    assert verdict["reversed"] == "not held (reversed)" and verdict["noisy"].startswith("unresolved: one retrain")
+    # the f_wide noise line names where its seed noise came from
+    assert "the F study's retest" in ps._fmt_retest(_wide({}, 0.002, 0.006)["retest"])
+
+
 def test_wide_paths_are_one_per_flops_bin_and_leave_the_budget_draws_alone():
     study = ps.study_of(ps.parse_args(["--paths", "5"]))
     wide = study.wide()
