@@ -20,6 +20,6 @@ step "1. does the search pay? R3 against ShuffleNetV2 x0.5, closed and open set,
 step "2. the reward and no-compat ablations," "closed and open set, 3 seeds" --parts ablation,open --paper-method ''
 step "3. the same with BCT," "the paper's compat method, closed set; a random path under the budget beside both methods" \
      --parts ablation
-step "4. F1-F3 where the paths differ:" "12 paths stratified over 0.9-1.9 MFLOPs, scored in both supernets, each retrained;" \
-     "the open set's random path" --parts f_wide,open
+step "4. F1-F3 where the paths differ:" "12 paths stratified over 0.9-1.9 MFLOPs, scored in both supernets, each retrained;
+  the open set's random path" --parts f_wide,open
 echo "[paper_study.sh] $(date -Is) done"
