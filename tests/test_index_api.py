@@ -81,7 +81,11 @@ def test_search_lists_equal_scores_by_ascending_id(tmp_path, gallery):
         index.close()
     scores = [h.score for h in hits]
     assert scores[0] == pytest.approx(scores[3], abs=1e-6)  # item 1 and its three copies tie
-    assert [h.id for h in hits] == [1, *new_ids]
+    assert sorted(h.id for h in hits) == [1, *new_ids]
+    # Embedding the copies in another batch can move their scores in the last bits on some CPU
+    # kernels (AVX2 oneDNN); the rule is checked on the scores the index really holds: descending
+    # score, equal scores by ascending id (on most kernels all four are equal: [1, *new_ids]).
+    assert [h.id for h in hits] == [h.id for h in sorted(hits, key=lambda h: (-h.score, h.id))]
 
 
 def test_one_space_rule_everywhere(models):
